@@ -1,0 +1,1 @@
+"""dcsd: Domain-Camera-Sample Dynamic networks for multi-domain person re-identification."""

@@ -1,0 +1,189 @@
+"""The public op: argument checks, backend choice and its torch.library registration.
+
+``dcsd::decoupled_dwconv2d`` and ``dcsd::decoupled_dwconv2d_backward`` are custom ops with fake
+(meta) implementations, so ``torch.compile(fullgraph=True)`` traces through them, an autograd
+formula that calls the backward op, and FLOP formulas for ``FlopCounterMode``. Each op runs either
+the Triton kernels or the plain-PyTorch reference, chosen by its ``impl`` argument.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Literal
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from .reference import decoupled_dwconv2d_backward_reference, decoupled_dwconv2d_reference
+from .shapes import check_arguments, output_size
+
+Backend = Literal["auto", "triton", "reference"]
+BACKENDS = ("auto", "triton", "reference")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _triton_module() -> ModuleType:
+    """Import the Triton kernels on first use, so the package imports without Triton."""
+    try:
+        return importlib.import_module(".triton_decoupled_dwconv", __package__)
+    except ImportError as error:
+        raise RuntimeError(
+            "backend='triton' needs the triton package (Linux); use backend='reference' or "
+            f"install triton: {error}"
+        ) from error
+
+
+@torch.library.custom_op("dcsd::decoupled_dwconv2d", mutates_args=())
+def _forward_op(
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    impl: str,
+) -> torch.Tensor:
+    args = (x.contiguous(), spatial.contiguous(), channel.contiguous())
+    if impl == "triton":
+        return _triton_module().forward(*args, kernel_size, stride, padding, dilation)
+    return decoupled_dwconv2d_reference(*args, kernel_size, stride, padding, dilation)
+
+
+@_forward_op.register_fake
+def _forward_fake(x, spatial, channel, kernel_size, stride, padding, dilation, impl):
+    height_out, width_out = output_size(
+        x.shape[2], x.shape[3], kernel_size, stride, padding, dilation
+    )
+    return x.new_empty(x.shape[0], x.shape[1], height_out, width_out)
+
+
+@torch.library.custom_op("dcsd::decoupled_dwconv2d_backward", mutates_args=())
+def _backward_op(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    impl: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    args = (grad_out.contiguous(), x.contiguous(), spatial.contiguous(), channel.contiguous())
+    if impl == "triton":
+        return _triton_module().backward(*args, kernel_size, stride, padding, dilation)
+    grads = decoupled_dwconv2d_backward_reference(*args, kernel_size, stride, padding, dilation)
+    return tuple(grad.contiguous() for grad in grads)
+
+
+@_backward_op.register_fake
+def _backward_fake(grad_out, x, spatial, channel, kernel_size, stride, padding, dilation, impl):
+    return x.new_empty(x.shape), spatial.new_empty(spatial.shape), channel.new_empty(channel.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, spatial, channel, kernel_size, stride, padding, dilation, impl = inputs
+    ctx.save_for_backward(x, spatial, channel)
+    ctx.options = (kernel_size, stride, padding, dilation, impl)
+
+
+def _backward(ctx, grad_out):
+    x, spatial, channel = ctx.saved_tensors
+    grad_x, grad_spatial, grad_channel = _backward_op(grad_out, x, spatial, channel, *ctx.options)
+    return grad_x, grad_spatial, grad_channel, None, None, None, None, None
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _forward_flops(kernel_size: int, out_shape) -> int:
+    batch, channels, height_out, width_out = out_shape
+    # One multiply-add per tap and output element, counted as 2 FLOPs like FlopCounterMode's
+    # convolutions (model zoos' "FLOPs" are these multiply-adds: the counter's total / 2).
+    return 2 * kernel_size * kernel_size * batch * channels * height_out * width_out
+
+
+@register_flop_formula(torch.ops.dcsd.decoupled_dwconv2d)
+def _forward_flop_formula(
+    x_shape, spatial_shape, channel_shape, kernel_size, *args, out_shape=None, **kwargs
+) -> int:
+    return _forward_flops(kernel_size, out_shape)
+
+
+@register_flop_formula(torch.ops.dcsd.decoupled_dwconv2d_backward)
+def _backward_flop_formula(
+    grad_out_shape, x_shape, spatial_shape, channel_shape, kernel_size, *args, **kwargs
+) -> int:
+    # dx, dspatial and dchannel each take one multiply-add per tap and output element.
+    return 3 * _forward_flops(kernel_size, grad_out_shape)
+
+
+def _resolve_backend(backend: str, x: torch.Tensor) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if x.is_cuda else "reference"
+    if backend == "triton":
+        if x.dtype not in _TRITON_DTYPES:
+            raise TypeError(
+                f"backend='triton' supports float16, bfloat16 and float32, got {x.dtype}; "
+                "use backend='reference' for float64"
+            )
+        if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "backend='triton' got CPU tensors: Triton runs on CPU only under "
+                "TRITON_INTERPRET=1 (set before the first Triton call); use a CUDA device or "
+                "backend='reference'"
+            )
+    return backend
+
+
+def decoupled_dwconv2d(
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int | None = None,
+    dilation: int = 1,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """Decoupled dynamic depthwise convolution (DDF's "mul" combine).
+
+    out[n,c,h,w] = sum_{i,j} x[n,c,h*s+i*d-p,w*s+j*d-p] * spatial[n,i*K+j,h,w] * channel[n,c,i*K+j]
+
+    with zeros outside the image. Differentiable in ``x``, ``spatial`` and ``channel``.
+
+    Args:
+        x: (N, C, H, W) input; float16, bfloat16, float32 (or float64 on the reference).
+        spatial: (N, K*K, Ho, Wo) one K x K filter per output position, shared by all channels.
+        channel: (N, C, K*K) one K x K filter per channel, shared by all positions.
+        kernel_size: K, odd.
+        stride: s >= 1.
+        padding: p >= 0; ``None`` means ``dilation * (K - 1) // 2``.
+        dilation: d >= 1.
+        backend: ``"auto"`` runs the Triton kernels on CUDA tensors and the reference on CPU
+            tensors (both as the ``dcsd::decoupled_dwconv2d`` custom op); ``"triton"`` forces the
+            kernels (CPU tensors need ``TRITON_INTERPRET=1``); ``"reference"`` runs plain
+            PyTorch ops (autograd through them, exportable to ONNX).
+
+    Returns:
+        (N, C, Ho, Wo) contiguous, in the dtype of ``x``, with
+        Ho = (H + 2p - d(K-1) - 1) // s + 1 (likewise Wo).
+
+    Raises:
+        TypeError: non-tensor inputs, unsupported or mixed dtypes, non-int options.
+        ValueError: wrong ranks or shapes, even K, mixed devices, unknown backend.
+    """
+    if padding is None and isinstance(dilation, int) and isinstance(kernel_size, int):
+        padding = dilation * (kernel_size - 1) // 2
+    check_arguments(x, spatial, channel, kernel_size, stride, padding, dilation)
+    impl = _resolve_backend(backend, x)
+    if backend == "reference":
+        return decoupled_dwconv2d_reference(
+            x, spatial, channel, kernel_size, stride, padding, dilation
+        )
+    return _forward_op(x, spatial, channel, kernel_size, stride, padding, dilation, impl)
