@@ -1,1 +1,24 @@
 """dcsd: Domain-Camera-Sample Dynamic networks for multi-domain person re-identification."""
+
+from .models import (
+    ReIDOutput,
+    create_model,
+    get_pretrained_cfg,
+    list_models,
+    load_model,
+    resnet50_dcsd,
+    resnet50_reid,
+)
+from .modules import DCSDConv, set_op_backend
+
+__all__ = [
+    "DCSDConv",
+    "ReIDOutput",
+    "create_model",
+    "get_pretrained_cfg",
+    "list_models",
+    "load_model",
+    "resnet50_dcsd",
+    "resnet50_reid",
+    "set_op_backend",
+]

@@ -1,0 +1,27 @@
+"""Training and evaluation engines: the loop, checkpoints, schedule, loaders and DDP setup."""
+
+from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistributedContext, destroy_distributed, init_distributed
+from .evaluation import evaluate_model
+from .loaders import EvalSplit, build_eval_splits, build_train_loader
+from .schedule import build_scheduler, warmup_multistep_factor
+from .trainer import TrainConfig, Trainer, seed_everything
+
+__all__ = [
+    "Checkpoint",
+    "DistributedContext",
+    "EvalSplit",
+    "TrainConfig",
+    "Trainer",
+    "build_eval_splits",
+    "build_scheduler",
+    "build_train_loader",
+    "destroy_distributed",
+    "evaluate_model",
+    "init_distributed",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+    "warmup_multistep_factor",
+]

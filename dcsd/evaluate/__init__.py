@@ -1,0 +1,16 @@
+"""Evaluation: embedding extraction, query-gallery distances, CMC / mAP / mINP, report table."""
+
+from dcsd.evaluate.distance import pairwise_distance
+from dcsd.evaluate.features import FeatureSet, extract_features
+from dcsd.evaluate.rank import RankAccumulator, rank_metrics
+from dcsd.evaluate.retrieval import evaluate_retrieval, format_report
+
+__all__ = [
+    "FeatureSet",
+    "RankAccumulator",
+    "evaluate_retrieval",
+    "extract_features",
+    "format_report",
+    "pairwise_distance",
+    "rank_metrics",
+]

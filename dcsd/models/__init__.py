@@ -1,0 +1,48 @@
+"""ReID models: ResNet50-DCSD and the static baseline, the model zoo and checkpoint loading."""
+
+from .heads import BNNeckHead
+from .output import ReIDOutput
+from .pretrained import (
+    CheckpointMismatchError,
+    LoadReport,
+    download_checkpoint,
+    imagenet_state_dict,
+    load_checkpoint,
+    load_imagenet_backbone,
+    load_model,
+    load_pretrained,
+    save_checkpoint,
+)
+from .registry import (
+    PretrainedCfg,
+    create_model,
+    get_pretrained_cfg,
+    is_model,
+    list_models,
+    register_model,
+)
+from .resnet import Bottleneck, ReIDResNet, resnet50_dcsd, resnet50_reid
+
+__all__ = [
+    "BNNeckHead",
+    "Bottleneck",
+    "CheckpointMismatchError",
+    "LoadReport",
+    "PretrainedCfg",
+    "ReIDOutput",
+    "ReIDResNet",
+    "create_model",
+    "download_checkpoint",
+    "get_pretrained_cfg",
+    "imagenet_state_dict",
+    "is_model",
+    "list_models",
+    "load_checkpoint",
+    "load_imagenet_backbone",
+    "load_model",
+    "load_pretrained",
+    "register_model",
+    "resnet50_dcsd",
+    "resnet50_reid",
+    "save_checkpoint",
+]

@@ -10,6 +10,10 @@ import torch
 class ReIDOutput(NamedTuple):
     """What a ReID model returns from ``forward`` in training mode.
 
+    In eval mode the models return only the (N, D) embedding after BNNeck. A model built with
+    ``num_classes=0`` has no identity classifier and refuses a training-mode forward
+    (``RuntimeError``) rather than returning empty logits.
+
     Attributes:
         features: (N, D) global feature before BNNeck, used by the triplet loss.
         logits: (N, num_classes) identity logits after BNNeck and the classifier.

@@ -1,0 +1,368 @@
+"""Benchmark the decoupled dynamic depthwise convolution on ResNet50-DCSD's 16 layer shapes.
+
+Times the forward and forward+backward of four implementations:
+
+- ``triton``: ``dcsd.kernels.decoupled_dwconv2d(..., backend="triton")``;
+- ``reference``: ``decoupled_dwconv2d_reference`` (K*K shifted slices, autograd backward);
+- ``unfold``: ``F.unfold`` to (N, C, K*K, L) times both filters, summed over taps: the usual
+  way to write the op in PyTorch, which materialises K*K-times larger tensors;
+- ``compile``: ``torch.compile`` of the reference.
+
+The op is memory-bound, so each time is also shown as achieved bandwidth: the bytes that must move
+(forward: read x, spatial, channel, write out; backward: read grad_out, x, spatial, channel, write
+dx, dspatial, dchannel) over the time, and as a share of the device's copy bandwidth measured in
+the same run (a large device-to-device copy, read + write).
+
+    python bench/bench_kernels.py                          # CUDA: batch 64, bf16 and fp32
+    python bench/bench_kernels.py --out bench/RESULTS.md   # also append the tables there
+    python bench/bench_kernels.py --device cpu             # reference/unfold/compile, batch 2
+    TRITON_INTERPRET=1 python bench/bench_kernels.py --device cpu --tiny --impls triton unfold
+
+CUDA times are medians of ``triton.testing.do_bench`` (L2 flushed between runs); CPU times are
+medians of ``time.perf_counter`` over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.testing
+
+from dcsd.kernels import decoupled_dwconv2d, decoupled_dwconv2d_reference, output_size
+
+KERNEL_SIZE = 3
+IMPLEMENTATIONS = ("triton", "reference", "unfold", "compile")
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+# Forward outputs of every implementation must agree with the float64 reference this closely
+# (relative to the largest magnitude) before their times are worth printing.
+CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The 3x3 conv of one or more identical ResNet50 bottlenecks at input 256x128, last stride 1.
+
+    ``height`` x ``width`` is the conv's input size; ``count`` how many bottlenecks share it.
+    """
+
+    name: str
+    count: int
+    channels: int
+    height: int
+    width: int
+    stride: int
+
+
+# The stem divides 256x128 by 4; layer2 and layer3 open with a stride-2 3x3 conv; layer4 keeps
+# stride 1 (the ReID "last stride 1"), so it stays at 16x8.
+LAYERS = (
+    Layer("layer1.0-2", 3, 64, 64, 32, 1),
+    Layer("layer2.0", 1, 128, 64, 32, 2),
+    Layer("layer2.1-3", 3, 128, 32, 16, 1),
+    Layer("layer3.0", 1, 256, 32, 16, 2),
+    Layer("layer3.1-5", 5, 256, 16, 8, 1),
+    Layer("layer4.0-2", 3, 512, 16, 8, 1),
+)
+assert sum(layer.count for layer in LAYERS) == 16
+
+
+def tiny(layer: Layer) -> Layer:
+    """A shape small enough for the Triton interpreter: channels / 32, sides / 4."""
+    return Layer(
+        layer.name,
+        layer.count,
+        max(1, layer.channels // 32),
+        layer.height // 4,
+        layer.width // 4,
+        layer.stride,
+    )
+
+
+def unfold_dwconv2d(
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """The op through ``F.unfold``: x to (N, C, K*K, L), times both filters, summed over taps."""
+    batch, channels = x.shape[:2]
+    height_out, width_out = spatial.shape[2:]
+    taps = kernel_size * kernel_size
+    columns = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
+    columns = columns.view(batch, channels, taps, height_out * width_out)
+    weighted = columns * spatial.view(batch, 1, taps, -1) * channel.view(batch, channels, taps, 1)
+    return weighted.sum(dim=2).view(batch, channels, height_out, width_out)
+
+
+def triton_dwconv2d(x, spatial, channel, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    return decoupled_dwconv2d(
+        x, spatial, channel, kernel_size, stride, padding, dilation, backend="triton"
+    )
+
+
+def implementation(name: str) -> Callable[..., torch.Tensor]:
+    if name == "triton":
+        return triton_dwconv2d
+    if name == "reference":
+        return decoupled_dwconv2d_reference
+    if name == "unfold":
+        return unfold_dwconv2d
+    # A fresh compile per shape and dtype: it specialises to static shapes, and twelve of them
+    # would pass dynamo's recompile limit and fall back to eager.
+    torch._dynamo.reset()
+    return torch.compile(decoupled_dwconv2d_reference, dynamic=False)
+
+
+def make_timer(device: torch.device, repeats: int) -> Callable[[Callable[[], object]], float]:
+    """Milliseconds per call of a function (median), after one warm-up call."""
+    if device.type == "cuda":
+
+        def time_cuda(fn: Callable[[], object]) -> float:
+            fn()
+            torch.cuda.synchronize(device)
+            return triton.testing.do_bench(fn, return_mode="median")
+
+        return time_cuda
+
+    def time_cpu(fn: Callable[[], object]) -> float:
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(samples)
+
+    return time_cpu
+
+
+def copy_bandwidth(device: torch.device, timer: Callable[[Callable[[], object]], float]) -> float:
+    """Device copy bandwidth in GB/s, counting the bytes read and the bytes written."""
+    numel = 2**28 if device.type == "cuda" else 2**23  # float32: 1 GiB on CUDA, 32 MiB on CPU
+    source = torch.randn(numel, device=device)
+    target = torch.empty_like(source)
+    milliseconds = timer(lambda: target.copy_(source))
+    return 2 * source.nbytes / milliseconds / 1e6
+
+
+def op_bytes(layer: Layer, batch: int, element_size: int) -> tuple[int, int]:
+    """(forward, forward + backward) bytes that must move, for one call."""
+    padding = (KERNEL_SIZE - 1) // 2
+    height_out, width_out = output_size(
+        layer.height, layer.width, KERNEL_SIZE, layer.stride, padding, 1
+    )
+    taps = KERNEL_SIZE * KERNEL_SIZE
+    x = batch * layer.channels * layer.height * layer.width
+    spatial = batch * taps * height_out * width_out
+    channel = batch * layer.channels * taps
+    out = batch * layer.channels * height_out * width_out
+    forward = x + spatial + channel + out
+    backward = out + x + spatial + channel + x + spatial + channel
+    return element_size * forward, element_size * (forward + backward)
+
+
+@dataclass
+class Timing:
+    layer: Layer
+    implementation: str
+    forward_ms: float
+    training_ms: float
+    forward_bytes: int
+    training_bytes: int
+
+
+def bench_layer(
+    layer: Layer,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    names: list[str],
+    timer: Callable[[Callable[[], object]], float],
+) -> list[Timing]:
+    padding = (KERNEL_SIZE - 1) // 2
+    options = (KERNEL_SIZE, layer.stride, padding, 1)
+    height_out, width_out = output_size(layer.height, layer.width, *options)
+    taps = KERNEL_SIZE * KERNEL_SIZE
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    x = randn(batch, layer.channels, layer.height, layer.width)
+    spatial = randn(batch, taps, height_out, width_out)
+    channel = randn(batch, layer.channels, taps)
+    grad_out = randn(batch, layer.channels, height_out, width_out)
+    inputs = [t.detach().requires_grad_() for t in (x, spatial, channel)]
+    expected = decoupled_dwconv2d_reference(
+        x.double(), spatial.double(), channel.double(), *options
+    )
+    forward_bytes, training_bytes = op_bytes(layer, batch, x.element_size())
+
+    timings = []
+    for name in names:
+        fn = implementation(name)
+        with torch.no_grad():
+            error = (fn(x, spatial, channel, *options).double() - expected).abs().max().item()
+        if error > CHECK_TOLERANCE[dtype] * expected.abs().max().item():
+            raise AssertionError(f"{name} is off by {error:.3g} on {layer} in {dtype}")
+
+        def forward(fn=fn) -> torch.Tensor:
+            with torch.no_grad():
+                return fn(x, spatial, channel, *options)
+
+        def training(fn=fn) -> tuple[torch.Tensor, ...]:
+            return torch.autograd.grad(fn(*inputs, *options), inputs, grad_out)
+
+        timings.append(
+            Timing(layer, name, timer(forward), timer(training), forward_bytes, training_bytes)
+        )
+    return timings
+
+
+def bandwidth_cells(num_bytes: int, milliseconds: float, copy_gbps: float) -> list[str]:
+    gbps = num_bytes / milliseconds / 1e6
+    share = 100 * gbps / copy_gbps
+    return [f"{milliseconds:.3f}", f"{gbps:.0f}" if gbps >= 10 else f"{gbps:.2f}", f"{share:.1f}%"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float) -> str:
+    """The per-layer table, the totals over the 16 layers and the Triton speedups."""
+    header = ["layer", "x", "C", "H x W", "stride", "impl"]
+    header += ["fwd ms", "fwd GB/s", "fwd % copy", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd % copy"]
+    rows = [
+        [
+            t.layer.name,
+            str(t.layer.count),
+            str(t.layer.channels),
+            f"{t.layer.height}x{t.layer.width}",
+            str(t.layer.stride),
+            t.implementation,
+            *bandwidth_cells(t.forward_bytes, t.forward_ms, copy_gbps),
+            *bandwidth_cells(t.training_bytes, t.training_ms, copy_gbps),
+        ]
+        for t in timings
+    ]
+    totals: dict[str, list[float]] = {}
+    for t in timings:
+        total = totals.setdefault(t.implementation, [0.0, 0.0, 0.0, 0.0])
+        count = t.layer.count
+        total[0] += count * t.forward_ms
+        total[1] += count * t.training_ms
+        total[2] += count * t.forward_bytes
+        total[3] += count * t.training_bytes
+    total_rows = [
+        [
+            name,
+            *bandwidth_cells(int(total[2]), total[0], copy_gbps),
+            *bandwidth_cells(int(total[3]), total[1], copy_gbps),
+        ]
+        for name, total in totals.items()
+    ]
+    total_header = ["impl", *header[6:]]
+    text = [
+        f"### {dtype_name}, batch {batch}",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"Totals over the 16 layers ({dtype_name}):",
+        "",
+        markdown_table(total_header, total_rows),
+    ]
+    if "triton" in totals:
+        speedups = [
+            f"triton vs {name}: forward {totals[name][0] / totals['triton'][0]:.2f}x, "
+            f"forward+backward {totals[name][1] / totals['triton'][1]:.2f}x"
+            for name in ("unfold", "compile", "reference")
+            if name in totals
+        ]
+        text += ["", f"Speedups ({dtype_name}, summed time): " + "; ".join(speedups) + "."]
+    return "\n".join(text)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=sorted(DTYPES), default=["bfloat16", "float32"]
+    )
+    parser.add_argument("--impls", nargs="+", choices=IMPLEMENTATIONS, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 2 on CPU")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="channels / 32 and sides / 4, batch 1: small enough for TRITON_INTERPRET=1 on CPU",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per number on CPU")
+    parser.add_argument("--out", type=Path, default=None, help="append the tables to this file")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if args.impls is not None:
+        names = args.impls
+    elif device.type == "cuda" or (args.tiny and interpreted):
+        names = list(IMPLEMENTATIONS)
+    else:
+        names = [name for name in IMPLEMENTATIONS if name != "triton"]
+    if device.type == "cpu" and "triton" in names and not interpreted:
+        parser.error("--impls triton on CPU needs TRITON_INTERPRET=1 (and --tiny to finish)")
+    batch = args.batch or (1 if args.tiny else 64 if device.type == "cuda" else 2)
+    layers = [tiny(layer) for layer in LAYERS] if args.tiny else list(LAYERS)
+
+    timer = make_timer(device, args.repeats)
+    copy_gbps = copy_bandwidth(device, timer)
+    heading = [
+        f"## decoupled_dwconv2d, K={KERNEL_SIZE}, ResNet50-DCSD at 256x128 (last stride 1)",
+        "",
+        f"- device: {device_name(device)}; measured copy bandwidth {copy_gbps:.0f} GB/s "
+        "(read + write)",
+        f"- torch {torch.__version__}, triton {triton.__version__}"
+        + (", TRITON_INTERPRET=1" if interpreted else "")
+        + f"; {datetime.datetime.now().astimezone().isoformat(timespec='minutes')}",
+        f"- batch {batch}{', tiny shapes (channels / 32, sides / 4)' if args.tiny else ''}; "
+        f"times in ms, {'do_bench median' if device.type == 'cuda' else 'perf_counter median'}",
+    ]
+    print("\n".join(heading), flush=True)
+    sections = ["\n".join(heading)]
+    for dtype_name in args.dtypes:
+        dtype = DTYPES[dtype_name]
+        timings = []
+        for layer in layers:
+            timings += bench_layer(layer, batch, dtype, device, names, timer)
+        section = report(timings, dtype_name, batch, copy_gbps)
+        print("\n" + section, flush=True)
+        sections.append(section)
+
+    if args.out is not None:
+        prefix = "\n\n" if args.out.exists() else "# Kernel benchmarks\n\n"
+        with args.out.open("a") as file:
+            file.write(prefix + "\n\n".join(sections) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""DataLoaders for joint training and per-dataset evaluation from a MultiDomainDataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import (
+    IdentityBatchSampler,
+    ImageDataset,
+    MultiDomainDataset,
+    build_test_transforms,
+    build_train_transforms,
+)
+from .distributed import DistributedContext
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One dataset's query and gallery loaders, and whether same-camera matches are ignored."""
+
+    query: DataLoader
+    gallery: DataLoader
+    cross_camera: bool
+
+
+def build_train_loader(
+    dataset: MultiDomainDataset,
+    *,
+    image_size: tuple[int, int] = (256, 128),
+    num_identities: int = 16,
+    num_instances: int = 4,
+    balance_domains: bool = False,
+    seed: int = 0,
+    num_workers: int = 2,
+    context: DistributedContext | None = None,
+) -> DataLoader:
+    """P identities x K images batches over all domains, with BoT's train transforms.
+
+    Under DDP each rank draws its own disjoint batches of P x K images.
+    """
+    world_size = context.world_size if context else 1
+    rank = context.rank if context else 0
+    sampler = IdentityBatchSampler(
+        dataset.train,
+        num_identities=num_identities,
+        num_instances=num_instances,
+        balance_domains=balance_domains,
+        seed=seed,
+        num_replicas=world_size,
+        rank=rank,
+    )
+    return DataLoader(
+        ImageDataset(dataset.train, transform=build_train_transforms(size=image_size)),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_eval_splits(
+    dataset: MultiDomainDataset,
+    *,
+    image_size: tuple[int, int] = (256, 128),
+    batch_size: int = 128,
+    num_workers: int = 2,
+) -> dict[str, EvalSplit]:
+    """Query and gallery loaders of every dataset in ``dataset``, in its own local ids."""
+    transform = build_test_transforms(size=image_size)
+    splits = {}
+    for domain, (name, (query, gallery)) in enumerate(dataset.eval_splits.items()):
+
+        def loader(items, domain=domain):
+            return DataLoader(
+                ImageDataset(items, transform=transform, domain=domain),
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=num_workers,
+            )
+
+        splits[name] = EvalSplit(
+            loader(query), loader(gallery), cross_camera=not dataset.single_camera[name]
+        )
+    return splits

@@ -1,0 +1,424 @@
+"""Checkpoints: safetensors weights + ``config.json``, locally or on the Hugging Face Hub, and the
+torchvision ImageNet initialisation of the backbone.
+
+Only safetensors files are read for model checkpoints (no pickle). The one exception is
+torchvision's own ImageNet file, which :func:`imagenet_state_dict` loads with
+``weights_only=True`` and a hash check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+
+from dcsd.modules import DCSDConv
+
+from .registry import create_model, get_pretrained_cfg, is_model
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CLASSIFIER_KEY = "head.classifier.weight"
+# Parts of the model that exist in torchvision's ResNet50 under the same names.
+_BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+_MAX_LISTED_KEYS = 8
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model it is loaded into."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Which tensors a load filled.
+
+    Attributes:
+        loaded: model keys filled from the source.
+        fresh: model keys left at their initial values.
+        ignored: source keys not used (e.g. torchvision's fc, or a dropped classifier).
+    """
+
+    loaded: tuple[str, ...]
+    fresh: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    more = len(keys) - _MAX_LISTED_KEYS
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (``model.config``) into ``directory``.
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # contiguous(): channels_last models hold strided tensors, which safetensors refuses.
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    safetensors.torch.save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    (directory / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
+    """(weights file, config or None) of a checkpoint folder or ``.safetensors`` file."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            found = sorted(p.name for p in path.iterdir())
+            raise FileNotFoundError(
+                f"checkpoint folder {path} has no {WEIGHTS_NAME} (it holds {found}); only "
+                "safetensors checkpoints are read, write them with model.save_pretrained()"
+            )
+    elif path.is_file():
+        if path.suffix != ".safetensors":
+            raise ValueError(
+                f"checkpoint must be a .safetensors file or a folder holding {WEIGHTS_NAME}, got "
+                f"{path}; pickled checkpoints (.pth, .bin, .pt) are not read, convert them "
+                "with safetensors.torch.save_file(state_dict, 'model.safetensors')"
+            )
+        weights = path
+    else:
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    config_file = weights.parent / CONFIG_NAME
+    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    return weights, config
+
+
+def _first_mismatch(
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]], suffix: str
+) -> tuple[int, int] | None:
+    """(checkpoint rows, model rows) of the first mismatched key ending with ``suffix``."""
+    for key, theirs, ours in mismatched:
+        if key.endswith(suffix):
+            return theirs[0], ours[0]
+    return None
+
+
+def _mismatch_message(
+    source: str,
+    model: nn.Module,
+    config: dict[str, Any] | None,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+) -> str:
+    lines = [f"checkpoint {source} does not match the model:"]
+    classes = _first_mismatch(mismatched, CLASSIFIER_KEY)
+    if classes is not None:
+        lines.append(
+            f"- its identity classifier has {classes[0]} classes, the model {classes[1]}: pass "
+            f"num_classes={classes[0]}, or num_classes=0 to drop it (the embedding is "
+            "unchanged) and then model.reset_classifier(n) to fine-tune on n identities"
+        )
+    if CLASSIFIER_KEY in missing:
+        lines.append(
+            "- it has no identity classifier: build the model with num_classes=0 and call "
+            "model.reset_classifier(n) to train one"
+        )
+    for factor in ("domain", "camera"):
+        counts = _first_mismatch(mismatched, f"{factor}_classifier.weight")
+        if counts is not None:
+            lines.append(
+                f"- it was trained with num_{factor}s={counts[0]}, the model has "
+                f"num_{factor}s={counts[1]}: pass num_{factor}s={counts[0]} (at test time the "
+                f"{factor} information is predicted from the image, so any data can be embedded)"
+            )
+    if config is not None:
+        ours = model.config
+        differing = [
+            f"{key}: checkpoint {config.get(key)!r}, model {ours.get(key)!r}"
+            for key in sorted(set(config) | set(ours))
+            if key != "num_classes" and _normalised(config.get(key)) != _normalised(ours.get(key))
+        ]
+        if differing:
+            lines.append(
+                "- its config.json differs: " + "; ".join(differing) + ". Build the model with "
+                "the checkpoint's options, or load it with dcsd.load_model(path), which reads "
+                "config.json"
+            )
+    if missing:
+        lines.append(f"- missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        lines.append(f"- unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if mismatched:
+        shapes = [f"{key} {theirs} vs {ours}" for key, theirs, ours in mismatched]
+        lines.append(f"- shape mismatches, checkpoint vs model ({len(shapes)}): {_listing(shapes)}")
+    return "\n".join(lines)
+
+
+def _normalised(value: Any) -> Any:
+    """JSON turns tuples into lists; compare configs as JSON would store them."""
+    return json.loads(json.dumps(value))
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
+    """Load a safetensors checkpoint into ``model``, every tensor exactly.
+
+    A model built with ``num_classes=0`` drops the checkpoint's identity classifier; every other
+    difference (missing or unexpected keys, other shapes, other numbers of domains or cameras)
+    raises :class:`CheckpointMismatchError` saying how to build a matching model.
+
+    Args:
+        model: a dcsd model (it has ``config`` and ``num_classes``).
+        checkpoint: a folder with ``model.safetensors`` (and ``config.json``), or a
+            ``.safetensors`` file.
+
+    Returns:
+        A :class:`LoadReport`.
+    """
+    weights, config = _local_files(checkpoint)
+    state = safetensors.torch.load_file(weights)
+    ignored = []
+    if model.num_classes == 0 and CLASSIFIER_KEY in state:
+        del state[CLASSIFIER_KEY]
+        ignored.append(CLASSIFIER_KEY)
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    mismatched = [
+        (key, tuple(state[key].shape), tuple(own[key].shape))
+        for key in sorted(own.keys() & state.keys())
+        if state[key].shape != own[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(
+            _mismatch_message(str(weights), model, config, missing, unexpected, mismatched)
+        )
+    model.load_state_dict(state, strict=True)
+    return LoadReport(loaded=tuple(sorted(state)), fresh=(), ignored=tuple(ignored))
+
+
+def download_checkpoint(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
+    """Fetch ``config.json`` and ``model.safetensors`` of a Hub repository into the Hub cache.
+
+    Honours the Hub cache (``HF_HUB_CACHE``, ``cache_dir``), offline mode (``HF_HUB_OFFLINE``)
+    and revision pinning; files already cached are not downloaded again.
+
+    Returns:
+        The local snapshot folder holding both files.
+
+    Raises:
+        OSError: the files could not be fetched nor found in the cache.
+    """
+    options = dict(
+        revision=revision,
+        cache_dir=cache_dir,
+        token=token,
+        local_files_only=local_files_only,
+        force_download=force_download,
+        library_name="dcsd",
+    )
+    try:
+        hf_hub_download(repo_id, CONFIG_NAME, **options)
+        weights = hf_hub_download(repo_id, WEIGHTS_NAME, **options)
+    except (OSError, EntryNotFoundError) as error:
+        raise OSError(
+            f"could not get {CONFIG_NAME} and {WEIGHTS_NAME} of the Hub repository {repo_id!r} "
+            f"(revision {revision or 'main'}) from the Hub or the local Hub cache: {error}"
+        ) from error
+    return Path(weights).parent
+
+
+def load_pretrained(model: nn.Module, pretrained: Any) -> LoadReport | None:
+    """Fill a freshly built model from the source a builder's ``pretrained`` names.
+
+    Args:
+        model: a dcsd model (``model.config["architecture"]`` names its zoo entry).
+        pretrained: ``False``/``None`` (nothing), ``True`` (the zoo entry's Hub weights),
+            ``"imagenet"`` (:func:`load_imagenet_backbone` with torchvision's weights), or a
+            local folder / ``.safetensors`` file (:func:`load_checkpoint`).
+
+    Returns:
+        A :class:`LoadReport`, or None when nothing was loaded.
+    """
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        architecture = model.config["architecture"]
+        cfg = get_pretrained_cfg(architecture)
+        try:
+            folder = download_checkpoint(cfg.hub_id, revision=cfg.hub_revision)
+        except OSError as error:
+            status = (
+                ""
+                if cfg.published
+                else "\nNo weights of this entry have been published on the Hub yet (its repo id "
+                "is a placeholder): train a model and pass pretrained='<folder>', or use "
+                "pretrained='imagenet'."
+            )
+            raise OSError(f"pretrained=True for {architecture!r}: {error}{status}") from error
+        return load_checkpoint(model, folder)
+    if pretrained == "imagenet":
+        return load_imagenet_backbone(model, imagenet_state_dict())
+    if isinstance(pretrained, (str, os.PathLike)):
+        return load_checkpoint(model, pretrained)
+    raise TypeError(
+        "pretrained must be False, True, 'imagenet' or a checkpoint path, got "
+        f"{type(pretrained).__name__} {pretrained!r}"
+    )
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the model a checkpoint's ``config.json`` describes and load its weights.
+
+    Args:
+        source: a local folder (with ``config.json`` and ``model.safetensors``) or a Hub
+            repository id such as ``"user/resnet50_dcsd-market"``.
+        revision, cache_dir, token, local_files_only, force_download: Hub download options
+            (ignored for a local folder).
+        **overrides: builder options replacing the config's, e.g. ``num_classes=0`` to drop the
+            identity classifier or ``op_backend="reference"``.
+
+    Returns:
+        The model, in training mode as every freshly built module (call ``.eval()`` to embed).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path or a Hub repo id, got {type(source).__name__}")
+    folder = Path(source)
+    if not folder.exists():
+        if os.fspath(source).count("/") != 1:
+            raise FileNotFoundError(
+                f"source {os.fspath(source)!r} is neither an existing folder nor a Hub repo id "
+                "('owner/name')"
+            )
+        folder = download_checkpoint(
+            os.fspath(source),
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no {CONFIG_NAME}, so its architecture is unknown: build the model with "
+            "dcsd.create_model(name, pretrained=path, ...) instead"
+        )
+    config = json.loads(config_file.read_text())
+    architecture = config.pop("architecture", None)
+    if not isinstance(architecture, str) or not is_model(architecture):
+        raise ValueError(
+            f"{config_file} names architecture {architecture!r}, which is not a registered "
+            "model (see dcsd.list_models())"
+        )
+    model = create_model(architecture, **{**config, **overrides})
+    load_checkpoint(model, folder)
+    return model
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ResNet50 ImageNet weights (``IMAGENET1K_V1``, 76.1% top-1, what BoT and
+    fast-reid start from), via torchvision's loader and cache (``$TORCH_HOME``).
+
+    Raises:
+        OSError: the file is not cached and cannot be downloaded.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(
+            progress=True, check_hash=True, weights_only=True, map_location="cpu"
+        )
+    except OSError as error:
+        target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise OSError(
+            f"could not get torchvision's ResNet50 ImageNet weights from {weights.url}: {error}. "
+            f"Offline, copy that file to {target}"
+        ) from error
+
+
+def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
+    """Initialise the stem, 1x1 convolutions, BatchNorms and downsample branches from a
+    torchvision ResNet50 state dict.
+
+    Static 3x3 convolutions load too (``resnet50_reid``); DCSD generators, non-local blocks and
+    the head keep their fresh initialisation; torchvision's ``fc`` is not used.
+
+    Args:
+        model: a dcsd ResNet50 model.
+        state_dict: e.g. ``torchvision.models.resnet50(weights=...).state_dict()``.
+
+    Returns:
+        A :class:`LoadReport` (also logged at INFO level).
+
+    Raises:
+        ValueError: ``state_dict`` lacks backbone tensors or has other shapes.
+    """
+    dynamic_prefixes = tuple(
+        f"{name}." for name, module in model.named_modules() if isinstance(module, DCSDConv)
+    )
+    own = model.state_dict()
+    backbone = [
+        key
+        for key in own
+        if key.startswith(_BACKBONE_PREFIXES) and not key.startswith(dynamic_prefixes)
+    ]
+    # torchvision's 2017 ImageNet file predates BatchNorm's num_batches_tracked buffer.
+    required = [key for key in backbone if not key.endswith("num_batches_tracked")]
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"state_dict is not a torchvision ResNet50 state dict: it lacks {len(missing)} "
+            f"backbone tensors ({_listing(missing)})"
+        )
+    loaded = [key for key in backbone if key in state_dict]
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in loaded
+        if state_dict[key].shape != own[key].shape
+    ]
+    if mismatched:
+        raise ValueError(
+            "state_dict shapes differ from the model's (ImageNet vs model): " + _listing(mismatched)
+        )
+    model.load_state_dict({key: state_dict[key] for key in loaded}, strict=False)
+    loaded_set = set(loaded)
+    report = LoadReport(
+        loaded=tuple(loaded),
+        fresh=tuple(key for key in own if key not in loaded_set),
+        ignored=tuple(key for key in state_dict if key not in loaded_set),
+    )
+    logger.info(
+        "ImageNet init: %d tensors loaded, %d fresh, %d ImageNet tensors unused (%s)",
+        len(report.loaded),
+        len(report.fresh),
+        len(report.ignored),
+        _listing(list(report.ignored)),
+    )
+    return report

@@ -1,0 +1,451 @@
+"""ResNet50 ReID models: ResNet50-DCSD and the static BoT / AGW baseline, with one API.
+
+torchvision's ResNet50 layout ("v1.5": stride on the 3x3) and parameter names, so torchvision's
+ImageNet weights map one to one. ``resnet50_dcsd`` replaces all 16 bottleneck 3x3 convolutions
+by :class:`~dcsd.modules.DCSDConv`; ``resnet50_reid`` keeps them static.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from huggingface_hub import ModelCard, ModelHubMixin
+
+from dcsd.modules import FACTORS, DCSDConv, DCSDConvOutput, NonLocalBlock, check_factors
+
+from .heads import BNNeckHead
+from .output import ReIDOutput
+from .pretrained import load_model, load_pretrained, save_checkpoint
+from .registry import PretrainedCfg, get_pretrained_cfg, register_model
+
+HEADS = ("bot", "agw")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+_LAYERS = (3, 4, 6, 3)
+_WIDTHS = (64, 128, 256, 512)
+# AGW: non-local blocks after the last 2 blocks of layer2 and the last 3 of layer3.
+_AGW_NON_LOCAL = {"layer2": 2, "layer3": 3}
+_EXPANSION = 4
+_JOINT5_DATASETS = ("market1501", "cuhksysu", "dukemtmc", "cuhk03", "msmt17")
+_JOINT5_CAMERAS = 32  # 6 + 1 + 8 + 2 + 15 global camera IDs
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck with a pluggable 3x3 layer (``conv2``).
+
+    Args:
+        inplanes: input channels.
+        planes: bottleneck width; the block outputs ``4 * planes`` channels.
+        stride: stride of ``conv2`` and of the downsample branch.
+        conv2: a static ``nn.Conv2d(planes, planes, 3, stride, 1)`` or a :class:`DCSDConv`.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int, conv2: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv2
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * _EXPANSION, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * _EXPANSION)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes * _EXPANSION:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * _EXPANSION, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * _EXPANSION),
+            )
+
+    def _forward(self, x: torch.Tensor, with_logits: bool) -> DCSDConvOutput:
+        out = self.relu(self.bn1(self.conv1(x)))
+        if with_logits and isinstance(self.conv2, DCSDConv):
+            out, domain_logits, camera_logits = self.conv2.forward_with_logits(out)
+        else:
+            out, domain_logits, camera_logits = self.conv2(out), None, None
+        out = self.relu(self.bn2(out))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return DCSDConvOutput(self.relu(out + identity), domain_logits, camera_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, inplanes, H, W) -> (N, 4 * planes, Ho, Wo)."""
+        return self._forward(x, with_logits=False).output
+
+    def forward_with_logits(self, x: torch.Tensor) -> DCSDConvOutput:
+        """The block's output with its DCSD layer's domain and camera logits (None if static)."""
+        return self._forward(x, with_logits=True)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+_MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ architecture }}
+
+A person re-identification model of the `dcsd` library: torchvision's ResNet50 layout with
+{{ conv }}, returning a 2048-d embedding after BNNeck.
+
+```python
+import dcsd
+
+model = dcsd.load_model("<this repo id or a local copy>").eval()
+embeddings = model(images)  # images: (N, 3, 256, 128), ImageNet mean / std
+```
+
+## config.json
+
+```json
+{{ config_json }}
+```
+"""
+
+
+class ReIDResNet(
+    nn.Module,
+    ModelHubMixin,
+    library_name="dcsd",
+    license="apache-2.0",
+    tags=["person-re-identification", "dcsd", "pytorch"],
+    model_card_template=_MODEL_CARD,
+):
+    """ResNet50 for person ReID: static (BoT / AGW baseline) or with DCSD layers.
+
+    Build it through :func:`resnet50_dcsd` / :func:`resnet50_reid` or
+    :func:`dcsd.create_model`. In training mode ``forward`` returns a
+    :class:`~dcsd.models.ReIDOutput`; in eval mode the (N, 2048) embedding after BNNeck.
+
+    Args:
+        dynamic: replace the 16 bottleneck 3x3 convolutions by :class:`DCSDConv`.
+        num_classes: training identities; 0 builds no classifier (a feature extractor, which
+            refuses a training-mode forward).
+        num_domains, num_cameras: classes of the DCSD domain and camera classifiers (unused by
+            the static model; kept so one call builds either).
+        last_stride: stride of layer4 (1 in ReID: a 16x8 map at 256x128; 2 as on ImageNet).
+        head: ``"bot"`` (GAP, BNNeck, bias-free classifier) or ``"agw"`` (non-local blocks in
+            layer2/layer3, GeM pooling, BNNeck, bias-free classifier).
+        factors, stop_gradient, filter_norm: DCSD options (see :class:`DCSDConv`).
+        op_backend: DCSD op backend (validated by :class:`DCSDConv`), a runtime option not
+            stored in ``config``; change it later with :func:`dcsd.modules.set_op_backend`.
+    """
+
+    def __init__(
+        self,
+        *,
+        dynamic: bool,
+        num_classes: int = 0,
+        num_domains: int = 5,
+        num_cameras: int = _JOINT5_CAMERAS,
+        last_stride: int = 1,
+        head: str = "bot",
+        factors: Iterable[str] = FACTORS,
+        stop_gradient: bool = True,
+        filter_norm: bool = True,
+        op_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        _check_int("num_classes", num_classes, 0)
+        _check_int("num_domains", num_domains, 1)
+        _check_int("num_cameras", num_cameras, 1)
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        for name, flag in (("stop_gradient", stop_gradient), ("filter_norm", filter_norm)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        self.dynamic = dynamic
+        self.num_domains = num_domains
+        self.num_cameras = num_cameras
+        self.last_stride = last_stride
+        self.head_type = head
+        self.factors = check_factors(factors)
+        self.stop_gradient = stop_gradient
+        self.filter_norm = filter_norm
+        self.num_features = _WIDTHS[-1] * _EXPANSION
+
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = 64
+        for index, (stage, blocks, planes) in enumerate(zip(STAGES, _LAYERS, _WIDTHS, strict=True)):
+            stride = 1 if index == 0 else (last_stride if stage == "layer4" else 2)
+            layer = []
+            for block in range(blocks):
+                block_stride = stride if block == 0 else 1
+                if dynamic:
+                    conv2 = DCSDConv(
+                        planes,
+                        3,
+                        block_stride,
+                        num_domains=num_domains,
+                        num_cameras=num_cameras,
+                        factors=self.factors,
+                        stop_gradient=stop_gradient,
+                        filter_norm=filter_norm,
+                        op_backend=op_backend,
+                    )
+                else:
+                    conv2 = nn.Conv2d(planes, planes, 3, block_stride, padding=1, bias=False)
+                layer.append(Bottleneck(inplanes, planes, block_stride, conv2))
+                inplanes = planes * _EXPANSION
+            setattr(self, stage, nn.Sequential(*layer))
+        self._init_backbone()
+
+        self.non_local = nn.ModuleDict()
+        if head == "agw":
+            for stage, count in _AGW_NON_LOCAL.items():
+                blocks = len(getattr(self, stage))
+                channels = getattr(self, stage)[0].bn3.num_features
+                for block in range(blocks - count, blocks):
+                    self.non_local[f"{stage}_{block}"] = NonLocalBlock(channels)
+        self.head = BNNeckHead(
+            self.num_features, num_classes, pooling="gem" if head == "agw" else "avg"
+        )
+
+    def _init_backbone(self) -> None:
+        """torchvision's ResNet initialisation (DCSD's spatial 1x1 convs included, as DDF)."""
+        for part in (self.conv1, self.bn1, *(getattr(self, stage) for stage in STAGES)):
+            for module in part.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(module, nn.BatchNorm2d):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def num_classes(self) -> int:
+        """Identities of the classifier (0: none)."""
+        return self.head.num_classes
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable architecture: the zoo name and the builder options that shape the
+        weights and the forward (``op_backend`` is a runtime choice and is left out)."""
+        config: dict[str, Any] = {
+            "architecture": "resnet50_dcsd" if self.dynamic else "resnet50_reid",
+            "num_classes": self.num_classes,
+            "num_domains": self.num_domains,
+            "num_cameras": self.num_cameras,
+            "last_stride": self.last_stride,
+            "head": self.head_type,
+        }
+        if self.dynamic:
+            config |= {
+                "factors": list(self.factors),
+                "stop_gradient": self.stop_gradient,
+                "filter_norm": self.filter_norm,
+            }
+        return config
+
+    @property
+    def pretrained_cfg(self) -> PretrainedCfg:
+        """The zoo card of this architecture (input size, mean/std, Hub repo, ...)."""
+        return get_pretrained_cfg(self.config["architecture"])
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the identity classifier by a fresh one with ``num_classes`` outputs (0: none)."""
+        self.head.reset_classifier(num_classes)
+
+    def _forward_backbone(
+        self, images: torch.Tensor, with_logits: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        domain_logits: list[torch.Tensor] = []
+        camera_logits: list[torch.Tensor] = []
+        for stage in STAGES:
+            for index, block in enumerate(getattr(self, stage)):
+                if with_logits:
+                    x, domain, camera = block.forward_with_logits(x)
+                    if domain is not None:
+                        domain_logits.append(domain)
+                    if camera is not None:
+                        camera_logits.append(camera)
+                else:
+                    x = block(x)
+                key = f"{stage}_{index}"
+                if key in self.non_local:
+                    x = self.non_local[key](x)
+        return x, tuple(domain_logits), tuple(camera_logits)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (N, 3, H, W) -> layer4 feature map (N, 2048, H/16, W/16) at last stride 1."""
+        return self._forward_backbone(images, with_logits=False)[0]
+
+    def forward(self, images: torch.Tensor) -> ReIDOutput | torch.Tensor:
+        """images: (N, 3, H, W), normalised with ``pretrained_cfg.mean`` / ``std``.
+
+        Returns:
+            Training mode: ``ReIDOutput(features (N, 2048) before BNNeck, logits
+            (N, num_classes), domain_logits, camera_logits)``, one (N, num_domains) /
+            (N, num_cameras) tensor per DCSD layer whose factor is on (16 each; empty for the
+            static model). Eval mode: the (N, 2048) embedding after BNNeck, to L2-normalise
+            for retrieval.
+
+        Raises:
+            RuntimeError: training-mode forward of a model without classifier (num_classes=0).
+        """
+        if self.training and self.head.classifier is None:
+            raise RuntimeError(
+                "this model has no identity classifier (num_classes=0), so it only embeds in "
+                "eval mode: call model.eval(), or model.reset_classifier(num_identities) to train"
+            )
+        feature_map, domain_logits, camera_logits = self._forward_backbone(images, self.training)
+        features, embedding = self.head(feature_map)
+        if not self.training:
+            return embedding
+        return ReIDOutput(features, self.head.classifier(embedding), domain_logits, camera_logits)
+
+    def _save_pretrained(self, save_directory: os.PathLike) -> None:
+        save_checkpoint(self, save_directory)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The README.md that :meth:`save_pretrained` and :meth:`push_to_hub` write."""
+        conv = (
+            "its 16 bottleneck 3x3 convolutions replaced by DCSD layers"
+            if self.dynamic
+            else ("static 3x3 convolutions (the BoT / AGW baseline)")
+        )
+        return super().generate_model_card(
+            *args,
+            architecture=self.config["architecture"],
+            conv=conv,
+            config_json=json.dumps(self.config, indent=2, sort_keys=True),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> ReIDResNet:
+        """Load a model saved by :meth:`save_pretrained` from a folder or a Hub repo id
+        (same as :func:`dcsd.load_model`); ``model_kwargs`` override the saved config."""
+        return load_model(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+            **model_kwargs,
+        )
+
+
+def _build(pretrained: Any, **kwargs: Any) -> ReIDResNet:
+    model = ReIDResNet(**kwargs)
+    load_pretrained(model, pretrained)
+    return model
+
+
+@register_model(
+    PretrainedCfg(
+        hub_id="dcsd/resnet50_dcsd.joint5",
+        datasets=_JOINT5_DATASETS,
+        num_cameras=_JOINT5_CAMERAS,
+        reported_metrics={
+            "cuhk03": {"mAP": 78.0},
+            "cuhksysu": {"mAP": 91.3},
+            "market1501": {"mAP": 89.5},
+            "dukemtmc": {"mAP": 80.6},
+            "msmt17": {"mAP": 61.5},
+        },
+        metrics_source="paper Table II, BoT-DCSD joint training (not measured on these weights)",
+    )
+)
+def resnet50_dcsd(
+    pretrained: bool | str | os.PathLike = False,
+    *,
+    num_classes: int = 0,
+    num_domains: int = 5,
+    num_cameras: int = _JOINT5_CAMERAS,
+    last_stride: int = 1,
+    head: str = "bot",
+    factors: Iterable[str] = FACTORS,
+    stop_gradient: bool = True,
+    filter_norm: bool = True,
+    op_backend: str = "auto",
+) -> ReIDResNet:
+    """ResNet50-DCSD: every bottleneck 3x3 conv is a :class:`DCSDConv` (16 layers).
+
+    Args:
+        pretrained: ``False``, ``True`` (this entry's Hub weights), ``"imagenet"`` (torchvision
+            ResNet50 backbone, fresh DCSD generators) or a local folder / ``.safetensors``.
+        num_classes: training identities (0: no classifier, eval-mode embedding only).
+        num_domains, num_cameras: domain and global camera IDs of the training data (defaults:
+            the paper's five datasets, 5 domains and 32 cameras).
+        last_stride, head, factors, stop_gradient, filter_norm, op_backend: see
+            :class:`ReIDResNet` and :class:`~dcsd.modules.DCSDConv`.
+    """
+    return _build(
+        pretrained,
+        dynamic=True,
+        num_classes=num_classes,
+        num_domains=num_domains,
+        num_cameras=num_cameras,
+        last_stride=last_stride,
+        head=head,
+        factors=factors,
+        stop_gradient=stop_gradient,
+        filter_norm=filter_norm,
+        op_backend=op_backend,
+    )
+
+
+@register_model(
+    PretrainedCfg(
+        hub_id="dcsd/resnet50_reid.joint5",
+        datasets=_JOINT5_DATASETS,
+        num_cameras=_JOINT5_CAMERAS,
+        reported_metrics={
+            "cuhk03": {"mAP": 65.7},
+            "cuhksysu": {"mAP": 89.3},
+            "market1501": {"mAP": 84.6},
+            "dukemtmc": {"mAP": 75.9},
+            "msmt17": {"mAP": 49.5},
+        },
+        metrics_source="paper Table II, BoT joint training (not measured on these weights)",
+    )
+)
+def resnet50_reid(
+    pretrained: bool | str | os.PathLike = False,
+    *,
+    num_classes: int = 0,
+    num_domains: int = 5,
+    num_cameras: int = _JOINT5_CAMERAS,
+    last_stride: int = 1,
+    head: str = "bot",
+) -> ReIDResNet:
+    """Static ResNet50 ReID baseline (BoT with ``head="bot"``, AGW with ``head="agw"``).
+
+    Same API and outputs as :func:`resnet50_dcsd`, with torchvision's 3x3 convolutions;
+    ``num_domains`` and ``num_cameras`` are accepted (so one call builds either model) and
+    recorded, and its ``domain_logits`` / ``camera_logits`` are empty.
+    """
+    return _build(
+        pretrained,
+        dynamic=False,
+        num_classes=num_classes,
+        num_domains=num_domains,
+        num_cameras=num_cameras,
+        last_stride=last_stride,
+        head=head,
+    )

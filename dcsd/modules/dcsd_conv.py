@@ -1,0 +1,293 @@
+"""The DCSD layer: a dynamic depthwise convolution whose filters depend on the sample, its domain
+and its camera (DCSD.md section 2).
+
+For an input X (N, C, H, W):
+
+- domain MLP and camera MLP (C -> C/4 -> C on GAP(X)) predict the domain information D and the
+  camera information Cam (N, C); a linear classifier on each gives the per-layer domain and
+  camera logits, supervised by the domain ID and the global camera ID;
+- the channel branch turns z = GAP(X) + D + Cam (D and Cam detached by default) into one K x K
+  filter per channel (N, C, K*K) with two FC layers (C -> C*r -> C*K*K, r = 0.2 as DDF);
+- the spatial branch turns X into one K x K filter per output position (N, K*K, Ho, Wo) with a
+  strided 1x1 convolution;
+- both filters are normalised as DDF's FilterNorm and combined by
+  :func:`dcsd.kernels.decoupled_dwconv2d`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from dcsd.kernels import BACKENDS, decoupled_dwconv2d
+
+FACTORS = ("sample", "domain", "camera")
+
+# DDF initialises the filter scale from the gain of the nonlinearity that follows the layer
+# (bn2 + ReLU in a bottleneck) over the kernel size.
+_RELU_GAIN = math.sqrt(2.0)
+# DDF's FilterNorm epsilon: the standard deviation of K*K taps is only zero for constant filters.
+_FILTER_NORM_EPS = 1e-10
+
+
+class DCSDConvOutput(NamedTuple):
+    """What :meth:`DCSDConv.forward_with_logits` (and a bottleneck holding one) returns.
+
+    Attributes:
+        output: (N, C, Ho, Wo) the layer's output feature map.
+        domain_logits: (N, num_domains), or None when the domain factor is off.
+        camera_logits: (N, num_cameras), or None when the camera factor is off.
+    """
+
+    output: torch.Tensor
+    domain_logits: torch.Tensor | None
+    camera_logits: torch.Tensor | None
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_factors(factors: Iterable[str]) -> tuple[str, ...]:
+    """Validate a factor selection and return it in canonical order.
+
+    Args:
+        factors: names among ``("sample", "domain", "camera")``; ``"sample"`` is required, as
+            in every row of the paper's ablation (S, S+D, S+C, S+D+C).
+
+    Returns:
+        The factors as a tuple ordered as ``FACTORS``.
+    """
+    if isinstance(factors, str) or not isinstance(factors, Iterable):
+        raise TypeError(
+            "factors must be a tuple or list of names such as ('sample', 'domain'), "
+            f"got {factors!r}"
+        )
+    names = list(factors)
+    unknown = [name for name in names if name not in FACTORS]
+    if unknown:
+        raise ValueError(f"factors must be names among {FACTORS}, got unknown {unknown}")
+    if "sample" not in names:
+        raise ValueError(
+            f"factors must include 'sample' (the ablations are S, S+D, S+C, S+D+C), got {names}"
+        )
+    return tuple(name for name in FACTORS if name in names)
+
+
+class FilterNorm(nn.Module):
+    """DDF's filter normalisation: standardise every filter over its K*K taps, then scale it.
+
+    Filters come in as (N, F, K*K, P): F filters per sample, each with K*K taps, repeated over
+    P positions (P = 1 for channel filters, F = 1 for spatial filters). The learnable scale has
+    one value per (filter, tap), initialised to ``gain / K`` (constant, as DDF's fixed spatial
+    scale) or ``N(0, 1) * gain / K`` (``random_init``, as DDF's learnable channel scale).
+    Statistics are computed in float32 whatever the input dtype; the result has the input dtype.
+    """
+
+    def __init__(self, num_filters: int, kernel_size: int, *, random_init: bool) -> None:
+        super().__init__()
+        taps = kernel_size * kernel_size
+        scale = torch.full((num_filters, taps, 1), _RELU_GAIN / kernel_size)
+        if random_init:
+            scale = scale * torch.randn(num_filters, taps, 1)
+        self.scale = nn.Parameter(scale)
+
+    def forward(self, filters: torch.Tensor) -> torch.Tensor:
+        """filters: (N, F, K*K, P) -> (N, F, K*K, P) standardised over dim 2 and scaled."""
+        values = filters.float()
+        centred = values - values.mean(dim=2, keepdim=True)
+        standardised = centred / (values.std(dim=2, keepdim=True) + _FILTER_NORM_EPS)
+        return (standardised * self.scale).to(filters.dtype)
+
+
+def _mlp(channels: int, hidden: int, out_features: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features)
+    )
+
+
+class DCSDConv(nn.Module):
+    """Domain-Camera-Sample dynamic depthwise convolution, the drop-in for a bottleneck's 3x3 conv.
+
+    Args:
+        channels: C, input and output channels.
+        kernel_size: K (odd).
+        stride: the replaced convolution's stride (applied by the spatial branch and the op).
+        num_domains: classes of the domain classifier; required when ``"domain"`` is a factor.
+        num_cameras: classes of the camera classifier (global camera IDs); required when
+            ``"camera"`` is a factor.
+        factors: which information enters filter generation: ``"sample"`` (GAP of the input,
+            always on), ``"domain"``, ``"camera"`` (paper Table V). A switched-off factor has no
+            MLP, no classifier and no logits.
+        stop_gradient: feed ``D.detach()`` and ``Cam.detach()`` to the channel branch, so the
+            domain and camera MLPs learn only from their classifiers (paper Table VI).
+        dilation: dilation of the dynamic filter.
+        channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
+        mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.
+        filter_norm: normalise both filters as DDF's FilterNorm (recommended for stability).
+        op_backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
+            ``"triton"`` or ``"reference"`` (see :func:`set_op_backend`).
+
+    Shapes:
+        x: (N, C, H, W) -> output (N, C, Ho, Wo), Ho = (H + 2p - d(K-1) - 1) // stride + 1 with
+        p = d(K-1)//2.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        *,
+        num_domains: int | None = None,
+        num_cameras: int | None = None,
+        factors: Iterable[str] = FACTORS,
+        stop_gradient: bool = True,
+        dilation: int = 1,
+        channel_ratio: float = 0.2,
+        mlp_ratio: float = 0.25,
+        filter_norm: bool = True,
+        op_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        _check_int("channels", channels, 1)
+        _check_int("kernel_size", kernel_size, 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        _check_int("stride", stride, 1)
+        _check_int("dilation", dilation, 1)
+        self.factors = check_factors(factors)
+        for name, ratio in (("channel_ratio", channel_ratio), ("mlp_ratio", mlp_ratio)):
+            if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+                raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
+        _check_backend(op_backend)
+        for name, flag in (("stop_gradient", stop_gradient), ("filter_norm", filter_norm)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.padding = dilation * (kernel_size - 1) // 2
+        self.stop_gradient = stop_gradient
+        self.op_backend = op_backend
+        taps = kernel_size * kernel_size
+        mlp_hidden = max(1, int(channels * mlp_ratio))
+
+        self.domain_mlp: nn.Module | None = None
+        self.domain_classifier: nn.Linear | None = None
+        if "domain" in self.factors:
+            _check_int("num_domains", num_domains, 1)
+            self.domain_mlp = _mlp(channels, mlp_hidden, channels)
+            self.domain_classifier = nn.Linear(channels, num_domains)
+        self.camera_mlp: nn.Module | None = None
+        self.camera_classifier: nn.Linear | None = None
+        if "camera" in self.factors:
+            _check_int("num_cameras", num_cameras, 1)
+            self.camera_mlp = _mlp(channels, mlp_hidden, channels)
+            self.camera_classifier = nn.Linear(channels, num_cameras)
+
+        self.channel_branch = _mlp(channels, max(1, int(channels * channel_ratio)), channels * taps)
+        self.spatial_branch = nn.Conv2d(channels, taps, kernel_size=1, stride=stride)
+        self.channel_norm: FilterNorm | None = None
+        self.spatial_norm: FilterNorm | None = None
+        if filter_norm:
+            self.channel_norm = FilterNorm(channels, kernel_size, random_init=True)
+            self.spatial_norm = FilterNorm(1, kernel_size, random_init=False)
+
+    @property
+    def num_domains(self) -> int | None:
+        """Classes of the domain classifier, None when the domain factor is off."""
+        return None if self.domain_classifier is None else self.domain_classifier.out_features
+
+    @property
+    def num_cameras(self) -> int | None:
+        """Classes of the camera classifier, None when the camera factor is off."""
+        return None if self.camera_classifier is None else self.camera_classifier.out_features
+
+    def _forward(self, x: torch.Tensor, with_logits: bool) -> DCSDConvOutput:
+        batch, channels = x.shape[0], x.shape[1]
+        taps = self.kernel_size * self.kernel_size
+        pooled = x.mean(dim=(2, 3))
+        condition = pooled
+        logits: dict[str, torch.Tensor | None] = {"domain": None, "camera": None}
+        for name, mlp, classifier in (
+            ("domain", self.domain_mlp, self.domain_classifier),
+            ("camera", self.camera_mlp, self.camera_classifier),
+        ):
+            if mlp is None:
+                continue
+            information = mlp(pooled)
+            if with_logits:
+                logits[name] = classifier(information)
+            condition = condition + (information.detach() if self.stop_gradient else information)
+
+        channel = self.channel_branch(condition).reshape(batch, channels, taps, 1)
+        spatial = self.spatial_branch(x)
+        height_out, width_out = spatial.shape[2], spatial.shape[3]
+        spatial = spatial.reshape(batch, 1, taps, height_out * width_out)
+        if self.channel_norm is not None:
+            channel = self.channel_norm(channel)
+            spatial = self.spatial_norm(spatial)
+        # Under autocast the convolution and the linear layers may return different dtypes
+        # than x; the op takes one dtype.
+        output = decoupled_dwconv2d(
+            x,
+            spatial.reshape(batch, taps, height_out, width_out).to(x.dtype),
+            channel.reshape(batch, channels, taps).to(x.dtype),
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            backend=self.op_backend,
+        )
+        return DCSDConvOutput(output, logits["domain"], logits["camera"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) -> (N, C, Ho, Wo). The MLPs run (D and Cam shape the filters); the
+        classifiers do not."""
+        return self._forward(x, with_logits=False).output
+
+    def forward_with_logits(self, x: torch.Tensor) -> DCSDConvOutput:
+        """x: (N, C, H, W) -> output (N, C, Ho, Wo) with this layer's domain and camera logits."""
+        return self._forward(x, with_logits=True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"factors={self.factors}, stop_gradient={self.stop_gradient}, "
+            f"op_backend={self.op_backend!r}"
+        )
+
+
+def _check_backend(backend: object) -> None:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"op_backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def set_op_backend(module: nn.Module, backend: str) -> int:
+    """Set the op backend of every :class:`DCSDConv` inside ``module``.
+
+    Args:
+        module: a model or layer; searched recursively.
+        backend: ``"auto"`` (Triton on CUDA, the registered custom op running the reference on
+            CPU), ``"triton"`` (CPU needs ``TRITON_INTERPRET=1``) or ``"reference"`` (plain
+            PyTorch ops: ONNX export, autograd through composite ops).
+
+    Returns:
+        How many DCSD layers were changed.
+    """
+    _check_backend(backend)
+    layers = [layer for layer in module.modules() if isinstance(layer, DCSDConv)]
+    for layer in layers:
+        layer.op_backend = backend
+    return len(layers)

@@ -1,0 +1,81 @@
+"""Upload a trained dcsd model to the Hugging Face Hub as config.json + model.safetensors.
+
+    # a folder written by model.save_pretrained(...):
+    python examples/push_to_hub.py runs/joint5/final --repo-id you/resnet50_dcsd-joint5
+
+    # a training checkpoint (model.safetensors only): say which model it is
+    python examples/push_to_hub.py runs/joint5/checkpoints/epoch_0120 --repo-id you/name \
+        --model resnet50_dcsd --model-kwargs '{"num_classes": 4203}'
+
+Log in first (``hf auth login`` or ``HF_TOKEN``). ``--save-only DIR`` writes the folder that
+would be uploaded and touches no network. Others then load it with
+``dcsd.load_model("you/name")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import dcsd
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="folder holding model.safetensors")
+    parser.add_argument("--repo-id", help="Hub repository, e.g. you/resnet50_dcsd-joint5")
+    parser.add_argument(
+        "--model",
+        choices=dcsd.list_models(),
+        help="architecture, needed only when the folder has no config.json",
+    )
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help="builder options as JSON when the folder has no config.json",
+    )
+    parser.add_argument(
+        "--drop-classifier",
+        action="store_true",
+        help="upload without the identity classifier (an embedding model, smaller)",
+    )
+    parser.add_argument("--private", action="store_true", help="create a private repository")
+    parser.add_argument("--branch", default=None, help="branch to push to (default main)")
+    parser.add_argument("--commit-message", default="Upload dcsd model")
+    parser.add_argument(
+        "--save-only", type=Path, default=None, help="write the upload folder here, do not push"
+    )
+    args = parser.parse_args()
+    if args.repo_id is None and args.save_only is None:
+        parser.error("give --repo-id (to push) or --save-only DIR")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    overrides = {"num_classes": 0} if args.drop_classifier else {}
+    if (args.checkpoint / "config.json").is_file():
+        model = dcsd.load_model(args.checkpoint, **overrides)
+    elif args.model is not None:
+        kwargs = {**args.model_kwargs, **overrides}
+        model = dcsd.create_model(args.model, pretrained=args.checkpoint, **kwargs)
+    else:
+        raise SystemExit(f"{args.checkpoint} has no config.json: pass --model (and --model-kwargs)")
+    print(f"loaded {model.config}")
+    if args.save_only is not None:
+        model.save_pretrained(args.save_only)
+        print(f"wrote {sorted(p.name for p in args.save_only.iterdir())} to {args.save_only}")
+        return
+    url = model.push_to_hub(
+        args.repo_id,
+        private=args.private,
+        branch=args.branch,
+        commit_message=args.commit_message,
+    )
+    print(f"pushed to {url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The training loop on CPU: checkpoints, exact resume after an interruption, JSONL log, and a
+2-process gloo DDP run. A small ReID network keeps these fast; the engine is model-agnostic and
+tests/test_end_to_end.py runs it with ResNet50-DCSD."""
+
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from dcsd.data import MultiDomainDataset, make_synthetic_domains
+from dcsd.engine import (
+    DistributedContext,
+    TrainConfig,
+    Trainer,
+    build_eval_splits,
+    build_train_loader,
+    evaluate_model,
+    load_checkpoint,
+)
+from dcsd.losses import DCSDLoss
+from dcsd.models import ReIDOutput
+
+
+class TinyReIDNet(nn.Module):
+    """A two-conv ReID network with a BNNeck and per-"layer" domain and camera logits."""
+
+    def __init__(self, num_classes: int, num_domains: int, num_cameras: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.neck = nn.BatchNorm1d(16)
+        self.classifier = nn.Linear(16, num_classes, bias=False)
+        self.domain = nn.Linear(16, num_domains)
+        self.camera = nn.Linear(16, num_cameras)
+
+    def forward(self, images):
+        features = self.body(images)
+        embedding = self.neck(features)
+        if not self.training:
+            return embedding
+        return ReIDOutput(
+            features,
+            self.classifier(embedding),
+            (self.domain(features), self.domain(features.detach())),
+            (self.camera(features),),
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    domains = make_synthetic_domains(
+        root=root, num_domains=2, train_ids_per_domain=6, test_ids_per_domain=4, image_size=(32, 16)
+    )
+    return MultiDomainDataset(domains)
+
+
+def make_trainer(data, out_dir, epochs=3, num_workers=0, evaluate=None, context=None, seed=0):
+    torch.manual_seed(seed)
+    model = TinyReIDNet(data.num_classes, data.num_domains, data.num_cameras)
+    loader = build_train_loader(
+        data,
+        image_size=(32, 16),
+        num_identities=4,
+        num_instances=2,
+        num_workers=num_workers,
+        context=context,
+        seed=seed,
+    )
+    config = TrainConfig(
+        epochs=epochs, lr=1e-2, warmup_epochs=1, milestones=(2,), progress=False, seed=seed
+    )
+    return Trainer(model, DCSDLoss(), loader, config, out_dir, context=context, evaluate=evaluate)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
+    reference = make_trainer(tiny_data, tmp_path / "straight", num_workers=2)
+    reference.fit()
+
+    interrupted = make_trainer(tiny_data, tmp_path / "resumed", num_workers=2)
+    criterion, calls = interrupted.criterion, []
+
+    def failing_criterion(*args):
+        calls.append(1)
+        if len(calls) == interrupted.iters_per_epoch + 2:
+            raise Interrupt
+        return criterion(*args)
+
+    interrupted.criterion = failing_criterion
+    with pytest.raises(Interrupt):
+        interrupted.fit()
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints").epoch == 1
+
+    resumed = make_trainer(tiny_data, tmp_path / "resumed", num_workers=2, seed=0)
+    assert resumed.resume() == 1
+    resumed.fit()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    log = [
+        json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    ]
+    assert [record["epoch"] for record in log] == [1, 2, 3]
+
+
+def test_fit_logs_losses_and_evaluates(tiny_data, tmp_path):
+    splits = build_eval_splits(tiny_data, image_size=(32, 16), batch_size=16, num_workers=0)
+    trainer = make_trainer(
+        tiny_data, tmp_path, epochs=2, evaluate=lambda model: evaluate_model(model, splits)
+    )
+    records = trainer.fit()
+    assert [r["epoch"] for r in records] == [1, 2]
+    for part in ("loss", "id", "triplet", "domain", "camera", "lr", "images_per_s"):
+        assert part in records[0]
+    assert records[0]["domain"] > 0 and records[0]["camera"] > 0
+    assert set(records[-1]["eval"]) == set(tiny_data.eval_splits)
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(logged) == 2
+    assert 0.0 <= logged[-1]["eval"]["synth0"]["mAP"] <= 1.0
+    assert len(logged[-1]["eval"]["synth0"]["cmc"]) == 50
+    assert trainer.model.training, "evaluation must restore training mode"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_0001",
+        "epoch_0002",
+        "latest",
+    ]
+
+
+def _ddp_worker(rank, world_size, port, data, out_dir, seen):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        context = DistributedContext(rank, world_size, 0, torch.device("cpu"))
+        trainer = make_trainer(data, out_dir, epochs=2, context=context)
+        seen[rank] = [list(batch) for batch in trainer.train_loader.batch_sampler]
+        trainer.fit()
+        weights = torch.cat([p.detach().flatten() for p in trainer.unwrapped_model.parameters()])
+        gathered = [torch.empty_like(weights) for _ in range(world_size)]
+        dist.all_gather(gathered, weights)
+        seen[f"equal{rank}"] = all(torch.equal(gathered[0], w) for w in gathered)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp(tiny_data, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with mp.Manager() as manager:
+        seen = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, port, tiny_data, tmp_path, seen), nprocs=2, join=True)
+        seen = dict(seen)
+    assert seen["equal0"] and seen["equal1"]
+    rank0 = {i for batch in seen[0] for i in batch}
+    rank1 = {i for batch in seen[1] for i in batch}
+    assert len(seen[0]) == len(seen[1]) > 0
+    assert all(len(batch) == 8 for batch in seen[0] + seen[1])
+    assert rank0.isdisjoint(rank1)
+    assert load_checkpoint(tmp_path / "checkpoints").epoch == 2
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(log) == 2

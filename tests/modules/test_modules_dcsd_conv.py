@@ -1,0 +1,194 @@
+"""DCSDConv: shapes, factor and stop-gradient switches, filter normalisation, backends."""
+
+import pytest
+import torch
+
+from dcsd.kernels import decoupled_dwconv2d_reference
+from dcsd.modules import DCSDConv, FilterNorm, check_factors, set_op_backend
+
+CHANNELS, DOMAINS, CAMERAS = 16, 3, 5
+
+
+def make_layer(seed: int = 0, **kwargs) -> DCSDConv:
+    torch.manual_seed(seed)
+    options = dict(num_domains=DOMAINS, num_cameras=CAMERAS)
+    options.update(kwargs)
+    return DCSDConv(CHANNELS, **options)
+
+
+def make_input(seed: int = 1, height: int = 8, width: int = 6) -> torch.Tensor:
+    return torch.randn(2, CHANNELS, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("stride", "height", "width", "expected"),
+    [(1, 8, 6, (8, 6)), (2, 8, 6, (4, 3)), (2, 7, 5, (4, 3))],
+)
+def test_output_and_logit_shapes(stride, height, width, expected):
+    layer = make_layer(stride=stride)
+    x = make_input(height=height, width=width)
+    result = layer.forward_with_logits(x)
+    assert result.output.shape == (2, CHANNELS, *expected)
+    assert result.domain_logits.shape == (2, DOMAINS)
+    assert result.camera_logits.shape == (2, CAMERAS)
+    torch.testing.assert_close(layer(x), result.output, rtol=0, atol=0)
+
+
+def test_output_is_the_op_on_the_generated_filters():
+    layer = make_layer(stride=2)
+    x = make_input()
+    taps = 9
+    pooled = x.mean(dim=(2, 3))
+    condition = pooled + layer.domain_mlp(pooled) + layer.camera_mlp(pooled)
+    channel = layer.channel_branch(condition).view(2, CHANNELS, taps)
+    spatial = layer.spatial_branch(x)
+    # FilterNorm by hand: standardise each filter over its taps, then scale.
+    channel = (channel - channel.mean(2, keepdim=True)) / channel.std(2, keepdim=True)
+    channel = channel * layer.channel_norm.scale.view(1, CHANNELS, taps)
+    spatial = (spatial - spatial.mean(1, keepdim=True)) / spatial.std(1, keepdim=True)
+    spatial = spatial * layer.spatial_norm.scale.view(1, taps, 1, 1)
+    expected = decoupled_dwconv2d_reference(x, spatial, channel, 3, stride=2)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_parameter_gets_a_gradient():
+    layer = make_layer(stride=2)
+    result = layer.forward_with_logits(make_input())
+    loss = result.output.square().mean() + result.domain_logits.sum() + result.camera_logits.sum()
+    loss.backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("factor", ["domain", "camera"])
+def test_stop_gradient_blocks_the_filter_path(factor):
+    mlp_name = f"{factor}_mlp"
+    for stop_gradient in (True, False):
+        layer = make_layer(stop_gradient=stop_gradient)
+        layer(make_input()).square().mean().backward()
+        grads = [p.grad for p in getattr(layer, mlp_name).parameters()]
+        if stop_gradient:
+            assert all(grad is None for grad in grads)
+        else:
+            assert all(grad is not None and grad.abs().sum() > 0 for grad in grads)
+        # The classifier loss reaches the MLP either way.
+        layer.zero_grad(set_to_none=True)
+        getattr(layer.forward_with_logits(make_input()), f"{factor}_logits").sum().backward()
+        assert all(p.grad.abs().sum() > 0 for p in getattr(layer, mlp_name).parameters())
+
+
+def test_stop_gradient_does_not_change_the_forward():
+    x = make_input()
+    on = make_layer(stop_gradient=True)
+    off = make_layer(stop_gradient=False)
+    off.load_state_dict(on.state_dict())
+    torch.testing.assert_close(on(x), off(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "factors",
+    [("sample",), ("sample", "domain"), ("sample", "camera"), ("sample", "domain", "camera")],
+)
+def test_factor_switches(factors):
+    layer = make_layer(factors=factors)
+    x = make_input()
+    result = layer.forward_with_logits(x)
+    assert layer.factors == factors
+    for factor in ("domain", "camera"):
+        logits = getattr(result, f"{factor}_logits")
+        mlp = getattr(layer, f"{factor}_mlp")
+        if factor not in factors:
+            assert logits is None and mlp is None
+            assert getattr(layer, f"{factor}_classifier") is None
+            continue
+        assert logits is not None
+        # The factor's information really shapes the filters: perturb its MLP.
+        before = layer(x)
+        with torch.no_grad():
+            mlp[-1].bias.add_(1.0)
+        assert not torch.allclose(layer(x), before)
+
+
+def test_sample_only_layer_ignores_domain_and_camera_counts():
+    layer = DCSDConv(CHANNELS, factors=("sample",))
+    assert layer.num_domains is None and layer.num_cameras is None
+    assert not any("domain" in name or "camera" in name for name, _ in layer.named_parameters())
+
+
+def test_filter_norm_standardises_over_taps():
+    torch.manual_seed(0)
+    norm = FilterNorm(4, 3, random_init=True)
+    filters = torch.randn(2, 4, 9, 5) * 7 + 3
+    # The scale is per (filter, tap): undo it to see the standardised filters.
+    standardised = norm(filters) / norm.scale.detach()
+    torch.testing.assert_close(standardised.mean(dim=2), torch.zeros(2, 4, 5), rtol=0, atol=1e-4)
+    torch.testing.assert_close(standardised.std(dim=2), torch.ones(2, 4, 5), rtol=1e-4, atol=0)
+    constant = FilterNorm(1, 3, random_init=False)
+    torch.testing.assert_close(constant.scale, torch.full((1, 9, 1), 2**0.5 / 3))
+
+
+def test_filter_norm_can_be_switched_off():
+    layer = make_layer(filter_norm=False)
+    assert layer.channel_norm is None and layer.spatial_norm is None
+    assert layer(make_input()).shape == (2, CHANNELS, 8, 6)
+
+
+def test_bfloat16_autocast_keeps_one_dtype_for_the_op():
+    layer = make_layer(stride=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = layer.forward_with_logits(make_input().bfloat16())
+    assert result.output.dtype == torch.bfloat16
+    assert result.domain_logits.dtype == torch.bfloat16
+
+
+def test_channels_last_input_gives_the_same_output():
+    layer = make_layer(stride=2)
+    x = make_input()
+    expected = layer.forward_with_logits(x)
+    actual = layer.to(memory_format=torch.channels_last).forward_with_logits(
+        x.contiguous(memory_format=torch.channels_last)
+    )
+    for a, b in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_backends_agree():
+    layer = make_layer(stride=2)
+    x = make_input()
+    outputs = {}
+    for backend in ("reference", "auto", "triton"):
+        assert set_op_backend(layer, backend) == 1
+        outputs[backend] = layer(x)
+    torch.testing.assert_close(outputs["auto"], outputs["reference"], rtol=0, atol=0)
+    torch.testing.assert_close(outputs["triton"], outputs["reference"], rtol=1e-5, atol=1e-5)
+
+
+def test_set_op_backend_counts_layers_and_checks_the_name():
+    model = torch.nn.Sequential(make_layer(), torch.nn.ReLU(), make_layer())
+    assert set_op_backend(model, "reference") == 2
+    assert all(layer.op_backend == "reference" for layer in (model[0], model[2]))
+    with pytest.raises(ValueError, match="op_backend must be one of"):
+        set_op_backend(model, "cuda")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(factors=("domain",)), ValueError, "must include 'sample'"),
+        (dict(factors=("sample", "view")), ValueError, "unknown"),
+        (dict(factors="sample"), TypeError, "tuple or list"),
+        (dict(num_domains=None), TypeError, "num_domains must be an int"),
+        (dict(num_cameras=0), ValueError, "num_cameras must be >= 1"),
+        (dict(kernel_size=4), ValueError, "kernel_size must be odd"),
+        (dict(op_backend="cuda"), ValueError, "op_backend must be one of"),
+        (dict(channel_ratio=0), ValueError, "channel_ratio"),
+    ],
+)
+def test_invalid_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make_layer(**kwargs)
+
+
+def test_check_factors_orders_canonically():
+    assert check_factors(["camera", "sample"]) == ("sample", "camera")
