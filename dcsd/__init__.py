@@ -1,5 +1,6 @@
 """dcsd: Domain-Camera-Sample Dynamic networks for multi-domain person re-identification."""
 
+from .export import export_onnx
 from .models import (
     ReIDOutput,
     create_model,
@@ -15,6 +16,7 @@ __all__ = [
     "DCSDConv",
     "ReIDOutput",
     "create_model",
+    "export_onnx",
     "get_pretrained_cfg",
     "list_models",
     "load_model",

@@ -30,6 +30,7 @@ def build_train_loader(
     dataset: MultiDomainDataset,
     *,
     image_size: tuple[int, int] = (256, 128),
+    pad: int | None = None,
     num_identities: int = 16,
     num_instances: int = 4,
     balance_domains: bool = False,
@@ -39,8 +40,12 @@ def build_train_loader(
 ) -> DataLoader:
     """P identities x K images batches over all domains, with BoT's train transforms.
 
-    Under DDP each rank draws its own disjoint batches of P x K images.
+    ``pad`` (before the random crop) defaults to BoT's 10 pixels at 256x128, scaled with the
+    image height, so small images are not shifted by a third of their width. Under DDP each rank
+    draws its own disjoint batches of P x K images.
     """
+    if pad is None:
+        pad = max(1, round(10 * image_size[0] / 256))
     world_size = context.world_size if context else 1
     rank = context.rank if context else 0
     sampler = IdentityBatchSampler(
@@ -53,7 +58,7 @@ def build_train_loader(
         rank=rank,
     )
     return DataLoader(
-        ImageDataset(dataset.train, transform=build_train_transforms(size=image_size)),
+        ImageDataset(dataset.train, transform=build_train_transforms(size=image_size, pad=pad)),
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),

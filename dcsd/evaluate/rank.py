@@ -8,6 +8,10 @@ distances; one histogram then counts the gallery items in lower buckets, and onl
 sharing a bucket with a match are compared exactly, by (distance, gallery index). That tie
 break is what a stable sort of the row gives, so the result equals the sort-based protocol
 exactly, ties included.
+
+The passes over the distance matrix run in torch on its device; the per-match bookkeeping
+(about a hundred values per query) runs in numpy, whose small-array operations carry far less
+overhead than torch's multi-threaded ones on a busy CPU.
 """
 
 from __future__ import annotations
@@ -23,14 +27,32 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[int]
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def _id_tensor(name: str, values: ArrayLike, device: torch.device) -> torch.Tensor:
-    """A 1-D int64 tensor on ``device`` from an integer array, tensor or sequence."""
-    tensor = torch.as_tensor(np.asarray(values) if isinstance(values, Sequence) else values)
-    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {tensor.dtype}")
-    if tensor.dim() != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}")
-    return tensor.to(device=device, dtype=torch.int64)
+def _id_array(name: str, values: ArrayLike) -> np.ndarray:
+    """A 1-D int64 numpy array from an integer array, tensor or sequence."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    return array.astype(np.int64, copy=False)
+
+
+def _gather(tensor: torch.Tensor, index: np.ndarray) -> np.ndarray:
+    """``tensor.view(-1)[index]`` as a numpy array, without copying a CPU tensor first."""
+    flat = tensor.view(-1)
+    if flat.device.type == "cpu":
+        return flat.numpy()[index]
+    return flat[torch.from_numpy(index).to(flat.device)].cpu().numpy()
+
+
+def _flat_nonzero(mask: torch.Tensor) -> np.ndarray:
+    """Indices of the True entries of a 1-D bool tensor."""
+    if mask.device.type == "cpu":
+        # numpy's is several times faster than torch's on CPU for large, sparse masks.
+        return np.flatnonzero(mask.numpy())
+    return mask.nonzero().view(-1).cpu().numpy()
 
 
 class RankAccumulator:
@@ -41,7 +63,8 @@ class RankAccumulator:
         g_camids: (G,) gallery camera IDs.
         max_rank: length of the CMC curve.
         cross_camera: ignore gallery items sharing the query's identity and camera.
-        device: where the computations run: that of the distances given to :meth:`add`.
+        device: where the passes over the distances run: that of the distances given to
+            :meth:`add`.
         chunk_size: queries processed at once (default: about 16M distances at once).
     """
 
@@ -58,30 +81,32 @@ class RankAccumulator:
             raise ValueError(f"max_rank must be >= 1, got {max_rank}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.device = torch.device(device)
-        self.g_pids = _id_tensor("g_pids", g_pids, self.device)
-        self.g_camids = _id_tensor("g_camids", g_camids, self.device)
+        # Resolved through a tensor so "cuda" compares equal to the tensors' "cuda:0".
+        self.device = torch.empty(0, device=device).device
+        self.g_pids = _id_array("g_pids", g_pids)
+        self.g_camids = _id_array("g_camids", g_camids)
         if self.g_pids.shape != self.g_camids.shape:
             raise ValueError(
-                f"g_pids and g_camids must have the same length, got {self.g_pids.numel()} "
-                f"and {self.g_camids.numel()}"
+                f"g_pids and g_camids must have the same length, got {self.g_pids.size} "
+                f"and {self.g_camids.size}"
             )
         self.max_rank = int(max_rank)
         self.cross_camera = bool(cross_camera)
-        num_gallery = self.g_pids.numel()
+        num_gallery = self.g_pids.size
         # About 20 gallery items per bucket; more buckets would make the histogram outgrow
         # the CPU caches, which costs more than the extra exact comparisons save.
         self.num_buckets = int(min(max(num_gallery // 20, 16), 4096))
         self.bins_per_row = self.num_buckets + 3
-        most_rows = min(_CHUNK_ELEMENTS // max(num_gallery, 1), (2**31 - 1) // self.bins_per_row)
-        self.chunk_size = max(1, most_rows) if chunk_size is None else int(chunk_size)
-        self.chunk_size = min(self.chunk_size, (2**31 - 1) // self.bins_per_row)
+        # Bucket keys are int32: row * bins_per_row + bucket must stay below 2**31.
+        most_rows = (2**31 - 1) // self.bins_per_row
+        default_rows = max(1, _CHUNK_ELEMENTS // max(num_gallery, 1))
+        self.chunk_size = min(default_rows if chunk_size is None else int(chunk_size), most_rows)
         # Gallery indices grouped by identity (stable, so increasing inside a group): a query's
         # same-identity items are then one slice, found without scanning the gallery.
-        self._gallery_by_pid = torch.sort(self.g_pids, stable=True).indices
+        self._gallery_by_pid = np.argsort(self.g_pids, kind="stable")
         self._sorted_g_pids = self.g_pids[self._gallery_by_pid]
         self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.first_match_counts = torch.zeros(self.max_rank, dtype=torch.int64)
+        self.first_match_counts = np.zeros(self.max_rank, dtype=np.int64)
         self.ap_sum = 0.0
         self.inp_sum = 0.0
         self.num_valid = 0
@@ -95,19 +120,18 @@ class RankAccumulator:
             q_pids: (Q,) query identity labels.
             q_camids: (Q,) query camera IDs.
         """
-        q_pids = _id_tensor("q_pids", q_pids, self.device)
-        q_camids = _id_tensor("q_camids", q_camids, self.device)
+        q_pids = _id_array("q_pids", q_pids)
+        q_camids = _id_array("q_camids", q_camids)
         if not isinstance(distances, torch.Tensor):
             raise TypeError(f"distances must be a torch.Tensor, got {type(distances).__name__}")
-        if distances.shape != (q_pids.numel(), self.g_pids.numel()):
+        if distances.shape != (q_pids.size, self.g_pids.size):
             raise ValueError(
                 f"distances must have shape (len(q_pids), len(g_pids)) = "
-                f"({q_pids.numel()}, {self.g_pids.numel()}), got {tuple(distances.shape)}"
+                f"({q_pids.size}, {self.g_pids.size}), got {tuple(distances.shape)}"
             )
         if q_camids.shape != q_pids.shape:
             raise ValueError(
-                f"q_camids must have the length of q_pids ({q_pids.numel()}), "
-                f"got {q_camids.numel()}"
+                f"q_camids must have the length of q_pids ({q_pids.size}), got {q_camids.size}"
             )
         if distances.dtype.is_complex or distances.dtype == torch.bool:
             raise TypeError(f"distances must hold real numbers, got dtype {distances.dtype}")
@@ -116,7 +140,7 @@ class RankAccumulator:
                 f"distances must be on {self.device} (the accumulator's device), "
                 f"got {distances.device}"
             )
-        for start in range(0, q_pids.numel(), self.chunk_size):
+        for start in range(0, q_pids.size, self.chunk_size):
             stop = start + self.chunk_size
             self._add_chunk(distances[start:stop], q_pids[start:stop], q_camids[start:stop])
 
@@ -134,17 +158,14 @@ class RankAccumulator:
                 else ""
             )
             raise ValueError("no query has a valid match in the gallery" + hint)
-        cmc = self.first_match_counts.cumsum(0).double().numpy() / self.num_valid
         return {
-            "cmc": cmc,
+            "cmc": self.first_match_counts.cumsum() / self.num_valid,
             "mAP": self.ap_sum / self.num_valid,
             "mINP": self.inp_sum / self.num_valid,
             "num_valid_queries": self.num_valid,
         }
 
-    def _add_chunk(
-        self, distances: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor
-    ) -> None:
+    def _add_chunk(self, distances: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray) -> None:
         if distances.dtype in (torch.float16, torch.bfloat16):
             distances = distances.float()
         elif not distances.dtype.is_floating_point:
@@ -156,35 +177,30 @@ class RankAccumulator:
             raise ValueError("distances must not contain NaN")
 
         rows, ranks = self._match_ranks(distances, q_pids, q_camids)
-        if rows.numel() == 0:
+        if rows.size == 0:
             return
-        num_rows = q_pids.numel()
-        num_matches = torch.bincount(rows, minlength=num_rows)
-        valid = num_matches > 0
-        # rows and ranks come ordered by (row, rank): a match's position among its row's
-        # matches is its index less the index of the row's first match.
-        ordinal = torch.arange(rows.numel(), device=rows.device) - torch.searchsorted(rows, rows)
-        precision = (ordinal + 1).double() / (ranks + 1).double()
-        ap_sum = torch.zeros(num_rows, dtype=torch.float64, device=rows.device)
-        ap_sum.index_add_(0, rows, precision)
-        last_rank = torch.zeros(num_rows, dtype=torch.int64, device=rows.device)
-        last_rank.scatter_reduce_(0, rows, ranks, "amax")
-        inp = num_matches[valid].double() / (last_rank[valid] + 1).double()
-        first_rank = ranks[ordinal == 0]
-        self.first_match_counts += torch.bincount(
+        # rows and ranks come ordered by (row, rank).
+        valid_rows = np.unique(rows)
+        starts = np.searchsorted(rows, valid_rows)
+        stops = np.searchsorted(rows, valid_rows, side="right")
+        num_matches = stops - starts
+        ordinal = np.arange(rows.size) - np.repeat(starts, num_matches)
+        precision_sums = np.add.reduceat((ordinal + 1) / (ranks + 1), starts)
+        first_rank = ranks[starts]
+        self.first_match_counts += np.bincount(
             first_rank[first_rank < self.max_rank], minlength=self.max_rank
-        ).cpu()
-        self.ap_sum += float((ap_sum[valid] / num_matches[valid]).sum())
-        self.inp_sum += float(inp.sum())
-        self.num_valid += int(valid.sum())
+        )
+        self.ap_sum += float((precision_sums / num_matches).sum())
+        self.inp_sum += float((num_matches / (ranks[stops - 1] + 1)).sum())
+        self.num_valid += valid_rows.size
 
-    def _same_identity_pairs(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _same_identity_pairs(self, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, gallery index) of every same-identity pair, ordered by row then index."""
-        first = torch.searchsorted(self._sorted_g_pids, q_pids)
-        counts = torch.searchsorted(self._sorted_g_pids, q_pids, right=True) - first
-        rows = torch.repeat_interleave(torch.arange(q_pids.numel(), device=self.device), counts)
-        shift = torch.repeat_interleave(first - (counts.cumsum(0) - counts), counts)
-        return rows, self._gallery_by_pid[torch.arange(rows.numel(), device=self.device) + shift]
+        first = np.searchsorted(self._sorted_g_pids, q_pids)
+        counts = np.searchsorted(self._sorted_g_pids, q_pids, side="right") - first
+        rows = np.repeat(np.arange(q_pids.size), counts)
+        shift = np.repeat(first - (counts.cumsum() - counts), counts)
+        return rows, self._gallery_by_pid[np.arange(rows.size) + shift]
 
     def _workspace(
         self, num_rows: int, num_gallery: int, dtype: torch.dtype
@@ -195,22 +211,49 @@ class RankAccumulator:
         touch, as much as the arithmetic itself.
         """
         size = num_rows * num_gallery
-        if (
-            self._buffers is None
-            or self._buffers[0].dtype != dtype
-            or self._buffers[0].numel() < size
-        ):
+        buffers = self._buffers
+        if buffers is None or buffers[0].dtype != dtype or buffers[0].numel() < size:
             capacity = max(size, self.chunk_size * num_gallery)
-            self._buffers = (
+            buffers = self._buffers = (
                 torch.empty(capacity, dtype=dtype, device=self.device),
                 torch.empty(capacity, dtype=torch.int32, device=self.device),
                 torch.empty(capacity, dtype=torch.bool, device=self.device),
             )
-        return tuple(buffer[:size] for buffer in self._buffers)
+        return tuple(buffer[:size] for buffer in buffers)
+
+    def _bucket_map(
+        self, distances: torch.Tensor, match_rows: np.ndarray, match_distances: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row ``scale`` and ``offset`` of the bucket map (see :meth:`_match_ranks`)."""
+        num_rows = distances.shape[0]
+        starts = np.flatnonzero(np.diff(match_rows, prepend=-1))
+        low = np.full(num_rows, np.inf)
+        high = np.full(num_rows, -np.inf)
+        low[match_rows[starts]] = np.minimum.reduceat(match_distances, starts)
+        high[match_rows[starts]] = np.maximum.reduceat(match_distances, starts)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            width = high - low
+            degenerate = np.flatnonzero(width == 0)
+            if degenerate.size > 0:
+                # A lone match (or tied matches) gives no width: spread the row's whole range
+                # instead, so the match's bucket holds about G / B items, not half the row.
+                row_low, row_high = torch.aminmax(
+                    distances[torch.from_numpy(degenerate).to(distances.device)], dim=1
+                )
+                width[degenerate] = (row_high - row_low).double().cpu().numpy()
+            # Checked in the distances' dtype: a float64-finite scale can overflow float32.
+            dtype = np.float64 if distances.dtype == torch.float64 else np.float32
+            scale = (self.num_buckets / width).astype(dtype)
+            offset = (1.5 - low * scale).astype(dtype)
+            usable = np.isfinite(scale) & (scale > 0) & np.isfinite(offset)
+            fallback_offset = (1.5 - np.where(np.isfinite(low), low, 0.0)).astype(dtype)
+            scale = np.where(usable, scale, 1).astype(dtype)
+            offset = np.where(usable, offset, fallback_offset)
+        return scale, offset
 
     def _match_ranks(
-        self, distances: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, distances: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Row and 0-based rank among the row's kept gallery items of every true match.
 
         A gallery item precedes a match when its (distance, gallery index) is smaller. Output
@@ -227,85 +270,56 @@ class RankAccumulator:
         else:
             junk_flat = same_rows[:0]
             match_rows, match_flat = same_rows, same_rows * num_gallery + same_cols
-        if match_rows.numel() == 0:
+        if match_rows.size == 0:
             return match_rows, match_rows
-        flat_distances = distances.view(-1)
 
         # Bucket b(d) = trunc(clamp(d * scale + offset, 0, B + 2)) is monotone in d, and free
         # of NaN, for any finite positive scale and finite offset: exactness never depends on
         # them, only speed. They put a row's matches at 1.5..B+1.5 (the half keeps rounding in
         # d * scale from pushing the closest match into bucket 0 with everything closer), so
         # matches land in buckets 1..B+1, every closer item in 0, the far ones in B + 2.
-        match_distances = flat_distances[match_flat]
-        low = torch.full((num_rows,), float("inf"), dtype=distances.dtype, device=device)
-        low.scatter_reduce_(0, match_rows, match_distances, "amin")
-        high = torch.full_like(low, float("-inf"))
-        high.scatter_reduce_(0, match_rows, match_distances, "amax")
-        width = high - low
-        degenerate = (width == 0).nonzero().view(-1)
-        if degenerate.numel() > 0:
-            # A lone match (or tied matches) gives no width: spread the row's whole range
-            # instead, so the match's bucket holds about G / B items rather than half the row.
-            row_low, row_high = torch.aminmax(distances[degenerate], dim=1)
-            width[degenerate] = row_high - row_low
-        scale = self.num_buckets / width
-        offset = 1.5 - low * scale
-        usable = torch.isfinite(scale) & (scale > 0) & torch.isfinite(offset)
-        scale = torch.where(usable, scale, torch.ones_like(scale))
-        fallback_low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
-        offset = torch.where(usable, offset, 1.5 - fallback_low)
-
+        scale, offset = self._bucket_map(distances, match_rows, _gather(distances, match_flat))
         buckets, keys, candidate = self._workspace(num_rows, num_gallery, distances.dtype)
-        torch.addcmul(offset[:, None], distances, scale[:, None], out=buckets.view_as(distances))
+        torch.addcmul(
+            torch.from_numpy(offset).to(device)[:, None],
+            distances,
+            torch.from_numpy(scale).to(device)[:, None],
+            out=buckets.view_as(distances),
+        )
         buckets.clamp_(0, self.num_buckets + 2)
         keys.copy_(buckets)
         row_bins = torch.arange(num_rows, device=device, dtype=torch.int32) * self.bins_per_row
         keys.view_as(distances).add_(row_bins[:, None])
 
-        # Kept items in lower buckets: a histogram of all items less the ignored ones.
+        # Kept items in lower buckets of the row: a histogram of all items less the ignored
+        # ones, then an exclusive running count over the whole chunk.
         counts = torch.bincount(keys, minlength=num_rows * self.bins_per_row)
-        counts.index_add_(0, keys[junk_flat].long(), torch.full_like(junk_flat, -1))
-        counts = counts.view(num_rows, self.bins_per_row)
-        below = (counts.cumsum(dim=1) - counts).view(-1)
+        junk_keys = torch.from_numpy(_gather(keys, junk_flat)).to(device, torch.int64)
+        counts.index_add_(0, junk_keys, torch.full_like(junk_keys, -1))
+        items_before = counts.cumsum(0) - counts
 
         # Exact order inside the buckets that hold a match.
         holds_match = torch.zeros(num_rows * self.bins_per_row, dtype=torch.bool, device=device)
-        holds_match[keys[match_flat].long()] = True
+        holds_match[torch.from_numpy(_gather(keys, match_flat)).to(device, torch.int64)] = True
         torch.index_select(holds_match, 0, keys, out=candidate)
         cand_flat = _flat_nonzero(candidate)
         cand_rows = cand_flat // num_gallery
         cand_cols = cand_flat - cand_rows * num_gallery
-        same_pid = q_pids[cand_rows] == self.g_pids[cand_cols]
+        is_match = q_pids[cand_rows] == self.g_pids[cand_cols]
         if self.cross_camera:
-            kept = ~(same_pid & (q_camids[cand_rows] == self.g_camids[cand_cols]))
-            cand_flat, cand_rows, same_pid = cand_flat[kept], cand_rows[kept], same_pid[kept]
-        cand_keys = keys[cand_flat].long()
-        # Candidates come in (row, index) order; stable sorts by distance, then by bucket key,
-        # give (key, distance, index) order.
-        order = _stable_argsort(flat_distances[cand_flat])
-        order = order[_stable_argsort(cand_keys[order])]
-        cand_keys, cand_rows, same_pid = cand_keys[order], cand_rows[order], same_pid[order]
-        within_bucket = torch.arange(cand_keys.numel(), device=device) - torch.searchsorted(
-            cand_keys, cand_keys
+            kept = ~(is_match & (q_camids[cand_rows] == self.g_camids[cand_cols]))
+            cand_flat, cand_rows, is_match = cand_flat[kept], cand_rows[kept], is_match[kept]
+        cand_keys = _gather(keys, cand_flat).astype(np.int64)
+        # Candidates come in (row, index) order and lexsort is stable: sorting by bucket key,
+        # then distance, leaves equal distances in gallery-index order.
+        order = np.lexsort((_gather(distances, cand_flat), cand_keys))
+        cand_keys, cand_rows, is_match = cand_keys[order], cand_rows[order], is_match[order]
+        within_bucket = np.arange(cand_keys.size) - np.searchsorted(cand_keys, cand_keys)
+        match_keys, match_rows = cand_keys[is_match], cand_rows[is_match]
+        before_bucket = _gather(items_before, match_keys) - _gather(
+            items_before, match_rows * self.bins_per_row
         )
-        ranks = below[cand_keys[same_pid]] + within_bucket[same_pid]
-        return cand_rows[same_pid], ranks
-
-
-def _stable_argsort(values: torch.Tensor) -> torch.Tensor:
-    """Indices sorting a 1-D tensor, equal values kept in index order, as int64."""
-    if values.device.type == "cpu":
-        # numpy's stable argsort is several times faster than torch's on CPU.
-        return torch.from_numpy(np.argsort(values.numpy(), kind="stable"))
-    return torch.sort(values, stable=True).indices
-
-
-def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Indices of the True entries of a 1-D bool tensor, as int64."""
-    if mask.device.type == "cpu":
-        # numpy's is several times faster than torch's on CPU for large, sparse masks.
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return mask.nonzero().view(-1)
+        return match_rows, before_bucket + within_bucket[is_match]
 
 
 def rank_metrics(

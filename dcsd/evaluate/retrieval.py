@@ -58,11 +58,9 @@ def evaluate_retrieval(
     accumulator = RankAccumulator(
         gallery.pids, gallery.camids, max_rank, cross_camera, device, chunk_size
     )
-    q_pids = torch.from_numpy(query.pids)
-    q_camids = torch.from_numpy(query.camids)
     blocks = distance_blocks(query_feats, gallery_feats, metric, accumulator.chunk_size)
     for start, stop, distances in blocks:
-        accumulator.add(distances, q_pids[start:stop], q_camids[start:stop])
+        accumulator.add(distances, query.pids[start:stop], query.camids[start:stop])
     return accumulator.result()
 
 

@@ -177,6 +177,31 @@ def test_realistic_sizes_match_loop():
     assert result["mINP"] == pytest.approx(m_inp, rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    "distances",
+    [
+        [0.0, 1e-40, 0.5, 1e-41, 3e38, -3e38],  # subnormal spread: scale overflows float32
+        [1e30, 1e30 + 1e24, 2e30, 1e30, 0.0, 1e30],  # large offset, tiny relative spread
+    ],
+)
+def test_extreme_float32_distances_match_loop(distances):
+    distmat = np.array([distances, distances[::-1]], dtype=np.float32)
+    ids = dict(
+        q_pids=np.array([1, 2]),
+        g_pids=np.array([1, 2, 1, 2, 1, 3]),
+        q_camids=np.array([0, 0]),
+        g_camids=np.array([1, 1, 1, 1, 0, 1]),
+    )
+    cmc, m_ap, m_inp, num_valid = reference_rank_metrics(
+        distmat, **ids, max_rank=6, cross_camera=True
+    )
+    result = rank_metrics(distmat, **ids, max_rank=6)
+    assert result["num_valid_queries"] == num_valid
+    np.testing.assert_allclose(result["cmc"], cmc)
+    assert result["mAP"] == pytest.approx(m_ap, rel=1e-12)
+    assert result["mINP"] == pytest.approx(m_inp, rel=1e-12)
+
+
 def test_half_precision_distances_equal_their_float32_values():
     rng = np.random.default_rng(3)
     distmat = torch.rand(10, 60, generator=torch.Generator().manual_seed(0)).half()

@@ -225,3 +225,13 @@ def test_zoo():
     assert cfg.reported_metrics["market1501"]["mAP"] == 89.5
     with pytest.raises(ValueError, match="unknown model 'resnet18'"):
         dcsd.create_model("resnet18")
+
+
+def test_zero_init_residual_starts_blocks_as_identity():
+    model = dcsd.resnet50_reid(zero_init_residual=True)
+    blocks = [m for m in model.modules() if type(m).__name__ == "Bottleneck"]
+    assert len(blocks) == 16
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for b in blocks)
+    assert all(torch.all(b.bn1.weight == 1) for b in blocks)
+    assert "zero_init_residual" not in model.config
+    assert torch.all(dcsd.resnet50_reid().layer1[0].bn3.weight == 1)
