@@ -45,6 +45,9 @@ def export_onnx(
         # The input checks compare static shapes; the tracer's warnings about them are moot.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
+        # The TorchScript exporter is deprecated upstream, but it exports the reference op's
+        # strided slices with a dynamic batch as they are; see the README.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             exported,
             (example,),
