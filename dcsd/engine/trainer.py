@@ -238,10 +238,14 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value
             num_images += batch["image"].shape[0]
             elapsed = time.perf_counter() - start
+            if bar.disable:
+                continue
             bar.set_postfix(
-                loss=f"{parts['loss'].item():.3f}",
-                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                img_s=f"{num_images * self.context.world_size / elapsed:.1f}",
+                {name: f"{value.item():.3f}" for name, value in parts.items()}
+                | {
+                    "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                    "img/s": f"{num_images * self.context.world_size / elapsed:.1f}",
+                }
             )
         elapsed = time.perf_counter() - start
         means = {
