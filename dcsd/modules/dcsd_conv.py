@@ -172,6 +172,11 @@ class DCSDConv(nn.Module):
         for name, flag in (("stop_gradient", stop_gradient), ("filter_norm", filter_norm)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if filter_norm and kernel_size == 1:
+            raise ValueError(
+                "filter_norm standardises each filter over its K*K taps, which needs "
+                "kernel_size >= 3; got kernel_size=1 (pass filter_norm=False)"
+            )
 
         self.channels = channels
         self.kernel_size = kernel_size

@@ -192,3 +192,11 @@ def test_invalid_arguments(kwargs, error, match):
 
 def test_check_factors_orders_canonically():
     assert check_factors(["camera", "sample"]) == ("sample", "camera")
+
+
+def test_filter_norm_needs_more_than_one_tap():
+    with pytest.raises(ValueError, match="kernel_size >= 3"):
+        DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3)
+    layer = DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm=False)
+    out = layer(torch.randn(2, 8, 5, 4))
+    assert out.shape == (2, 8, 5, 4) and torch.isfinite(out).all()
