@@ -5,6 +5,7 @@ The same identity keeps its column across the cameras of its domain, so the came
 between row blocks. An empty cell means the identity was not seen by that camera.
 
     python examples/show_synthetic.py --out docs/synthetic_grid.png
+    python examples/show_synthetic.py --preset conflict --out docs/synthetic_conflict_grid.png
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None, help="synthetic cache folder")
     parser.add_argument("--num-domains", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="default", help="generator preset: default, conflict")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
@@ -36,6 +38,7 @@ def main() -> None:
         image_size=(args.height, args.width),
         scale=args.scale,
         seed=args.seed,
+        preset=args.preset,
     )
     cell_h, cell_w = args.height * args.zoom, args.width * args.zoom
     label_w, gap = 90, 4

@@ -16,6 +16,7 @@ from .registry import DATASET_NAMES, build_dataset
 from .sampler import IdentityBatchSampler
 from .synthetic import default_synthetic_root, make_synthetic_domains
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transforms, build_train_transforms
+from .validation import holdout_identities
 
 __all__ = [
     "CUHK03",
@@ -36,5 +37,6 @@ __all__ = [
     "build_test_transforms",
     "build_train_transforms",
     "default_synthetic_root",
+    "holdout_identities",
     "make_synthetic_domains",
 ]

@@ -15,6 +15,19 @@ and camera sub-domains exist as between real datasets:
 - camera: an illumination gain and a smaller cast, its own background tint and horizon,
   a preferred viewpoint, the person's size (distance) and horizontal offset, extra blur.
 
+Presets (``preset=``) decide which cues carry identity in each domain:
+
+- ``"default"``: every attribute belongs to the identity in every domain (the generator of
+  dcsd 0.1; earlier numbers stay reproducible with it);
+- ``"conflict"``: a domain conflict after the paper's account of domain shift (section I,
+  Fig. 2): in a "summer" domain people are told apart by the colours of their clothes while
+  the details (a pattern and its colour, a bag and its colour, sleeves, hair, trousers / shorts /
+  skirt) are redrawn for every image; in a "winter" domain everybody wears dark coats whose
+  colours are redrawn for every image and only the details identify people; in a "dusk" domain
+  both cues belong to the identity
+  but every camera rotates the hues strongly (up to 150 degrees), so colour misleads across
+  cameras. A cue one domain needs is noise in another.
+
 Domains are written as Market-1501-style folders (``bounding_box_train/``, ``query/``,
 ``bounding_box_test/``, files ``<pid:04d>_c<camera>_<index:06d>.png``) in a cache folder
 keyed by the configuration, once; later calls read them back. The same arguments give
@@ -31,7 +44,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +90,9 @@ HAIR = np.array(
     ]
 )
 SHOES = np.array([(0.06, 0.06, 0.06), (0.90, 0.90, 0.90), (0.40, 0.25, 0.12), (0.25, 0.30, 0.45)])
+
+# Navy, black, grey and brown: the coats of the conflict preset's winter domain.
+WINTER_COATS = (6, 10, 11, 12)
 
 FRONT, BACK, SIDE = 0, 1, 2
 
@@ -126,6 +142,65 @@ class _CameraStyle:
     size: float  # person size factor (distance)
     offset: float  # horizontal offset, fraction of the width
     blur: float
+    hue: float = 0.0  # hue rotation, radians
+
+
+@dataclass(frozen=True)
+class DomainRegime:
+    """Which appearance cues belong to an identity in one synthetic domain.
+
+    Attributes:
+        name: a short label ("summer", "winter", ...), shown in summaries and figures.
+        colour_identity: the colours of the clothes (top, bottom) belong to the identity;
+            otherwise they are redrawn for every image (from ``noise_colours``).
+        shape_identity: the details belong to the identity: top pattern and its colour, bag and
+            its colour, sleeves, trousers / shorts / skirt, hair colour and length; otherwise
+            they are redrawn for every image. At least one of the two must hold.
+        camera_hue: each camera rotates all hues by an angle drawn from
+            ``[-camera_hue, camera_hue]`` radians (0: no rotation).
+        capture: 0 sharp, 1 blurred at low resolution, 2 noisy; None cycles with the domain
+            index (domain % 3).
+        noise_colours: indices into ``CLOTH`` that redrawn clothing colours come from (None:
+            all of them), e.g. the dark coats of a winter domain.
+    """
+
+    name: str
+    colour_identity: bool = True
+    shape_identity: bool = True
+    camera_hue: float = 0.0
+    capture: int | None = None
+    noise_colours: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticPreset:
+    """A named generator configuration: the domains' regimes (cycled over the domains) and the
+    default identity counts per domain."""
+
+    regimes: tuple[DomainRegime, ...]
+    train_ids_per_domain: int
+    test_ids_per_domain: int
+
+
+PRESETS: dict[str, SyntheticPreset] = {
+    "default": SyntheticPreset((DomainRegime("plain"),), 28, 16),
+    "conflict": SyntheticPreset(
+        (
+            # Colour survives blur, shape cues need sharp images.
+            DomainRegime("summer", colour_identity=True, shape_identity=False, capture=1),
+            DomainRegime(
+                "winter",
+                colour_identity=False,
+                shape_identity=True,
+                capture=0,
+                noise_colours=WINTER_COATS,
+            ),
+            DomainRegime("dusk", camera_hue=2.6, capture=2),
+        ),
+        32,
+        64,
+    ),
+}
 
 
 def default_synthetic_root() -> Path:
@@ -137,11 +212,12 @@ def make_synthetic_domains(
     root: str | Path | None = None,
     num_domains: int = 3,
     cameras_per_domain: Sequence[int] | None = None,
-    train_ids_per_domain: int = 28,
-    test_ids_per_domain: int = 16,
+    train_ids_per_domain: int | None = None,
+    test_ids_per_domain: int | None = None,
     image_size: Sequence[int] = (64, 32),
     scale: float = 1.0,
     seed: int = 0,
+    preset: str = "default",
 ) -> list[ReIDDataset]:
     """One :class:`ReIDDataset` per synthetic domain, named ``synth0``, ``synth1``, ...
 
@@ -157,15 +233,27 @@ def make_synthetic_domains(
             :func:`default_synthetic_root`.
         num_domains: number of domains.
         cameras_per_domain: cameras of each domain; default 3, 4, 5, 3, 4, 5, ...
-        train_ids_per_domain: train identities per domain at ``scale`` 1.
-        test_ids_per_domain: test identities per domain at ``scale`` 1.
+        train_ids_per_domain: train identities per domain at ``scale`` 1 (default: the
+            preset's, 28 for ``"default"``, 32 for ``"conflict"``).
+        test_ids_per_domain: test identities per domain at ``scale`` 1 (default: the preset's,
+            16 for ``"default"``, 64 for ``"conflict"``).
         image_size: (height, width) of the images.
         scale: multiplies the identity counts, for larger runs.
         seed: the same seed gives byte-identical images.
+        preset: a name in :data:`PRESETS`: ``"default"`` (every cue belongs to the identity)
+            or ``"conflict"`` (summer / winter / dusk domains whose identity cues conflict; see
+            the module docstring). Domain d follows the preset's regime ``d % len(regimes)``.
 
     Raises:
-        ValueError: a count, size or scale is out of range.
+        ValueError: a count, size, scale or preset is out of range.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    chosen = PRESETS[preset]
+    if train_ids_per_domain is None:
+        train_ids_per_domain = chosen.train_ids_per_domain
+    if test_ids_per_domain is None:
+        test_ids_per_domain = chosen.test_ids_per_domain
     if num_domains < 1:
         raise ValueError(f"num_domains must be >= 1, got {num_domains}")
     if cameras_per_domain is None:
@@ -190,6 +278,11 @@ def make_synthetic_domains(
         "image_size": [int(image_size[0]), int(image_size[1])],
         "seed": int(seed),
     }
+    if preset != "default":
+        # The default preset's key is unchanged, so caches and numbers made before presets
+        # existed stay valid.
+        config["preset"] = preset
+        config["regimes"] = [asdict(regime) for regime in chosen.regimes]
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(root).expanduser() if root is not None else default_synthetic_root()
     folder = root / key
@@ -219,10 +312,12 @@ def _generate(folder: Path, config: dict) -> None:
         cameras = config["cameras_per_domain"]
         height, width = config["image_size"]
         seeds = np.random.SeedSequence(config["seed"]).spawn(len(cameras))
+        regimes = PRESETS[config.get("preset", "default")].regimes
         for domain, (num_cameras, domain_seed) in enumerate(zip(cameras, seeds, strict=True)):
             _generate_domain(
                 staging / f"synth{domain}",
                 np.random.default_rng(domain_seed),
+                regimes[domain % len(regimes)],
                 domain,
                 len(cameras),
                 num_cameras,
@@ -245,6 +340,7 @@ def _generate(folder: Path, config: dict) -> None:
 def _generate_domain(
     out: Path,
     rng: np.random.Generator,
+    regime: DomainRegime,
     domain: int,
     num_domains: int,
     num_cameras: int,
@@ -253,9 +349,10 @@ def _generate_domain(
     height: int,
     width: int,
 ) -> None:
-    style = _domain_style(rng, domain, num_domains)
-    cams = [_camera_style(rng, c, domain) for c in range(num_cameras)]
-    people = _people(rng, num_train + num_test)
+    capture = domain % 3 if regime.capture is None else regime.capture
+    style = _domain_style(rng, domain, num_domains, capture)
+    cams = [_camera_style(rng, c, domain, regime.camera_hue) for c in range(num_cameras)]
+    people = _people(rng, num_train + num_test, regime)
     for sub in MARKET_STYLE_FOLDERS:
         (out / sub).mkdir(parents=True)
     train_dir, query_dir, gallery_dir = MARKET_STYLE_FOLDERS
@@ -265,7 +362,9 @@ def _generate_domain(
         n_cams = int(rng.integers(low, min(high, num_cameras) + 1))
         for rank, cam in enumerate(rng.permutation(num_cameras)[:n_cams]):
             for shot in range(int(rng.integers(IMAGES_PER_CAMERA[0], IMAGES_PER_CAMERA[1] + 1))):
-                image = _draw(rng, person, style, cams[cam], height, width)
+                image = _draw(
+                    rng, _redraw_noise_cues(rng, person, regime), style, cams[cam], height, width
+                )
                 if number <= num_train:
                     sub = train_dir
                 else:
@@ -277,56 +376,96 @@ def _generate_domain(
                 )
 
 
-def _people(rng: np.random.Generator, count: int) -> list[_Person]:
-    """``count`` people whose categorical attributes all differ from each other."""
+def _random_person(rng: np.random.Generator) -> _Person:
+    n = len(CLOTH)
+    top = int(rng.integers(n))
+    return _Person(
+        top=top,
+        top2=int((top + rng.integers(3, n - 2)) % n),
+        pattern=int(rng.integers(5)),
+        long_sleeves=bool(rng.random() < 0.5),
+        bottom=int(rng.integers(n)),
+        bottom_kind=int(rng.choice(3, p=[0.6, 0.2, 0.2])),
+        shoes=int(rng.integers(len(SHOES))),
+        skin=int(rng.integers(len(SKIN))),
+        hair=int(rng.integers(len(HAIR))),
+        long_hair=bool(rng.random() < 0.35),
+        bag=int(rng.choice(3, p=[0.4, 0.3, 0.3])),
+        bag_colour=int(rng.integers(n)),
+        height=float(rng.uniform(0.80, 0.93)),
+        width=float(rng.uniform(0.42, 0.62)),
+        legs=float(rng.uniform(0.43, 0.52)),
+        head=float(rng.uniform(0.12, 0.15)),
+    )
+
+
+# The attributes each kind of cue covers: the clothes' colours, and the details (a pattern with
+# its colour, a bag with its colour, sleeves, trousers / shorts / skirt, hair). Body proportions
+# always belong to the identity.
+_COLOUR_CUES = ("top", "bottom")
+_SHAPE_CUES = (
+    "pattern",
+    "top2",
+    "long_sleeves",
+    "bottom_kind",
+    "bag",
+    "bag_colour",
+    "hair",
+    "long_hair",
+)
+
+
+def _identity_signature(person: _Person, regime: DomainRegime) -> tuple:
+    """The categorical attributes that tell this person apart in ``regime``."""
+    colour = (person.top, person.bottom)
+    shape = (
+        person.top2 if person.pattern else -1,
+        person.bag_colour if person.bag else -1,
+        person.pattern,
+        person.bottom_kind,
+        person.bag,
+        person.hair,
+    )
+    if regime.colour_identity and regime.shape_identity:
+        return colour + shape
+    return colour if regime.colour_identity else shape + (person.long_sleeves, person.long_hair)
+
+
+def _redraw_noise_cues(rng: np.random.Generator, person: _Person, regime: DomainRegime) -> _Person:
+    """``person`` with the cues that do not belong to identities in ``regime`` drawn anew."""
+    if regime.colour_identity and regime.shape_identity:
+        return person  # no draw: the default preset's images stay byte-identical
+    if regime.colour_identity:
+        fresh = _random_person(rng)
+        return replace(person, **{name: getattr(fresh, name) for name in _SHAPE_CUES})
+    palette = regime.noise_colours or tuple(range(len(CLOTH)))
+    top, bottom = (int(c) for c in rng.choice(palette, size=2))
+    return replace(person, top=top, bottom=bottom)
+
+
+def _people(rng: np.random.Generator, count: int, regime: DomainRegime) -> list[_Person]:
+    """``count`` people whose identity cues in ``regime`` all differ from each other."""
     people: list[_Person] = []
     seen: set[tuple] = set()
     for _ in range(count * 1000):
         if len(people) == count:
             return people
-        n = len(CLOTH)
-        top = int(rng.integers(n))
-        person = _Person(
-            top=top,
-            top2=int((top + rng.integers(3, n - 2)) % n),
-            pattern=int(rng.integers(5)),
-            long_sleeves=bool(rng.random() < 0.5),
-            bottom=int(rng.integers(n)),
-            bottom_kind=int(rng.choice(3, p=[0.6, 0.2, 0.2])),
-            shoes=int(rng.integers(len(SHOES))),
-            skin=int(rng.integers(len(SKIN))),
-            hair=int(rng.integers(len(HAIR))),
-            long_hair=bool(rng.random() < 0.35),
-            bag=int(rng.choice(3, p=[0.4, 0.3, 0.3])),
-            bag_colour=int(rng.integers(n)),
-            height=float(rng.uniform(0.80, 0.93)),
-            width=float(rng.uniform(0.42, 0.62)),
-            legs=float(rng.uniform(0.43, 0.52)),
-            head=float(rng.uniform(0.12, 0.15)),
-        )
-        signature = (
-            person.top,
-            person.top2 if person.pattern else -1,
-            person.pattern,
-            person.bottom,
-            person.bottom_kind,
-            person.bag,
-            person.bag_colour if person.bag else -1,
-            person.hair,
-        )
+        person = _random_person(rng)
+        signature = _identity_signature(person, regime)
         if signature not in seen:
             seen.add(signature)
             people.append(person)
     raise ValueError(f"cannot draw {count} distinct identities; lower scale")
 
 
-def _domain_style(rng: np.random.Generator, domain: int, num_domains: int) -> _DomainStyle:
+def _domain_style(
+    rng: np.random.Generator, domain: int, num_domains: int, kind: int
+) -> _DomainStyle:
     # Casts spread evenly around the colour wheel so domains differ; the rest cycles through
     # three kinds of capture (sharp, blurred low-resolution, noisy) with random detail.
     hue = 2 * math.pi * domain / num_domains + rng.uniform(-0.3, 0.3)
     strength = rng.uniform(0.12, 0.22)
     cast = 1 + strength * np.cos(hue - np.array([0, 2 * math.pi / 3, 4 * math.pi / 3]))
-    kind = domain % 3
     return _DomainStyle(
         cast=cast,
         brightness=float(rng.uniform(0.85, 1.1)),
@@ -342,8 +481,10 @@ def _domain_style(rng: np.random.Generator, domain: int, num_domains: int) -> _D
     )
 
 
-def _camera_style(rng: np.random.Generator, camera: int, domain: int) -> _CameraStyle:
-    return _CameraStyle(
+def _camera_style(
+    rng: np.random.Generator, camera: int, domain: int, camera_hue: float
+) -> _CameraStyle:
+    style = _CameraStyle(
         gain=float(rng.uniform(0.75, 1.2)),
         cast=1 + rng.uniform(-0.08, 0.08, size=3),
         tint=rng.uniform(-0.12, 0.12, size=3),
@@ -353,6 +494,21 @@ def _camera_style(rng: np.random.Generator, camera: int, domain: int) -> _Camera
         offset=float(rng.uniform(-0.05, 0.05)),
         blur=float(rng.choice([0.0, 0.0, 0.4])),
     )
+    if camera_hue == 0:
+        return style  # no draw: the default preset's images stay byte-identical
+    return replace(style, hue=float(rng.uniform(-camera_hue, camera_hue)))
+
+
+def _rotate_hue(image: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate every colour of an (H, W, 3) image about the grey axis by ``angle`` radians."""
+    axis = np.full(3, 1 / math.sqrt(3))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = (
+        math.cos(angle) * np.eye(3)
+        + math.sin(angle) * cross
+        + (1 - math.cos(angle)) * np.outer(axis, axis)
+    )
+    return np.clip(image @ rotation.T, 0, 1)
 
 
 def _draw(
@@ -372,6 +528,8 @@ def _draw(
     _person(rng, image, person, cam, view, ys, xs, height, width)
     if view == SIDE and rng.random() < 0.5:
         image = image[:, ::-1]
+    if cam.hue:
+        image = _rotate_hue(image, cam.hue)
 
     image = image * (1 + rng.normal(0, 0.04)) * cam.gain * style.cast * cam.cast
     image = (image - 0.5) * style.contrast + 0.5

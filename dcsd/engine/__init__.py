@@ -4,16 +4,19 @@ from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_che
 from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .evaluation import evaluate_model
 from .loaders import EvalSplit, build_eval_splits, build_train_loader
+from .optim import OPTIMIZERS, build_optimizer
 from .schedule import build_scheduler, warmup_multistep_factor
 from .trainer import TrainConfig, Trainer, seed_everything
 
 __all__ = [
     "Checkpoint",
     "DistributedContext",
+    "OPTIMIZERS",
     "EvalSplit",
     "TrainConfig",
     "Trainer",
     "build_eval_splits",
+    "build_optimizer",
     "build_scheduler",
     "build_train_loader",
     "destroy_distributed",

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistributedContext, all_reduce_mean, barrier
+from .optim import OPTIMIZERS, build_optimizer
 from .schedule import build_scheduler
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -29,8 +30,15 @@ class TrainConfig:
 
     Attributes:
         epochs: epochs to train.
-        lr: Adam's base learning rate.
+        optimizer: ``"adam"`` (BoT), ``"adamw"`` or ``"sgd"`` (see
+            :func:`dcsd.engine.build_optimizer`); used when the trainer is given no optimizer.
+        lr: base learning rate.
         weight_decay: L2 penalty (Adam's ``weight_decay``, as fast-reid uses it).
+        weight_decay_norm: weight decay of normalisation parameters, FilterNorm scales and
+            biases (``None``: ``weight_decay``, as BoT).
+        generator_lr_factor: learning-rate multiplier of the DCSD filter generators.
+        generator_weight_decay: weight decay of the generators' weights (``None``:
+            ``weight_decay``).
         warmup_epochs: linear warmup length, stepped per iteration.
         warmup_factor: learning-rate multiplier at the first iteration.
         milestones: epochs at which the learning rate is multiplied by ``gamma``.
@@ -46,8 +54,12 @@ class TrainConfig:
     """
 
     epochs: int = 120
+    optimizer: str = "adam"
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
+    weight_decay_norm: float | None = None
+    generator_lr_factor: float = 1.0
+    generator_weight_decay: float | None = None
     warmup_epochs: float = 10
     warmup_factor: float = 0.1
     milestones: tuple[int, ...] = (40, 90)
@@ -64,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +124,9 @@ class Trainer:
             model's device.
         evaluate: called with the unwrapped model on the main process; returns per-dataset
             metrics that are logged.
+        optimizer: the optimizer over the model's parameters; default
+            :func:`dcsd.engine.build_optimizer` from the config's optimizer fields. The
+            scheduler (warmup, milestones) is always built here over its parameter groups.
     """
 
     def __init__(
@@ -121,6 +138,7 @@ class Trainer:
         out_dir: str | Path,
         context: DistributedContext | None = None,
         evaluate: EvaluateFn | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         device = next(model.parameters()).device
         self.context = context or DistributedContext(0, 1, 0, device)
@@ -139,8 +157,15 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=device_ids)
         self.amp_dtype = _amp_dtype(config.amp, self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = optimizer or build_optimizer(
+            self.model,
+            name=config.optimizer,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            weight_decay_norm=config.weight_decay_norm,
+            generator_lr_factor=config.generator_lr_factor,
+            generator_weight_decay=config.generator_weight_decay,
+        )
         self.iters_per_epoch = len(train_loader)
         if self.iters_per_epoch < 1:
             raise ValueError("train_loader yields no batch: too few identities for P x K batches")

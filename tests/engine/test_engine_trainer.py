@@ -177,3 +177,22 @@ def test_two_process_gloo_ddp(tiny_data, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints").epoch == 2
     log = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(log) == 2
+
+
+def test_trainer_takes_an_optimizer_or_builds_one_from_the_config(tiny_data, tmp_path):
+    built = make_trainer(tiny_data, tmp_path / "built", epochs=1)
+    assert isinstance(built.optimizer, torch.optim.Adam)
+    assert {g["name"] for g in built.optimizer.param_groups} == {"decay", "no_decay"}
+
+    torch.manual_seed(0)
+    model = TinyReIDNet(tiny_data.num_classes, tiny_data.num_domains, tiny_data.num_cameras)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = build_train_loader(
+        tiny_data, image_size=(32, 16), num_identities=4, num_instances=2, num_workers=0
+    )
+    config = TrainConfig(epochs=1, warmup_epochs=0, milestones=(5,), progress=False)
+    trainer = Trainer(model, DCSDLoss(), loader, config, tmp_path / "given", optimizer=sgd)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.fit()
+    assert trainer.optimizer is sgd and sgd.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

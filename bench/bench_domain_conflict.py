@@ -1,0 +1,280 @@
+"""The paper's Tables II, V and VI in miniature, on synthetic domains with a real domain conflict.
+
+Trains, for every seed, on the ``conflict`` preset of the synthetic generator (summer / winter /
+dusk domains whose identity cues contradict each other):
+
+- Table II: static ResNet50 per domain ("alone") and joint; ResNet50-DCSD joint and per domain;
+- Table V: DCSD joint with the factors S, S+D, S+C, S+D+C;
+- Table VI: S+D+C without the stop gradient.
+
+It prints per-domain mAP / rank-1 as mean ± std over seeds, checks the domain-conflict property
+(static joint below static alone on a domain by more than twice the seed std), appends the tables
+with device, versions and date to ``--results`` and draws ``--figure``. Every run is cached in
+``--root`` (a finished run is not trained again), so an interrupted benchmark continues where it
+stopped. Uses the GPU when there is one.
+
+    python bench/bench_domain_conflict.py                  # 3 seeds, the full benchmark
+    python bench/bench_domain_conflict.py --static-only    # the conflict check alone
+    python bench/bench_domain_conflict.py --quick          # tiny smoke run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reid_runs import RunSpec, run  # noqa: E402
+
+from dcsd.data import (  # noqa: E402
+    IdentityBatchSampler,
+    MultiDomainDataset,
+    make_synthetic_domains,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the tables: a model trained jointly or one model per domain."""
+
+    name: str
+    table: str
+    model: str
+    model_kwargs: dict
+    per_domain: bool = False
+
+
+SPD = ("sample", "domain", "camera")
+ROWS = (
+    Row("static alone", "II", "resnet50_reid", {}, per_domain=True),
+    Row("static joint", "II", "resnet50_reid", {}),
+    Row("DCSD alone", "II", "resnet50_dcsd", {}, per_domain=True),
+    Row("DCSD joint (S+D+C)", "II", "resnet50_dcsd", {}),
+    Row("S", "V", "resnet50_dcsd", {"factors": ("sample",)}),
+    Row("S+D", "V", "resnet50_dcsd", {"factors": ("sample", "domain")}),
+    Row("S+C", "V", "resnet50_dcsd", {"factors": ("sample", "camera")}),
+    Row("S+D+C, no stop gradient", "VI", "resnet50_dcsd", {"stop_gradient": False}),
+)
+STATIC_ROWS = ROWS[:2]
+
+
+def iterations_per_epoch(datasets, batch) -> int:
+    data = MultiDomainDataset(datasets)
+    return len(IdentityBatchSampler(data.train, num_identities=batch[0], num_instances=batch[1]))
+
+
+def run_row(row, datasets, args, seed, device) -> dict[str, dict[str, float]]:
+    """``{domain: {"mAP", "rank1"}}`` of one row and seed (per-domain rows: one run each).
+
+    A per-domain model trains for as many iterations as a joint one (more epochs of its smaller
+    set), so that "alone" is not handicapped by a shorter schedule: in the paper every model
+    trains to convergence."""
+    groups = [[d] for d in datasets] if row.per_domain else [datasets]
+    joint_iterations = args.epochs * iterations_per_epoch(datasets, args.batch)
+    metrics = {}
+    for group in groups:
+        epochs = max(1, round(joint_iterations / iterations_per_epoch(group, args.batch)))
+        spec = RunSpec(
+            model=row.model,
+            model_kwargs=row.model_kwargs,
+            domains=tuple(d.name for d in group),
+            seed=seed,
+            epochs=epochs,
+            batch=tuple(args.batch),
+            image_size=tuple(args.image_size),
+            split="test",
+            data=args.data_label,
+        )
+        metrics |= run(spec, group, args.root, device)["metrics"]
+    return metrics
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(rows, results, domains, metric) -> str:
+    header = f"| row | table | {' | '.join(domains)} | mean |"
+    lines = [header, "|---|---|" + "---:|" * (len(domains) + 1)]
+    for row in rows:
+        per_seed = results[row.name]
+        cells = []
+        for domain in domains:
+            mean, std = mean_std([m[domain][metric] for m in per_seed])
+            cells.append(f"{mean:.1f} ± {std:.1f}")
+        mean, std = mean_std([statistics.mean(m[d][metric] for d in domains) for m in per_seed])
+        cells.append(f"{mean:.1f} ± {std:.1f}")
+        lines.append(f"| {row.name} | {row.table} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def conflict_check(results, domains) -> tuple[str, bool]:
+    """Static alone minus static joint per domain, against twice the larger seed std."""
+    lines = ["| domain | alone - joint (mAP) | 2 x seed std | conflict |", "|---|---:|---:|---|"]
+    found = False
+    for domain in domains:
+        alone = [m[domain]["mAP"] for m in results["static alone"]]
+        joint = [m[domain]["mAP"] for m in results["static joint"]]
+        gap = statistics.mean(alone) - statistics.mean(joint)
+        bound = 2 * max(mean_std(alone)[1], mean_std(joint)[1])
+        conflict = gap > bound
+        found |= conflict
+        lines.append(f"| {domain} | {gap:+.1f} | {bound:.1f} | {'yes' if conflict else 'no'} |")
+    return "\n".join(lines), found
+
+
+def goal_check(results, domains) -> list[str]:
+    """The issue's goal, line by line: DCSD joint >= static joint and alone on every domain
+    (means over seeds); S <= S+D, S+C <= S+D+C (mean over domains)."""
+
+    def mean(row, domain=None):
+        per_seed = results[row]
+        if domain is None:
+            return statistics.mean(statistics.mean(m[d]["mAP"] for d in domains) for m in per_seed)
+        return statistics.mean(m[domain]["mAP"] for m in per_seed)
+
+    lines = []
+    for domain in domains:
+        dcsd_joint = mean("DCSD joint (S+D+C)", domain)
+        for other in ("static joint", "static alone"):
+            ok = dcsd_joint >= mean(other, domain)
+            lines.append(
+                f"- {domain}: DCSD joint {dcsd_joint:.1f} >= {other} {mean(other, domain):.1f}: "
+                f"{'yes' if ok else 'NO'}"
+            )
+    full = mean("DCSD joint (S+D+C)")
+    for low, high in (("S", "S+D"), ("S", "S+C"), ("S+D", "S+D+C"), ("S+C", "S+D+C")):
+        high_value = full if high == "S+D+C" else mean(high)
+        ok = mean(low) <= high_value
+        lines.append(f"- {low} {mean(low):.1f} <= {high} {high_value:.1f}: {'yes' if ok else 'NO'}")
+    return lines
+
+
+def draw_figure(results, domains, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ("static alone", "static joint", "DCSD joint (S+D+C)")
+    colours = ("#9e9e9e", "#4a7fb5", "#d9822b")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(shown)
+    for index, (name, colour) in enumerate(zip(shown, colours, strict=True)):
+        stats = [mean_std([m[d]["mAP"] for m in results[name]]) for d in domains]
+        positions = [i + (index - 1) * width for i in range(len(domains))]
+        ax.bar(
+            positions,
+            [s[0] for s in stats],
+            width,
+            yerr=[s[1] for s in stats],
+            capsize=3,
+            color=colour,
+            label=name,
+        )
+    ax.set_xticks(range(len(domains)), domains)
+    ax.set_ylabel("test mAP (%)")
+    seeds = len(results[shown[0]])
+    ax.set_title(f"Synthetic domain conflict: mean ± std over {seeds} seeds")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch", type=int, nargs=2, default=[8, 4], metavar=("P", "K"))
+    parser.add_argument("--data-seed", type=int, default=0, help="the synthetic data's seed")
+    parser.add_argument("--static-only", action="store_true", help="Table II's static rows only")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
+    parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
+    parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
+    parser.add_argument("--figure", type=Path, help="write the bar chart here")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    size = {}
+    args.image_size = (64, 32)
+    if args.quick:
+        args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
+        size = dict(train_ids_per_domain=4, test_ids_per_domain=3)
+    datasets = make_synthetic_domains(
+        preset="conflict", seed=args.data_seed, image_size=args.image_size, **size
+    )
+    args.data_label = f"conflict preset, data seed {args.data_seed}" + (
+        " quick" if args.quick else ""
+    )
+    domains = [d.name for d in datasets]
+    device = torch.device(args.device)
+    rows = STATIC_ROWS if args.static_only else ROWS
+    results: dict[str, list] = {row.name: [] for row in rows}
+    for seed in args.seeds:
+        for row in rows:
+            results[row.name].append(run_row(row, datasets, args, seed, device))
+            print(f"seed {seed}: {row.name} done", flush=True)
+
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (
+            f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        )
+    )
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M+00:00")
+    regimes = "summer / winter / dusk"
+    report = [
+        "## Domain conflict in miniature (paper Tables II, V, VI)",
+        "",
+        f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
+        f"- data: synthetic `conflict` preset ({regimes}), data seed {args.data_seed}"
+        + (", quick sizes" if args.quick else "")
+        + f"; {args.epochs} epochs from scratch (per-domain models: as many iterations), "
+        f"P x K = {args.batch[0]} x {args.batch[1]}, {args.image_size[0]}x{args.image_size[1]}; "
+        f"seeds {args.seeds}",
+        f"- command: `python bench/bench_domain_conflict.py {' '.join(sys.argv[1:])}`",
+        "",
+        "### mAP (%), test split, mean ± std over seeds",
+        "",
+        table(rows, results, domains, "mAP"),
+        "",
+        "### rank-1 (%)",
+        "",
+        table(rows, results, domains, "rank1"),
+        "",
+        "### Domain conflict of the static model (alone vs joint)",
+        "",
+    ]
+    check, found = conflict_check(results, domains)
+    report += [check, "", f"Conflict present: {'yes' if found else 'no'}", ""]
+    if not args.static_only:
+        report += [
+            "### The goal (DCSD joint >= static joint and alone; S <= S+D, S+C <= S+D+C)",
+            "",
+            *goal_check(results, domains),
+            "",
+        ]
+    text = "\n".join(report)
+    print(text)
+    if args.results:
+        with args.results.open("a") as out:
+            out.write("\n" + text + "\n")
+    if args.figure and not args.static_only:
+        draw_figure(results, domains, args.figure)
+        print(f"figure written to {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

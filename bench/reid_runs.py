@@ -1,0 +1,175 @@
+"""One training run of a ReID model on some synthetic domains, cached on disk: the unit of the
+domain-conflict benchmark and of the DCSD study. Shared by the scripts in ``bench/``.
+
+A run is described by a :class:`RunSpec` (model, its options, training knobs, seed, domains) and
+lives in ``root/<spec key>/``. Its ``result.json`` is written last and atomically, so a finished
+run is never trained again and an interrupted one starts over cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import dcsd
+from dcsd.data import MultiDomainDataset, ReIDDataset
+from dcsd.engine import (
+    TrainConfig,
+    Trainer,
+    build_eval_splits,
+    build_train_loader,
+    evaluate_model,
+    seed_everything,
+)
+from dcsd.losses import DCSDLoss
+from dcsd.models.resnet import Bottleneck
+
+# Knobs of a run that are not model-builder arguments: the depthwise control, initialisations
+# and parameter freezes applied to a built model.
+TWEAKS = ("depthwise", "ddf_init", "fixed_spatial_scale")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides a run's result (its cache key is a hash of it)."""
+
+    model: str  # "resnet50_reid" or "resnet50_dcsd"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    tweaks: tuple[str, ...] = ()
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    domains: tuple[str, ...] = ()  # names of the domains trained (and evaluated) together
+    seed: int = 0
+    epochs: int = 10
+    batch: tuple[int, int] = (8, 4)
+    image_size: tuple[int, int] = (64, 32)
+    split: str = "test"  # "test" or "val" (held-out training identities)
+    data: str = ""  # a description of the data (preset, seed, validation ids)
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_depthwise(model: nn.Module) -> int:
+    """Replace every bottleneck's static 3x3 convolution by a static depthwise 3x3 convolution
+    (groups = channels, Kaiming-initialised): the control that has DCSD's connectivity without
+    its dynamic filters. Returns the number of layers replaced."""
+    count = 0
+    for block in model.modules():
+        if isinstance(block, Bottleneck) and isinstance(block.conv2, nn.Conv2d):
+            old = block.conv2
+            block.conv2 = nn.Conv2d(
+                old.in_channels,
+                old.out_channels,
+                3,
+                old.stride,
+                padding=1,
+                groups=old.in_channels,
+                bias=False,
+            )
+            nn.init.kaiming_normal_(block.conv2.weight, mode="fan_out", nonlinearity="relu")
+            count += 1
+    return count
+
+
+def ddf_init(model: nn.Module) -> int:
+    """DDF's initialisation of the filter generators: Kaiming normal (fan_out, ReLU) weights and
+    zero biases for the channel branch (DDF's 1x1 convs are our linear layers) and the spatial
+    branch. Returns the number of DCSD layers changed."""
+    layers = [m for m in model.modules() if isinstance(m, dcsd.DCSDConv)]
+    for layer in layers:
+        for module in (*layer.channel_branch, layer.spatial_branch):
+            if isinstance(module, nn.Linear | nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+    return len(layers)
+
+
+def fix_spatial_scale(model: nn.Module) -> int:
+    """Freeze the spatial FilterNorm scale at its initial gain / K, as DDF's fixed spatial std."""
+    layers = [m for m in model.modules() if isinstance(m, dcsd.DCSDConv) and m.spatial_norm]
+    for layer in layers:
+        layer.spatial_norm.scale.requires_grad_(False)
+    return len(layers)
+
+
+def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
+    kwargs = {"num_classes": data.num_classes, "zero_init_residual": True, **spec.model_kwargs}
+    if spec.model == "resnet50_dcsd":
+        kwargs |= {"num_domains": data.num_domains, "num_cameras": data.num_cameras}
+    model = dcsd.create_model(spec.model, **kwargs)
+    unknown = set(spec.tweaks) - set(TWEAKS)
+    if unknown:
+        raise ValueError(f"unknown tweaks {sorted(unknown)}; known: {TWEAKS}")
+    if "depthwise" in spec.tweaks and make_depthwise(model) != 16:
+        raise ValueError("the depthwise control needs the static resnet50_reid")
+    if "ddf_init" in spec.tweaks:
+        ddf_init(model)
+    if "fixed_spatial_scale" in spec.tweaks:
+        fix_spatial_scale(model)
+    return model
+
+
+def run(
+    spec: RunSpec,
+    datasets: list[ReIDDataset],
+    root: Path,
+    device: torch.device,
+    workers: int = 0,
+) -> dict[str, Any]:
+    """Train and evaluate ``spec`` on ``datasets`` (or read the cached result).
+
+    Returns ``{"spec": ..., "seconds": ..., "metrics": {domain: {"mAP", "rank1"}}}``.
+    """
+    folder = root / spec.key()
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    data = MultiDomainDataset(datasets)
+    seed_everything(spec.seed)
+    model = build_model(spec, data)
+    config = TrainConfig(
+        epochs=spec.epochs,
+        warmup_epochs=1.0,
+        milestones=(max(1, spec.epochs * 7 // 10),),
+        seed=spec.seed,
+        progress=False,
+        keep_checkpoints=1,
+        **spec.train,
+    )
+    loader = build_train_loader(
+        data,
+        image_size=spec.image_size,
+        num_identities=spec.batch[0],
+        num_instances=spec.batch[1],
+        seed=spec.seed,
+        num_workers=workers,
+    )
+    splits = build_eval_splits(data, image_size=spec.image_size, num_workers=workers)
+    trainer = Trainer(model.to(device), DCSDLoss(), loader, config, folder / "train")
+    trainer.resume()  # an interrupted run continues from its last epoch
+    start = time.perf_counter()
+    trainer.fit()
+    seconds = time.perf_counter() - start
+    metrics = evaluate_model(trainer.unwrapped_model, splits, device=device)
+    result = {
+        "spec": asdict(spec),
+        "seconds": seconds,
+        "metrics": {
+            name: {"mAP": float(m["mAP"]) * 100, "rank1": float(m["cmc"][0]) * 100}
+            for name, m in metrics.items()
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=list))
+    os.replace(tmp, result_path)
+    return result

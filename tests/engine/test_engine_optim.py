@@ -1,0 +1,88 @@
+"""build_optimizer: parameter groups, learning-rate factors and the trainer's optimizer hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dcsd
+from dcsd.engine import TrainConfig, build_optimizer, build_scheduler
+from dcsd.modules import DCSDConv
+
+
+def small_model() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(8, 8, 1), torch.nn.BatchNorm2d(8), DCSDConv(8, num_domains=2, num_cameras=3)
+    )
+
+
+def group(optimizer, name):
+    (found,) = [g for g in optimizer.param_groups if g["name"] == name]
+    return found
+
+
+def test_groups_split_weights_norms_and_generators():
+    model = small_model()
+    layer = model[2]
+    optimizer = build_optimizer(
+        model,
+        lr=1e-3,
+        weight_decay=5e-4,
+        weight_decay_norm=0.0,
+        generator_lr_factor=3.0,
+        generator_weight_decay=1e-5,
+    )
+    ids = {
+        name: {id(p) for p in group(optimizer, name)["params"]}
+        for name in ("decay", "no_decay", "generators", "generators_no_decay")
+    }
+    assert id(model[0].weight) in ids["decay"] and id(layer.domain_mlp[0].weight) in ids["decay"]
+    assert {id(model[0].bias), id(model[1].weight), id(model[1].bias)} <= ids["no_decay"]
+    assert id(layer.channel_branch[2].weight) in ids["generators"]
+    assert id(layer.spatial_branch.weight) in ids["generators"]
+    assert {id(layer.channel_norm.scale), id(layer.spatial_branch.bias)} <= ids[
+        "generators_no_decay"
+    ]
+    # Every trainable parameter is in exactly one group.
+    total = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert total == len(list(model.parameters()))
+    assert group(optimizer, "decay")["weight_decay"] == 5e-4
+    assert group(optimizer, "no_decay")["weight_decay"] == 0.0
+    assert group(optimizer, "generators")["lr"] == pytest.approx(3e-3)
+    assert group(optimizer, "generators")["weight_decay"] == 1e-5
+    assert group(optimizer, "generators_no_decay")["weight_decay"] == 0.0
+
+
+def test_defaults_are_bots_recipe_and_frozen_parameters_are_left_out():
+    model = small_model()
+    model[1].weight.requires_grad_(False)
+    optimizer = build_optimizer(model)
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {5e-4}
+    assert {g["lr"] for g in optimizer.param_groups} == {3.5e-4}
+    assert all(p is not model[1].weight for g in optimizer.param_groups for p in g["params"])
+    assert isinstance(build_optimizer(model, name="sgd"), torch.optim.SGD)
+    assert isinstance(build_optimizer(model, name="adamw"), torch.optim.AdamW)
+
+
+def test_scheduler_scales_each_group_from_its_own_rate():
+    optimizer = build_optimizer(small_model(), lr=1.0, generator_lr_factor=0.5)
+    scheduler = build_scheduler(optimizer, iters_per_epoch=1, warmup_epochs=0, milestones=(1,))
+    optimizer.step()
+    scheduler.step()
+    assert group(optimizer, "decay")["lr"] == pytest.approx(0.1)
+    assert group(optimizer, "generators")["lr"] == pytest.approx(0.05)
+
+
+def test_static_model_has_no_generator_group():
+    optimizer = build_optimizer(dcsd.resnet50_reid(num_classes=4))
+    assert {g["name"] for g in optimizer.param_groups} == {"decay", "no_decay"}
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(small_model(), name="lamb")
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        build_optimizer(small_model(), lr=-1.0)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="rmsprop")
