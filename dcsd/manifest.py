@@ -83,6 +83,8 @@ def verify_manifest(folder: str | os.PathLike) -> None:
         )
     try:
         content = json.loads(manifest.read_text())
+        if content["format"] != MANIFEST_FORMAT:
+            raise ValueError(f"format {content['format']!r} is not {MANIFEST_FORMAT!r}")
         files = content["files"]
         entries = [(name, int(item["bytes"]), str(item["sha256"])) for name, item in files.items()]
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:

@@ -407,6 +407,9 @@ class Trainer:
             if self.amp_dtype is not None
             else nullcontext()
         )
+        # A skipped step must not leave its batch in BatchNorm's running statistics either.
+        skip = self.config.nonfinite == "skip"
+        buffers = [b.detach().clone() for b in self.model.buffers()] if skip else []
         with autocast:
             output = self.model(images)
         loss, parts = self.criterion(output, pids, domains, camids)
@@ -424,6 +427,8 @@ class Trainer:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not bool(finite):
             self._non_finite_step(batch, loss, parts, grad_norm)
+            for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             return None
@@ -441,7 +446,7 @@ class Trainer:
     ) -> None:
         """Raise (or, under ``nonfinite="skip"``, warn) naming the step, parts and inputs."""
         epoch, step = getattr(self, "_position", (self.start_epoch, 0))
-        values = {"loss": loss, **parts}
+        values = {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
         described = ", ".join(f"{name} {float(value):.4g}" for name, value in values.items())
         if grad_norm is not None:
             described += f"; gradient norm {float(grad_norm):.4g}"

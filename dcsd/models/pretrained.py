@@ -202,7 +202,10 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadRepo
     Returns:
         A :class:`LoadReport`.
     """
-    weights, config = _local_files(checkpoint)
+    return _load_weights(model, *_local_files(checkpoint))
+
+
+def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None) -> LoadReport:
     try:
         state = safetensors.torch.load_file(weights)
     except (safetensors.SafetensorError, OSError, ValueError) as error:
@@ -357,18 +360,19 @@ def load_model(
             f"{folder} has no {CONFIG_NAME}, so its architecture is unknown: build the model with "
             "dcsd.create_model(name, pretrained=path, ...) instead"
         )
-    config = _read_config(config_file)
-    architecture = config.pop("architecture", None)
+    weights, config = _local_files(folder)
+    options = dict(config)
+    architecture = options.pop("architecture", None)
     if not isinstance(architecture, str) or not is_model(architecture):
         raise ValueError(
             f"{config_file} names architecture {architecture!r}, which is not a registered "
             "model (see dcsd.list_models())"
         )
     try:
-        model = create_model(architecture, **{**config, **overrides})
+        model = create_model(architecture, **{**options, **overrides})
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_file} holds options {architecture} refuses: {error}") from error
-    load_checkpoint(model, folder)
+    _load_weights(model, weights, config)
     return model
 
 
