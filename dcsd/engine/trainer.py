@@ -177,6 +177,7 @@ class Trainer:
         self.log_path = self.out_dir / "log.jsonl"
         self.overwrite = overwrite
         self._resume_requested = False
+        self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
         if self.context.is_main:
             _check_writable_folder(self.out_dir)
         self.train_loader = train_loader
@@ -263,7 +264,6 @@ class Trainer:
             group["initial_lr"] = self.config.lr
             group["lr"] = self.config.lr * factor
             group["weight_decay"] = self.config.weight_decay
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if changed and self.context.is_main:
             warnings.warn(
                 f"resuming {path} with settings that differ from the checkpoint's: "
@@ -380,6 +380,11 @@ class Trainer:
                 }
             )
         elapsed = time.perf_counter() - start
+        if taken == 0:
+            raise NonFiniteLossError(
+                f"every step of epoch {epoch + 1} was non-finite and skipped: training is not "
+                "progressing; lower the learning rate or check the inputs"
+            )
         means = {name: all_reduce_mean(total / taken).item() for name, total in sums.items()}
         return {
             **means,
@@ -445,7 +450,7 @@ class Trainer:
         grad_norm: torch.Tensor | None,
     ) -> None:
         """Raise (or, under ``nonfinite="skip"``, warn) naming the step, parts and inputs."""
-        epoch, step = getattr(self, "_position", (self.start_epoch, 0))
+        epoch, step = self._position
         values = {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
         described = ", ".join(f"{name} {float(value):.4g}" for name, value in values.items())
         if grad_norm is not None:

@@ -212,7 +212,7 @@ def test_byte_flips_in_a_model_folder_stop_load_model(tmp_path):
 
 
 class InjectingLoader:
-    """Wraps a train loader and puts inf into one image of one step."""
+    """Wraps a train loader and puts inf into one image of one step (step None: every step)."""
 
     def __init__(self, loader, epoch_step, value=float("inf")):
         self.loader, self.batch_sampler = loader, loader.batch_sampler
@@ -224,7 +224,7 @@ class InjectingLoader:
     def __iter__(self):
         self.epoch += 1
         for step, batch in enumerate(self.loader):
-            if (self.epoch, step) == self.epoch_step:
+            if self.epoch_step in ((self.epoch, step), (self.epoch, None)):
                 batch["image"][1, 0, 0, 0] = self.value
             yield batch
 
@@ -257,6 +257,16 @@ def test_skip_mode_drops_the_step_and_keeps_training(tiny_data, tmp_path):
     assert [r["skipped_steps"] for r in records] == [0, 1]
     assert all(np.isfinite(r["loss"]) for r in records)
     assert assert_finite_checkpoint(tmp_path / "checkpoints") == 2
+
+
+def test_skip_mode_stops_when_a_whole_epoch_is_skipped(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, epochs=1)
+    trainer.config.nonfinite = "skip"
+    trainer.train_loader = InjectingLoader(trainer.train_loader, (0, None))
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError, match="every step"):
+        trainer.fit()
+    TRIED["NaN / inf injections"] += 1
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
 
 
 def assert_finite_checkpoint(directory: Path) -> int:
