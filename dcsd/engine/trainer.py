@@ -477,7 +477,7 @@ class Trainer:
             f"non-finite loss or gradient at {where}: {described}{inputs}. No checkpoint of this "
             "epoch was written; the previous ones are intact. Lower the learning rate (--lr), "
             "check the inputs, then resume (--resume), or skip such steps with "
-            "TrainConfig(nonfinite='skip')"
+            "TrainConfig(nonfinite='skip') (--nonfinite skip)"
         )
 
 

@@ -1,11 +1,14 @@
-"""Cost of the trainer's per-step non-finite check against the training step it guards.
+"""Cost of the reliability guards on ResNet50-DCSD: the per-step non-finite check and the
+checksummed, fsynced checkpoint.
 
 ``Trainer.train_step`` adds, after backward: the gradients' total norm, ``isfinite`` of it and
 of the loss, and one host sync (``bool``). This times that check alone on the step's own
-gradients, and the whole step (forward, DCSD loss, backward, check, Adam), ResNet50-DCSD.
+gradients, and the whole step (forward, DCSD loss, backward, check, Adam). Then it times
+``save_checkpoint`` (with fsync and the SHA-256 manifest), hashing alone, and a verified
+``load_checkpoint`` of the model with its Adam state.
 
-    python bench/bench_nonfinite_check.py                       # CPU, the demo's 32 x 64x32
-    python bench/bench_nonfinite_check.py --batch 8 --size 256 128
+    python bench/bench_reliability.py                       # CPU, the demo's 32 x 64x32
+    python bench/bench_reliability.py --batch 8 --size 256 128
 """
 
 from __future__ import annotations
@@ -14,12 +17,20 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import dcsd
-from dcsd.engine import TrainConfig, Trainer
+from dcsd.engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 from dcsd.losses import DCSDLoss
+from dcsd.manifest import sha256_file
+
+
+def seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -27,7 +38,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -66,6 +77,18 @@ def main() -> None:
     print(f"training step (median): {step_ms:.1f} ms")
     print(
         f"non-finite check (median): {check_ms:.2f} ms = {100 * check_ms / step_ms:.2f}% of a step"
+    )
+    with tempfile.TemporaryDirectory() as out:
+        state = trainer._training_state(1)
+        save = seconds(lambda: save_checkpoint(out, trainer.unwrapped_model, state))
+        files = sorted((Path(out) / "epoch_0001").iterdir())
+        mib = sum(f.stat().st_size for f in files) / 2**20
+        hashing = seconds(lambda: [sha256_file(f) for f in files])
+        load = seconds(lambda: load_checkpoint(out))
+    print(
+        f"checkpoint of {mib:.0f} MiB (weights + Adam state): save_checkpoint {save:.2f} s "
+        f"(fsync and manifest included), SHA-256 of its files {hashing:.2f} s, verified "
+        f"load_checkpoint {load:.2f} s"
     )
 
 
