@@ -435,7 +435,10 @@ class Trainer:
             for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            with warnings.catch_warnings():
+                # The schedule counts iterations, skipped ones too (as with AMP's grad scaler).
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                self.scheduler.step()
             return None
         self.scaler.step(self.optimizer)
         self.scaler.update()

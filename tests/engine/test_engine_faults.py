@@ -51,11 +51,11 @@ def tally():
 
 
 class Filled(torch.nn.Module):
-    """Weights of about 4 MB whose every value is the epoch, so a torn write cannot hide."""
+    """Weights of 1 MiB whose every value is the epoch, so a torn write cannot hide."""
 
     def __init__(self, value: float) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.from_numpy(np.full((1024, 1024), value, np.float32)))
+        self.weight = torch.nn.Parameter(torch.from_numpy(np.full((512, 512), value, np.float32)))
 
 
 def save_epoch(directory: Path, epoch: int) -> Path:
@@ -193,8 +193,13 @@ def test_byte_flips_in_every_checkpoint_file_are_caught_and_resume_falls_back(tm
     assert TRIED["byte flips"] == 24
 
 
-def test_byte_flips_in_a_model_folder_stop_load_model(tmp_path):
-    model = dcsd.create_model("resnet50_reid", num_classes=4)
+@pytest.fixture(scope="module")
+def reid_model():
+    return dcsd.create_model("resnet50_reid", num_classes=4)
+
+
+def test_byte_flips_in_a_model_folder_stop_load_model(reid_model, tmp_path):
+    model = reid_model
     model.save_pretrained(tmp_path)
     write_manifest(tmp_path)  # a training checkpoint folder: config, weights, manifest
     loaded = dcsd.load_model(tmp_path).state_dict()
@@ -373,9 +378,8 @@ def test_changed_lr_on_resume_is_applied_and_named(tiny_data, tmp_path):
     assert trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
 
 
-def test_load_model_names_the_bad_file(tmp_path):
-    model = dcsd.create_model("resnet50_reid", num_classes=4)
-    model.save_pretrained(tmp_path)
+def test_load_model_names_the_bad_file(reid_model, tmp_path):
+    reid_model.save_pretrained(tmp_path)
     config = tmp_path / "config.json"
     good = config.read_text()
     cases = {
