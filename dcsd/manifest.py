@@ -70,6 +70,8 @@ def write_manifest(folder: str | os.PathLike) -> Path:
 def verify_manifest(folder: str | os.PathLike) -> None:
     """Check every file ``folder/manifest.json`` lists: present, same size, same SHA-256.
 
+    Files added to the folder later (e.g. a README) are not listed and not checked.
+
     Raises:
         ChecksumError: the manifest is missing or unreadable, or a file is missing, has another
             size or another hash; the message names the file.
