@@ -83,6 +83,15 @@ def parse_args() -> argparse.Namespace:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    train.add_argument(
+        "--overwrite", action="store_true", help="start over in a used --out (deletes its run)"
+    )
+    train.add_argument(
+        "--nonfinite",
+        default="raise",
+        choices=["raise", "skip"],
+        help="a NaN/inf loss or gradient stops the run, or its step is skipped",
+    )
     train.add_argument("--out", type=Path, default=Path("runs/joint"))
     train.add_argument("--no-progress", action="store_true")
     return parser.parse_args()
@@ -133,6 +142,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         seed=args.seed,
         eval_period=args.eval_period,
         progress=not args.no_progress,
+        nonfinite=args.nonfinite,
     )
     train_loader = build_train_loader(
         data,
@@ -153,6 +163,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         out_dir,
         context=context,
         evaluate=lambda m: evaluate_model(m, splits, device=context.device),
+        overwrite=args.overwrite,
     )
     if args.resume and trainer.resume() and context.is_main:
         print(f"resumed from epoch {trainer.start_epoch}")

@@ -9,6 +9,7 @@ dataset's own identity numbers, so that evaluation matches the published protoco
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 SPLITS = ("train", "query", "gallery")
 # Sub-folders of Market-1501-style datasets holding the train, query and gallery images.
 MARKET_STYLE_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
+# Image files a dataset folder may hold (re-encoded copies of the datasets exist as .png).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Files operating systems leave in image folders (Market-1501's zip ships a Thumbs.db).
+OS_METADATA_FILES = ("thumbs.db", "desktop.ini", ".ds_store")
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ def parse_image_folder(
     pattern: re.Pattern[str],
     num_cameras: int,
     drop_pids: Sequence[int] = (),
-    suffixes: Sequence[str] = (".jpg",),
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
 ) -> list[ReIDItem]:
     """Read a Market-1501-style folder: identity and 1-based camera parsed from each file name.
 
@@ -184,7 +189,9 @@ def parse_image_folder(
             in the file name.
         num_cameras: cameras are 1..num_cameras in the file names.
         drop_pids: identities the dataset's protocol discards (e.g. Market's junk id -1).
-        suffixes: image file suffixes to read; other files (e.g. ``Thumbs.db``) are ignored.
+        suffixes: image file suffixes to read. Other files are skipped with a warning that
+            counts and names them, except the operating system's (``Thumbs.db``, ``.DS_Store``,
+            ``desktop.ini``, macOS's ``._*`` companions).
 
     Returns:
         Items sorted by file name, camera ids made 0-based.
@@ -193,7 +200,21 @@ def parse_image_folder(
         ValueError: a file name does not match ``pattern`` or its camera is out of range.
         ValueError: the folder holds no image with the given suffixes.
     """
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+    entries = sorted(
+        p
+        for p in folder.iterdir()
+        if not p.is_dir()
+        and p.name.lower() not in OS_METADATA_FILES
+        and not p.name.startswith("._")
+    )
+    files = [p for p in entries if p.suffix.lower() in suffixes]
+    skipped = [p.name for p in entries if p.suffix.lower() not in suffixes]
+    if skipped:
+        warnings.warn(
+            f"{name}: skipped {len(skipped)} non-image file(s) in {folder}: {skipped[:5]}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if not files:
         raise ValueError(f"{name}: no {'/'.join(suffixes)} images in {folder}")
     items = []
@@ -204,7 +225,12 @@ def parse_image_folder(
                 f"{name}: cannot parse identity and camera from {path} "
                 f"(expected a name matching {pattern.pattern!r})"
             )
-        pid, cam = int(match.group(1)), int(match.group(2))
+        try:
+            pid, cam = int(match.group(1)), int(match.group(2))
+        except ValueError as error:
+            raise ValueError(
+                f"{name}: identity or camera of {path} is not a number ({error})"
+            ) from error
         if not 1 <= cam <= num_cameras:
             raise ValueError(f"{name}: camera {cam} of {path} is outside 1..{num_cameras}")
         if pid in drop_pids:

@@ -15,7 +15,7 @@ DUKEMTMC_LAYOUT = """Expected layout (as fast-reid and torchreid read it):
 The authors withdrew DukeMTMC; copies of DukeMTMC-reID.zip are described at
 https://github.com/layumi/DukeMTMC-reID_evaluation."""
 
-DUKEMTMC_PATTERN = re.compile(r"([-\d]+)_c(\d)")
+DUKEMTMC_PATTERN = re.compile(r"^(-?\d+)_c(\d)")
 
 
 class DukeMTMCreID(ReIDDataset):

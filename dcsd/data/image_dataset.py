@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,43 @@ from torchvision.transforms.v2 import functional as F
 
 from .base import ReIDItem
 from .multi_domain import DomainItem
+
+# What PIL raises for unreadable files: damaged data (OSError, SyntaxError from verify()), an
+# unknown format, or an image whose pixel count exceeds Image.MAX_IMAGE_PIXELS twice over.
+_IMAGE_ERRORS = (OSError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+_MAX_LISTED_FILES = 10
+
+
+def check_images(paths: Iterable[str]) -> int:
+    """Open every image's header (and verify it, as PIL can without decoding) to find bad files.
+
+    Meant for evaluation images before a long training run: a missing, truncated, oversized or
+    non-image file is found in seconds instead of at the first evaluation.
+
+    Returns:
+        The number of images checked.
+
+    Raises:
+        ValueError: naming every bad file (the first ten) and what is wrong with it.
+    """
+    checked, problems = 0, []
+    for path in paths:
+        checked += 1
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except FileNotFoundError:
+            problems.append(f"{path}: no such file")
+        except _IMAGE_ERRORS as error:
+            problems.append(f"{path}: {type(error).__name__}: {error}")
+    if problems:
+        shown = "\n  ".join(problems[:_MAX_LISTED_FILES])
+        more = len(problems) - _MAX_LISTED_FILES
+        raise ValueError(
+            f"{len(problems)} of {checked} images cannot be read:\n  {shown}"
+            + (f"\n  ... ({more} more)" if more > 0 else "")
+        )
+    return checked
 
 
 class ImageDataset(Dataset):
@@ -51,8 +88,8 @@ class ImageDataset(Dataset):
                 image = raw.convert("RGB")
         except FileNotFoundError as err:
             raise FileNotFoundError(f"image not found: {item.path}") from err
-        except (OSError, UnidentifiedImageError) as err:
-            raise OSError(f"cannot read image {item.path}: {err}") from err
+        except _IMAGE_ERRORS as err:
+            raise OSError(f"cannot read image {item.path}: {type(err).__name__}: {err}") from err
         if self.transform is None:
             tensor = F.to_dtype(F.to_image(image), torch.float32, scale=True)
             tensor = tensor.as_subclass(torch.Tensor)

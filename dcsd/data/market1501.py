@@ -15,7 +15,7 @@ MARKET1501_LAYOUT = """Expected layout (as fast-reid and torchreid read it):
 Get Market-1501-v15.09.15.zip from https://zheng-lab-anu.github.io/Project/project_reid.html"""
 
 # "0002_c1s1_000451_03.jpg": identity 2, camera 1. Identity -1 marks junk boxes, 0 distractors.
-MARKET1501_PATTERN = re.compile(r"([-\d]+)_c(\d)")
+MARKET1501_PATTERN = re.compile(r"^(-?\d+)_c(\d)")
 
 
 class Market1501(ReIDDataset):

@@ -1,18 +1,27 @@
 """Training and evaluation engines: the loop, checkpoints, schedule, loaders and DDP setup."""
 
-from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from ..manifest import ChecksumError
+from .checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_latest_whole_checkpoint,
+    save_checkpoint,
+)
 from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .evaluation import evaluate_model
 from .loaders import EvalSplit, build_eval_splits, build_train_loader
 from .optim import OPTIMIZERS, build_optimizer
 from .schedule import build_scheduler, warmup_multistep_factor
-from .trainer import TrainConfig, Trainer, seed_everything
+from .trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
 
 __all__ = [
     "Checkpoint",
+    "ChecksumError",
     "DistributedContext",
     "OPTIMIZERS",
     "EvalSplit",
+    "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
     "build_eval_splits",
@@ -24,6 +33,7 @@ __all__ = [
     "init_distributed",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_latest_whole_checkpoint",
     "save_checkpoint",
     "seed_everything",
     "warmup_multistep_factor",

@@ -1,10 +1,12 @@
-"""Training checkpoints written atomically, so an interrupted run loses nothing.
+"""Training checkpoints written atomically and checksummed, so an interrupted run loses nothing.
 
-A checkpoint is a folder ``epoch_XXXX/`` holding ``model.safetensors`` (the weights) and
+A checkpoint is a folder ``epoch_XXXX/`` holding ``model.safetensors`` (the weights),
 ``training_state.pt`` (optimizer, scheduler, grad scaler and epoch: tensors and plain containers
-only, read back with ``torch.load(weights_only=True)``, so no arbitrary pickle). The
-folder is written under a temporary name and renamed into place; ``latest`` is then replaced
-atomically with the new folder's name. A crash at any moment leaves the previous checkpoint whole.
+only, read back with ``torch.load(weights_only=True)``, so no arbitrary pickle) and
+``manifest.json`` (size and SHA-256 of every other file, see :mod:`dcsd.manifest`). The folder is
+written under a temporary name, every file flushed to disk, the manifest written last, and the
+folder renamed into place; ``latest`` is then replaced atomically with the new folder's name. A
+crash at any moment leaves the previous checkpoint whole, and a flipped byte is caught on load.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..manifest import fsync_dir, fsync_file, verify_manifest, write_manifest
+
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 LATEST_FILE = "latest"
+STAGING_PREFIX = ".staging-"
 
 
 @dataclass
@@ -43,6 +50,51 @@ def _contiguous_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
+def _tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) of every tensor inside nested dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{name}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{name}[{index}]")
+
+
+def _check_finite(model_state: dict[str, torch.Tensor], training_state: dict[str, Any]) -> None:
+    """Refuse NaN / inf weights or optimizer state: such a checkpoint would replace good ones."""
+    for name, tensor in (*_tensors(model_state, "weights"), *_tensors(training_state, "state")):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"refusing to write a checkpoint holding non-finite values ({name} has NaN or "
+                "inf): training diverged; the previous checkpoints are kept"
+            )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def remove_stale_staging(directory: str | Path) -> list[Path]:
+    """Remove the temporary folders of checkpoint writes that a crash interrupted.
+
+    Only the run's own writer may call this (rank 0 before it writes): a staging folder is stale
+    unless a write is under way.
+
+    Returns:
+        The folders removed.
+    """
+    stale = sorted(Path(directory).glob(f"{STAGING_PREFIX}*"))
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
 def save_checkpoint(
     directory: str | Path,
     model: torch.nn.Module,
@@ -51,42 +103,57 @@ def save_checkpoint(
 ) -> Path:
     """Write ``directory/epoch_XXXX`` atomically and point ``directory/latest`` at it.
 
+    Staging folders left by interrupted writes are removed first.
+
     Args:
         directory: the run's checkpoint folder (created if missing).
         model: the (unwrapped) model whose weights are saved.
         training_state: must hold ``"epoch"`` (epochs completed); everything else (optimizer,
             scheduler, scaler) is saved as given and must be tensors or plain containers.
-        keep: how many most recent checkpoints to keep; older ones are removed.
+        keep: how many most recent checkpoints to keep; older ones are removed, never the one
+            ``latest`` names.
 
     Returns:
         The folder of the new checkpoint.
+
+    Raises:
+        ValueError: ``training_state`` has no ``"epoch"``, or the weights or the state hold NaN
+            or inf (nothing is written then).
     """
     if "epoch" not in training_state:
         raise ValueError("training_state must hold 'epoch', the number of epochs completed")
+    model_state = _contiguous_state(model)
+    _check_finite(model_state, training_state)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(directory)
     final = directory / f"epoch_{int(training_state['epoch']):04d}"
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
-    save_file(_contiguous_state(model), str(staging / MODEL_FILE))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
+    save_file(model_state, str(staging / MODEL_FILE))
     torch.save(training_state, staging / STATE_FILE)
+    write_manifest(staging)
     if final.exists():
-        shutil.rmtree(final)
+        # Moved aside, not deleted, so a crash here leaves it to the next write's cleanup.
+        replaced = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
+        os.replace(final, replaced / final.name)
     os.replace(staging, final)
-    latest_tmp = directory / f".{LATEST_FILE}.tmp"
-    latest_tmp.write_text(final.name + "\n")
-    os.replace(latest_tmp, directory / LATEST_FILE)
+    fsync_dir(directory)
+    _write_atomically(directory / LATEST_FILE, final.name + "\n")
+    remove_stale_staging(directory)
     _prune(directory, keep)
     return final
 
 
 def _prune(directory: Path, keep: int) -> None:
+    protected = latest_checkpoint(directory)
     checkpoints = sorted(p for p in directory.glob("epoch_*") if p.is_dir())
     for old in checkpoints[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+        if old != protected:
+            shutil.rmtree(old)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The folder ``directory/latest`` names, or ``None`` when no checkpoint was written yet."""
+    """The folder ``directory/latest`` names (it may be missing), or ``None`` without ``latest``."""
     pointer = Path(directory) / LATEST_FILE
     if not pointer.is_file():
         return None
@@ -94,15 +161,24 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint folder (or a run folder, whose ``latest`` is followed).
+    """Read a checkpoint folder (or a run folder, whose ``latest`` is followed), verified.
+
+    Every file is checked against the folder's ``manifest.json`` before it is read.
 
     Raises:
-        FileNotFoundError: no checkpoint there.
+        FileNotFoundError: no checkpoint there, or ``latest`` names a missing folder.
+        ChecksumError: a file is missing, cut short or changed since it was written (a
+            :class:`ValueError`; the message names the file).
         ValueError: a file is corrupt or incomplete (the message names it).
     """
     path = Path(path)
-    if (path / LATEST_FILE).is_file():
+    pointer = path / LATEST_FILE
+    if pointer.is_file():
         path = latest_checkpoint(path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{pointer} names {path.name}, which does not exist (a dangling latest pointer)"
+            )
     model_file, state_file = path / MODEL_FILE, path / STATE_FILE
     for required in (model_file, state_file):
         if not required.is_file():
@@ -110,6 +186,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 f"no checkpoint at {path}: expected {MODEL_FILE} and {STATE_FILE} "
                 f"(missing {required.name})"
             )
+    verify_manifest(path)
     try:
         model_state = load_file(str(model_file))
     except (SafetensorError, OSError, ValueError) as error:
@@ -121,3 +198,44 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(training_state, dict) or "epoch" not in training_state:
         raise ValueError(f"checkpoint state {state_file} has no 'epoch': not a dcsd checkpoint")
     return Checkpoint(path, model_state, training_state)
+
+
+def load_latest_whole_checkpoint(directory: str | Path) -> Checkpoint | None:
+    """The checkpoint ``latest`` names or, when it is damaged or missing, the newest whole one.
+
+    Each checkpoint passed over is reported with a :class:`RuntimeWarning` naming it and what is
+    wrong, and the one used instead.
+
+    Returns:
+        The checkpoint, or ``None`` when ``directory`` holds none.
+
+    Raises:
+        ValueError: checkpoints exist but none is whole (the message lists each one's problem).
+    """
+    directory = Path(directory)
+    candidates = sorted((p for p in directory.glob("epoch_*") if p.is_dir()), reverse=True)
+    latest = latest_checkpoint(directory)
+    if latest is not None:
+        candidates = [latest, *(p for p in candidates if p != latest)]
+    problems = []
+    for candidate in candidates:
+        try:
+            checkpoint = load_checkpoint(candidate)
+        except (FileNotFoundError, ValueError) as error:
+            reason = str(error)
+            if candidate == latest and not candidate.is_dir():
+                reason = f"{directory / LATEST_FILE} names {latest.name}, which does not exist"
+            problems.append(f"{candidate.name}: {reason}")
+            continue
+        if problems:
+            warnings.warn(
+                "skipped damaged checkpoint(s): "
+                + "; ".join(problems)
+                + f". Resuming from the newest whole checkpoint, {candidate}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return checkpoint
+    if problems:
+        raise ValueError(f"no whole checkpoint in {directory}: " + "; ".join(problems))
+    return None

@@ -13,6 +13,7 @@ from ..data import (
     MultiDomainDataset,
     build_test_transforms,
     build_train_transforms,
+    check_images,
 )
 from .distributed import DistributedContext
 
@@ -71,11 +72,19 @@ def build_eval_splits(
     image_size: tuple[int, int] = (256, 128),
     batch_size: int = 128,
     num_workers: int = 2,
+    verify_images: bool = True,
 ) -> dict[str, EvalSplit]:
-    """Query and gallery loaders of every dataset in ``dataset``, in its own local ids."""
+    """Query and gallery loaders of every dataset in ``dataset``, in its own local ids.
+
+    With ``verify_images`` every query and gallery file is opened and verified now
+    (:func:`dcsd.data.check_images`), so a bad file stops the run before training, not at
+    its first evaluation.
+    """
     transform = build_test_transforms(size=image_size)
     splits = {}
     for domain, (name, (query, gallery)) in enumerate(dataset.eval_splits.items()):
+        if verify_images:
+            check_images(item.path for item in (*query, *gallery))
 
         def loader(items, domain=domain):
             return DataLoader(

@@ -47,6 +47,36 @@ def _no_decay_parameters(model: nn.Module) -> set[int]:
     return ids
 
 
+def group_settings(
+    *,
+    lr: float,
+    weight_decay: float,
+    weight_decay_norm: float | None = None,
+    generator_lr_factor: float = 1.0,
+    generator_weight_decay: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """``{group name: (lr, weight decay)}`` as :func:`build_optimizer` assigns them."""
+    norm_decay = weight_decay if weight_decay_norm is None else weight_decay_norm
+    generator_decay = weight_decay if generator_weight_decay is None else generator_weight_decay
+    return {
+        "decay": (lr, weight_decay),
+        "no_decay": (lr, norm_decay),
+        "generators": (lr * generator_lr_factor, generator_decay),
+        "generators_no_decay": (lr * generator_lr_factor, norm_decay),
+    }
+
+
+def optimizer_settings(config: Any) -> dict[str, Any]:
+    """The rates of a :class:`TrainConfig`: :func:`group_settings`' keyword arguments."""
+    return {
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "weight_decay_norm": config.weight_decay_norm,
+        "generator_lr_factor": config.generator_lr_factor,
+        "generator_weight_decay": config.generator_weight_decay,
+    }
+
+
 def build_optimizer(
     model: nn.Module,
     *,
@@ -91,16 +121,15 @@ def build_optimizer(
     ):
         if not value >= 0:
             raise ValueError(f"{label} must be >= 0, got {value!r}")
-    norm_decay = weight_decay if weight_decay_norm is None else weight_decay_norm
-    generator_decay = weight_decay if generator_weight_decay is None else generator_weight_decay
+    settings = group_settings(
+        lr=lr,
+        weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm,
+        generator_lr_factor=generator_lr_factor,
+        generator_weight_decay=generator_weight_decay,
+    )
     generators = _generator_parameters(model)
     no_decay = _no_decay_parameters(model)
-    settings = {
-        "decay": (lr, weight_decay),
-        "no_decay": (lr, norm_decay),
-        "generators": (lr * generator_lr_factor, generator_decay),
-        "generators_no_decay": (lr * generator_lr_factor, norm_decay),
-    }
     members: dict[str, list[nn.Parameter]] = {key: [] for key in settings}
     for parameter in model.parameters():
         if not parameter.requires_grad:

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+import shutil
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    LATEST_FILE,
+    STATE_FILE,
+    load_checkpoint,
+    load_latest_whole_checkpoint,
+    save_checkpoint,
+)
 from .distributed import DistributedContext, all_reduce_mean, barrier
-from .optim import OPTIMIZERS, build_optimizer
+from .optim import OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
 from .schedule import build_scheduler
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+NONFINITE_POLICIES = ("raise", "skip")
+# Saved with each checkpoint; on resume these may change without a word (a longer run, quiet bars).
+_FREELY_CHANGED = ("epochs", "progress", "eval_period", "keep_checkpoints")
+_RESUME_KEYS = ("optimizer", "scheduler", "scaler")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a NaN or infinite loss or gradient."""
 
 
 @dataclass
@@ -51,6 +70,10 @@ class TrainConfig:
         eval_period: evaluate every this many epochs (0: only after the last epoch).
         keep_checkpoints: how many recent checkpoints to keep.
         progress: show tqdm progress bars (main process only).
+        nonfinite: what a step whose loss or gradient is NaN or infinite does: ``"raise"``
+            stops with :class:`NonFiniteLossError` naming the step and the loss parts (no
+            checkpoint of that epoch is written); ``"skip"`` drops the step's update, as AMP's
+            grad scaler does, and counts it in the epoch's ``skipped_steps``.
     """
 
     epochs: int = 120
@@ -70,10 +93,17 @@ class TrainConfig:
     eval_period: int = 0
     keep_checkpoints: int = 2
     progress: bool = True
+    nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.optimizer not in OPTIMIZERS:
@@ -93,11 +123,22 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
-def _json_value(value: Any) -> Any:
-    """NumPy arrays and scalars (CMC curves, metrics) as plain JSON values."""
+def _json_ready(value: Any) -> Any:
+    """Plain JSON values: NumPy arrays and scalars as lists and numbers, NaN and inf as null."""
     if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"cannot log a {type(value).__name__}")
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Compare config values as saved (tuples may come back as lists)."""
+    return json.dumps(_json_ready(a)) == json.dumps(_json_ready(b))
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -112,7 +153,10 @@ class Trainer:
 
     The loader yields dict batches with ``image``, ``pid``, ``camid`` and ``domain``; its batch
     sampler must offer ``set_epoch``. Checkpoints go to ``out_dir/checkpoints``, one JSON line per
-    epoch to ``out_dir/log.jsonl``.
+    epoch to ``out_dir/log.jsonl``. Each epoch's checkpoint is written before it is evaluated.
+
+    ``out_dir`` must be a writable folder (checked here). A run started without :meth:`resume`
+    in a folder that holds a run's checkpoints or log refuses to start, unless ``overwrite``.
 
     Args:
         model: the ReID model (wrapped in DDP here when the context is distributed).
@@ -127,6 +171,8 @@ class Trainer:
         optimizer: the optimizer over the model's parameters; default
             :func:`dcsd.engine.build_optimizer` from the config's optimizer fields. The
             scheduler (warmup, milestones) is always built here over its parameter groups.
+        overwrite: a fresh run (no :meth:`resume`) in a used ``out_dir`` deletes its
+            checkpoints and log first instead of refusing to start.
     """
 
     def __init__(
@@ -139,6 +185,7 @@ class Trainer:
         context: DistributedContext | None = None,
         evaluate: EvaluateFn | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        overwrite: bool = False,
     ) -> None:
         device = next(model.parameters()).device
         self.context = context or DistributedContext(0, 1, 0, device)
@@ -146,6 +193,11 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "log.jsonl"
+        self.overwrite = overwrite
+        self._resume_requested = False
+        self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
+        if self.context.is_main:
+            _check_writable_folder(self.out_dir)
         self.train_loader = train_loader
         self.criterion = criterion
         self.evaluate = evaluate
@@ -158,14 +210,9 @@ class Trainer:
             self.model = DistributedDataParallel(self.model, device_ids=device_ids)
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.optimizer = optimizer or build_optimizer(
-            self.model,
-            name=config.optimizer,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            weight_decay_norm=config.weight_decay_norm,
-            generator_lr_factor=config.generator_lr_factor,
-            generator_weight_decay=config.generator_weight_decay,
+            self.model, name=config.optimizer, **optimizer_settings(config)
         )
+        self.optimizer_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.iters_per_epoch = len(train_loader)
         if self.iters_per_epoch < 1:
             raise ValueError("train_loader yields no batch: too few identities for P x K batches")
@@ -190,20 +237,62 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> int:
         """Load the latest checkpoint of this run (or ``path``); returns the epoch to start at.
 
-        Returns 0, and changes nothing, when the run has no checkpoint yet.
+        Returns 0, and changes nothing, when the run has no checkpoint yet. Without ``path``, a
+        damaged latest checkpoint is passed over for the newest whole one, with a warning. The
+        config's ``lr`` and ``weight_decay`` apply even when the checkpoint was trained with
+        others; every setting that differs from the checkpoint's is named in a warning.
+
+        Raises:
+            ValueError: the checkpoint is damaged (``path``), none is whole, or its training
+                state lacks the optimizer, scheduler or scaler (the message names the file).
         """
+        self._resume_requested = True
         if path is None:
-            path = latest_checkpoint(self.checkpoint_dir)
-            if path is None:
+            checkpoint = load_latest_whole_checkpoint(self.checkpoint_dir)
+            if checkpoint is None:
                 return 0
-        checkpoint = load_checkpoint(path)
-        self.unwrapped_model.load_state_dict(checkpoint.model_state)
+        else:
+            checkpoint = load_checkpoint(path)
         state = checkpoint.training_state
+        missing = [key for key in _RESUME_KEYS if key not in state]
+        if missing:
+            raise ValueError(
+                f"{checkpoint.path / STATE_FILE} lacks {missing}: it cannot resume training "
+                f"(it needs {list(_RESUME_KEYS)}); load its weights with load_checkpoint instead"
+            )
+        self.unwrapped_model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self._apply_changed_settings(checkpoint.path, state.get("config", {}))
         self.start_epoch = checkpoint.epoch
         return self.start_epoch
+
+    def _apply_changed_settings(self, path: Path, saved: dict[str, Any]) -> None:
+        """Make the current lr and weight decay rule (the checkpoint's optimizer holds its own)."""
+        current = asdict(self.config)
+        changed = [
+            f"{key} {saved[key]!r} -> {current[key]!r}"
+            for key in sorted(saved.keys() & current.keys())
+            if key not in _FREELY_CHANGED and not _same_setting(saved[key], current[key])
+        ]
+        settings = group_settings(**optimizer_settings(self.config))
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for index, group in enumerate(self.optimizer.param_groups):
+            # Groups of an optimizer passed in by the user keep the rates they were loaded with.
+            lr, weight_decay = settings.get(group.get("name"), (group["initial_lr"], None))
+            self.scheduler.base_lrs[index] = group["initial_lr"] = lr
+            group["lr"] = lr * factor
+            if weight_decay is not None:
+                group["weight_decay"] = weight_decay
+        if changed and self.context.is_main:
+            warnings.warn(
+                f"resuming {path} with settings that differ from the checkpoint's: "
+                + ", ".join(changed)
+                + "; the new values apply from here on",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _training_state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -211,10 +300,35 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "config": asdict(self.config),
         }
+
+    def _claim_out_dir(self) -> None:
+        """Refuse (or, with ``overwrite``, clear) a used folder when starting a fresh run."""
+        if self._resume_requested:
+            return
+        used = sorted(p.name for p in self.checkpoint_dir.glob("epoch_*"))
+        if (self.checkpoint_dir / LATEST_FILE).exists():
+            used.append(LATEST_FILE)
+        if self.log_path.is_file() and self.log_path.stat().st_size > 0:
+            used.append(self.log_path.name)
+        if not used:
+            return
+        if not self.overwrite:
+            raise FileExistsError(
+                f"{self.out_dir} holds a run ({', '.join(used)}): resume it (Trainer.resume(), "
+                "--resume), or start over with overwrite=True (--overwrite), which deletes its "
+                "checkpoints and log, or pick another folder"
+            )
+        barrier()
+        if self.context.is_main:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            self.log_path.unlink(missing_ok=True)
+        barrier()
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records."""
+        self._claim_out_dir()
         records = []
         for epoch in range(self.start_epoch, self.config.epochs):
             seed_everything(self.config.seed + 1000 * epoch + self.context.rank)
@@ -222,12 +336,6 @@ class Trainer:
             if hasattr(batch_sampler, "set_epoch"):
                 batch_sampler.set_epoch(epoch)
             record = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
-            last = epoch + 1 == self.config.epochs
-            period = self.config.eval_period
-            if self.evaluate is not None and (last or (period and (epoch + 1) % period == 0)):
-                if self.context.is_main:
-                    record["eval"] = self.evaluate(self.unwrapped_model)
-                barrier()
             if self.context.is_main:
                 save_checkpoint(
                     self.checkpoint_dir,
@@ -235,21 +343,37 @@ class Trainer:
                     self._training_state(epoch + 1),
                     keep=self.config.keep_checkpoints,
                 )
-                self._log(record)
             barrier()
+            last = epoch + 1 == self.config.epochs
+            period = self.config.eval_period
+            if self.evaluate is not None and (last or (period and (epoch + 1) % period == 0)):
+                if self.context.is_main:
+                    try:
+                        record["eval"] = self.evaluate(self.unwrapped_model)
+                    except Exception as error:
+                        self._log(record | {"eval_error": repr(error)})
+                        raise
+                barrier()
+            if self.context.is_main:
+                self._log(record)
             records.append(record)
         return records
 
     def _log(self, record: dict[str, Any]) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
-            log.write(json.dumps(record, default=_json_value) + "\n")
+            log.write(json.dumps(_json_ready(record), allow_nan=False) + "\n")
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the loader; returns mean loss parts, the last lr and images/s."""
+        """One pass over the loader; returns mean loss parts, the last lr and images/s.
+
+        Loss parts are averaged over the steps taken; ``skipped_steps`` counts the non-finite
+        steps dropped under ``nonfinite="skip"``.
+        """
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         num_images = 0
+        taken = 0
         start = time.perf_counter()
         bar = tqdm(
             self.train_loader,
@@ -257,8 +381,12 @@ class Trainer:
             disable=not (self.config.progress and self.context.is_main),
             leave=False,
         )
-        for batch in bar:
+        for step, batch in enumerate(bar):
+            self._position = (epoch, step)
             parts = self.train_step(batch)
+            if parts is None:
+                continue
+            taken += 1
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             num_images += batch["image"].shape[0]
@@ -273,19 +401,27 @@ class Trainer:
                 }
             )
         elapsed = time.perf_counter() - start
-        means = {
-            name: all_reduce_mean(total / self.iters_per_epoch).item()
-            for name, total in sums.items()
-        }
+        if taken == 0:
+            raise NonFiniteLossError(
+                f"every step of epoch {epoch + 1} was non-finite and skipped: training is not "
+                "progressing; lower the learning rate or check the inputs"
+            )
+        means = {name: all_reduce_mean(total / taken).item() for name, total in sums.items()}
         return {
             **means,
+            "skipped_steps": self.iters_per_epoch - taken,
             "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": num_images * self.context.world_size / elapsed,
             "seconds": elapsed,
         }
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Forward, loss, backward and optimizer step on one batch; returns detached parts."""
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+        """Forward, loss, backward and optimizer step on one batch; returns detached parts.
+
+        A NaN or infinite loss or gradient raises :class:`NonFiniteLossError`, or with
+        ``nonfinite="skip"`` drops the update and returns ``None``. The check costs one host
+        sync per step.
+        """
         images = batch["image"].to(self.device, non_blocking=True)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -297,12 +433,85 @@ class Trainer:
             if self.amp_dtype is not None
             else nullcontext()
         )
+        # A skipped step must not leave its batch in BatchNorm's running statistics either.
+        skip = self.config.nonfinite == "skip"
+        buffers = [b.detach().clone() for b in self.model.buffers()] if skip else []
         with autocast:
             output = self.model(images)
         loss, parts = self.criterion(output, pids, domains, camids)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        finite = torch.isfinite(loss.detach())
+        grad_norm = None
+        if not self.scaler.is_enabled():
+            # With fp16 the scaler itself skips steps whose scaled gradients overflow.
+            grads = [p.grad for p in self.optimizer_params if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+            finite = finite & torch.isfinite(grad_norm)
+        if self.context.is_distributed:
+            finite = finite.to(torch.int32)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
+            self._non_finite_step(batch, loss, parts, grad_norm)
+            for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
+            self.optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():
+                # The schedule counts iterations, skipped ones too (as with AMP's grad scaler).
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                self.scheduler.step()
+            return None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def _non_finite_step(
+        self,
+        batch: dict[str, Any],
+        loss: torch.Tensor,
+        parts: dict[str, torch.Tensor],
+        grad_norm: torch.Tensor | None,
+    ) -> None:
+        """Raise (or, under ``nonfinite="skip"``, warn) naming the step, parts and inputs."""
+        epoch, step = self._position
+        values = {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+        described = ", ".join(f"{name} {float(value):.4g}" for name, value in values.items())
+        if grad_norm is not None:
+            described += f"; gradient norm {float(grad_norm):.4g}"
+        images = batch["image"]
+        bad_images = (~torch.isfinite(images.flatten(1)).all(dim=1)).nonzero().flatten().tolist()
+        inputs = ""
+        if bad_images:
+            paths = batch.get("path")
+            names = [paths[i] for i in bad_images] if paths is not None else bad_images
+            inputs = f"; the input batch holds NaN/inf in image(s) {names[:4]}"
+        where = (
+            f"epoch {epoch + 1}, step {step + 1}/{self.iters_per_epoch} "
+            f"(iteration {epoch * self.iters_per_epoch + step + 1})"
+        )
+        if self.config.nonfinite == "skip":
+            warnings.warn(
+                f"skipped a non-finite step at {where}: {described}{inputs}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at {where}: {described}{inputs}. No checkpoint of this "
+            "epoch was written; the previous ones are intact. Lower the learning rate (--lr), "
+            "check the inputs, then resume (--resume), or skip such steps with "
+            "TrainConfig(nonfinite='skip') (--nonfinite skip)"
+        )
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and prove it takes files, before any training is done."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"out_dir {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"out_dir {folder} is not writable: {error}") from error

@@ -32,7 +32,7 @@ def _id_array(name: str, values: ArrayLike) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values)
-    if array.dtype.kind not in "iu":
+    if array.dtype.kind not in "iu" and array.size > 0:  # an empty list is float64
         raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
@@ -85,6 +85,8 @@ class RankAccumulator:
         self.device = torch.empty(0, device=device).device
         self.g_pids = _id_array("g_pids", g_pids)
         self.g_camids = _id_array("g_camids", g_camids)
+        if self.g_pids.size == 0:
+            raise ValueError("the gallery is empty (g_pids has no entries): nothing to rank")
         if self.g_pids.shape != self.g_camids.shape:
             raise ValueError(
                 f"g_pids and g_camids must have the same length, got {self.g_pids.size} "
@@ -110,6 +112,7 @@ class RankAccumulator:
         self.ap_sum = 0.0
         self.inp_sum = 0.0
         self.num_valid = 0
+        self.num_queries = 0
 
     def add(self, distances: torch.Tensor, q_pids: ArrayLike, q_camids: ArrayLike) -> None:
         """Add a block of queries.
@@ -140,6 +143,7 @@ class RankAccumulator:
                 f"distances must be on {self.device} (the accumulator's device), "
                 f"got {distances.device}"
             )
+        self.num_queries += q_pids.size
         for start in range(0, q_pids.size, self.chunk_size):
             stop = start + self.chunk_size
             self._add_chunk(distances[start:stop], q_pids[start:stop], q_camids[start:stop])
@@ -148,8 +152,10 @@ class RankAccumulator:
         """``{"cmc": (max_rank,) float64, "mAP": float, "mINP": float, "num_valid_queries"}``.
 
         Raises:
-            ValueError: when no query had a valid match.
+            ValueError: when no query was added, or none had a valid match.
         """
+        if self.num_queries == 0:
+            raise ValueError("no query was added (the query set is empty): nothing to score")
         if self.num_valid == 0:
             hint = (
                 " (cross_camera=True ignores gallery items of the query's identity and camera; "

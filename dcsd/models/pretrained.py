@@ -21,6 +21,7 @@ import torch.nn as nn
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
+from dcsd.manifest import MANIFEST_FILE, verify_manifest
 from dcsd.modules import DCSDConv
 
 from .registry import create_model, get_pretrained_cfg, is_model
@@ -75,10 +76,28 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
     return directory
 
 
+def _read_config(config_file: Path) -> dict[str, Any]:
+    """A checkpoint's ``config.json`` as a dict; errors name the file."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{config_file} must hold a JSON object of model options, got a {type(config).__name__}"
+        )
+    return config
+
+
 def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
-    """(weights file, config or None) of a checkpoint folder or ``.safetensors`` file."""
+    """(weights file, config or None) of a checkpoint folder or ``.safetensors`` file.
+
+    A folder with a ``manifest.json`` (training checkpoints) is verified against it first.
+    """
     path = Path(checkpoint)
     if path.is_dir():
+        if (path / MANIFEST_FILE).is_file():
+            verify_manifest(path)
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             found = sorted(p.name for p in path.iterdir())
@@ -97,7 +116,7 @@ def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | 
     else:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     config_file = weights.parent / CONFIG_NAME
-    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    config = _read_config(config_file) if config_file.is_file() else None
     return weights, config
 
 
@@ -183,8 +202,14 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadRepo
     Returns:
         A :class:`LoadReport`.
     """
-    weights, config = _local_files(checkpoint)
-    state = safetensors.torch.load_file(weights)
+    return _load_weights(model, *_local_files(checkpoint))
+
+
+def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None) -> LoadReport:
+    try:
+        state = safetensors.torch.load_file(weights)
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"checkpoint weights {weights} are corrupt: {error}") from error
     ignored = []
     if model.num_classes == 0 and CLASSIFIER_KEY in state:
         del state[CLASSIFIER_KEY]
@@ -305,6 +330,12 @@ def load_model(
 
     Returns:
         The model, in training mode as every freshly built module (call ``.eval()`` to embed).
+
+    Raises:
+        FileNotFoundError: no such folder (nor Hub id shape), or no ``config.json``.
+        ValueError: ``config.json`` or the weights are unreadable, or do not fit together; a
+            folder with a ``manifest.json`` (a training checkpoint) has a file that does not
+            match it (:class:`dcsd.manifest.ChecksumError`). Every message names the file.
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path or a Hub repo id, got {type(source).__name__}")
@@ -329,15 +360,19 @@ def load_model(
             f"{folder} has no {CONFIG_NAME}, so its architecture is unknown: build the model with "
             "dcsd.create_model(name, pretrained=path, ...) instead"
         )
-    config = json.loads(config_file.read_text())
-    architecture = config.pop("architecture", None)
+    weights, config = _local_files(folder)
+    options = dict(config)
+    architecture = options.pop("architecture", None)
     if not isinstance(architecture, str) or not is_model(architecture):
         raise ValueError(
             f"{config_file} names architecture {architecture!r}, which is not a registered "
             "model (see dcsd.list_models())"
         )
-    model = create_model(architecture, **{**config, **overrides})
-    load_checkpoint(model, folder)
+    try:
+        model = create_model(architecture, **{**options, **overrides})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config_file} holds options {architecture} refuses: {error}") from error
+    _load_weights(model, weights, config)
     return model
 
 

@@ -268,6 +268,24 @@ class ReIDResNet(
     def _forward_backbone(
         self, images: torch.Tensor, with_logits: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(
+                f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}: "
+                "convert with torch.from_numpy(...) and normalise with pretrained_cfg's mean/std"
+            )
+        expected = self.conv1.weight.dtype
+        autocast = images.is_floating_point() and torch.is_autocast_enabled(images.device.type)
+        if images.dtype != expected and not autocast:
+            hint = (
+                " (integer pixels: use images.float() / 255, then normalise with "
+                "pretrained_cfg's mean/std, as dcsd.data.build_test_transforms does)"
+                if not images.is_floating_point()
+                else f" (convert with images.to({expected}), or run under torch.autocast)"
+            )
+            raise TypeError(
+                f"images must be normalised {expected} images like the model's weights, got "
+                f"{images.dtype}{hint}"
+            )
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dcsd.engine import latest_checkpoint, load_checkpoint, save_checkpoint
+from dcsd.engine import ChecksumError, latest_checkpoint, load_checkpoint, save_checkpoint
+from dcsd.manifest import write_manifest
 
 
 def small_model():
@@ -48,10 +49,17 @@ def test_corrupt_weights_and_state_are_named(tmp_path):
     path = save_checkpoint(tmp_path, small_model(), {"epoch": 1})
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(ChecksumError, match="model.safetensors has 40 bytes"):
+        load_checkpoint(path)
+    # Damaged before its manifest was written: the parsers still name the file.
+    write_manifest(path)
     with pytest.raises(ValueError, match="model.safetensors are corrupt"):
         load_checkpoint(path)
     path = save_checkpoint(tmp_path, small_model(), {"epoch": 2})
     (path / "training_state.pt").write_bytes(b"not a torch archive")
+    with pytest.raises(ChecksumError, match="training_state.pt has 19 bytes"):
+        load_checkpoint(tmp_path)
+    write_manifest(path)
     with pytest.raises(ValueError, match="training_state.pt is corrupt"):
         load_checkpoint(tmp_path)
 

@@ -1,0 +1,96 @@
+"""Cost of the reliability guards on ResNet50-DCSD: the per-step non-finite check and the
+checksummed, fsynced checkpoint.
+
+``Trainer.train_step`` adds, after backward: the gradients' total norm, ``isfinite`` of it and
+of the loss, and one host sync (``bool``). This times that check alone on the step's own
+gradients, and the whole step (forward, DCSD loss, backward, check, Adam). Then it times
+``save_checkpoint`` (with fsync and the SHA-256 manifest), hashing alone, and a verified
+``load_checkpoint`` of the model with its Adam state.
+
+    python bench/bench_reliability.py                       # CPU, the demo's 32 x 64x32
+    python bench/bench_reliability.py --batch 8 --size 256 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import dcsd
+from dcsd.engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from dcsd.losses import DCSDLoss
+from dcsd.manifest import sha256_file
+
+
+def seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = dcsd.create_model("resnet50_dcsd", num_classes=84, num_domains=3, num_cameras=12)
+    batch = {
+        "image": torch.randn(args.batch, 3, *args.size),
+        "pid": torch.arange(args.batch) // 4,
+        "camid": torch.arange(args.batch) % 12,
+        "domain": torch.arange(args.batch) % 3,
+        "path": [f"image{i}" for i in range(args.batch)],
+    }
+    config = TrainConfig(epochs=1, progress=False, amp="off")
+    trainer = Trainer(model.to(device), DCSDLoss(), [batch], config, tempfile.mkdtemp())
+    step_times, check_times = [], []
+    for step in range(args.steps + 2):
+        start = time.perf_counter()
+        parts = trainer.train_step(batch)
+        float(parts["loss"])
+        step_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        grads = [p.grad for p in trainer.optimizer_params if p.grad is not None]
+        finite = torch.isfinite(parts["loss"]) & torch.isfinite(
+            torch.nn.utils.get_total_norm(grads)
+        )
+        bool(finite)
+        check_seconds = time.perf_counter() - start
+        if step >= 2:  # warmup
+            step_times.append(step_seconds)
+            check_times.append(check_seconds)
+    step_ms = 1000 * statistics.median(step_times)
+    check_ms = 1000 * statistics.median(check_times)
+    print(
+        f"device {device}, batch {args.batch} x {args.size[0]}x{args.size[1]}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps"
+    )
+    print(f"training step (median): {step_ms:.1f} ms")
+    print(
+        f"non-finite check (median): {check_ms:.2f} ms = {100 * check_ms / step_ms:.2f}% of a step"
+    )
+    with tempfile.TemporaryDirectory() as out:
+        state = trainer._training_state(1)
+        save = seconds(lambda: save_checkpoint(out, trainer.unwrapped_model, state))
+        files = sorted((Path(out) / "epoch_0001").iterdir())
+        mib = sum(f.stat().st_size for f in files) / 2**20
+        hashing = seconds(lambda: [sha256_file(f) for f in files])
+        load = seconds(lambda: load_checkpoint(out))
+    print(
+        f"checkpoint of {mib:.0f} MiB (weights + Adam state): save_checkpoint {save:.2f} s "
+        f"(fsync and manifest included), SHA-256 of its files {hashing:.2f} s, verified "
+        f"load_checkpoint {load:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,501 @@
+"""Fault injection: kills during checkpoint writes, flipped bytes, NaN / inf, used or bad output
+folders, bad files and bad arguments. Each test counts what it tried and asserts on the count;
+the module prints the tally (``pytest -s``) that the README's reliability section quotes.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import test_engine_trainer
+import torch
+from PIL import Image
+
+import dcsd
+from dcsd.data import ImageDataset, Market1501, ReIDItem, check_images
+from dcsd.engine import (
+    ChecksumError,
+    NonFiniteLossError,
+    TrainConfig,
+    build_eval_splits,
+    latest_checkpoint,
+    load_checkpoint,
+    load_latest_whole_checkpoint,
+    save_checkpoint,
+)
+from dcsd.engine import checkpoint as checkpoint_module
+from dcsd.evaluate import rank_metrics
+from dcsd.manifest import write_manifest
+
+TRIED: Counter = Counter()
+tiny_data = test_engine_trainer.tiny_data
+make_trainer = test_engine_trainer.make_trainer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tally():
+    yield
+    print(
+        "\nfault injection: "
+        + ", ".join(f"{count} {kind}" for kind, count in sorted(TRIED.items()))
+        + f" ({sum(TRIED.values())} in all): nothing lost"
+    )
+
+
+class Filled(torch.nn.Module):
+    """Weights of 1 MiB whose every value is the epoch, so a torn write cannot hide."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.from_numpy(np.full((512, 512), value, np.float32)))
+
+
+def save_epoch(directory: Path, epoch: int) -> Path:
+    state = {"epoch": epoch, "optimizer": {"step": torch.tensor(float(epoch))}}
+    return save_checkpoint(directory, Filled(float(epoch)), state, keep=2)
+
+
+def assert_whole(directory: Path) -> int:
+    """latest names a checkpoint that verifies and holds its own epoch everywhere."""
+    checkpoint = load_checkpoint(directory)
+    assert bool((checkpoint.model_state["weight"] == checkpoint.epoch).all())
+    assert float(checkpoint.training_state["optimizer"]["step"]) == checkpoint.epoch
+    return checkpoint.epoch
+
+
+def in_child(body) -> int:
+    """Run ``body()`` in a forked child (torch already imported); returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            torch.set_num_threads(1)  # no OpenMP pool in a forked child
+            body()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def test_sigkill_at_drawn_moments_of_checkpoint_writes(tmp_path):
+    save_epoch(tmp_path, 1)
+    start = time.perf_counter()
+    save_epoch(tmp_path, 2)
+    write_seconds = time.perf_counter() - start
+    rng = random.Random(0)
+    kills, mid_write = 40, 0
+    for _ in range(kills):
+        last = assert_whole(tmp_path)
+
+        def write_forever(last=last):
+            epoch = last
+            while True:
+                epoch += 1
+                save_epoch(tmp_path, epoch)
+
+        pid = in_child(write_forever)
+        time.sleep(rng.uniform(0.0, 3 * write_seconds))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        mid_write += any(tmp_path.glob(".staging-*"))
+        assert assert_whole(tmp_path) >= last
+        TRIED["kills (SIGKILL at a drawn moment)"] += 1
+    assert kills == 40 and mid_write >= 10, f"only {mid_write} of {kills} kills hit a write"
+    save_epoch(tmp_path, 100)
+    assert not list(tmp_path.glob(".staging-*")), "stale staging folders must be removed"
+
+
+def test_crash_before_every_step_of_a_checkpoint_write(tmp_path):
+    """Die before each file-system step in turn (a file write dies halfway through)."""
+    steps = (
+        (checkpoint_module, "save_file"),
+        (checkpoint_module.torch, "save"),
+        (checkpoint_module, "write_manifest"),
+        (checkpoint_module, "fsync_dir"),
+        (checkpoint_module.os, "replace"),
+        (checkpoint_module.shutil, "rmtree"),
+    )
+    save_epoch(tmp_path, 1)
+    save_epoch(tmp_path, 2)
+    crash_at, finished, outcomes = 1, False, set()
+    while not finished:
+
+        def crashing_save(crash_at=crash_at):
+            calls = [0]
+
+            def wrap(owner, name):
+                real = getattr(owner, name)
+
+                def step(*args, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == crash_at:
+                        if name in ("save_file", "save"):  # a torn write
+                            real(*args, **kwargs)
+                            target = Path(args[1])
+                            target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+                        os._exit(3)
+                    return real(*args, **kwargs)
+
+                return mock.patch.object(owner, name, step)
+
+            patches = [wrap(owner, name) for owner, name in steps]
+            for patch in patches:
+                patch.start()
+            save_epoch(tmp_path, 3)
+
+        pid = in_child(crashing_save)
+        _, status = os.waitpid(pid, 0)
+        finished = os.waitstatus_to_exitcode(status) == 0
+        outcomes.add(assert_whole(tmp_path))
+        if not finished:
+            TRIED["crashes before a checkpoint write step"] += 1
+            save_epoch(tmp_path, 2)  # back to a known state for the next crash point
+        crash_at += 1
+    assert TRIED["crashes before a checkpoint write step"] >= 8 and outcomes == {2, 3}
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_byte_flips_in_every_checkpoint_file_are_caught_and_resume_falls_back(tmp_path):
+    save_epoch(tmp_path, 1)
+    newest = save_epoch(tmp_path, 2)
+    rng = random.Random(1)
+    files = sorted(p for p in newest.iterdir())
+    assert [p.name for p in files] == ["manifest.json", "model.safetensors", "training_state.pt"]
+    for path in files:
+        original = path.read_bytes()
+        size = len(original)
+        # Header bytes, then bytes drawn anywhere (mostly tensor data for the large files).
+        for offset in [0, 8, *(rng.randrange(size) for _ in range(6))]:
+            flip_byte(path, offset)
+            with pytest.raises(ValueError, match=re.escape(str(newest))) as error:
+                load_checkpoint(newest)
+            if path.name != "manifest.json":
+                assert path.name in str(error.value)
+            with pytest.warns(RuntimeWarning, match="newest whole checkpoint.*epoch_0001"):
+                assert load_latest_whole_checkpoint(tmp_path).epoch == 1
+            path.write_bytes(original)
+            TRIED["byte flips"] += 1
+        assert load_checkpoint(newest).epoch == 2
+    assert TRIED["byte flips"] == 24
+
+
+@pytest.fixture(scope="module")
+def reid_model():
+    return dcsd.create_model("resnet50_reid", num_classes=4)
+
+
+def test_byte_flips_in_a_model_folder_stop_load_model(reid_model, tmp_path):
+    model = reid_model
+    model.save_pretrained(tmp_path)
+    write_manifest(tmp_path)  # a training checkpoint folder: config, weights, manifest
+    loaded = dcsd.load_model(tmp_path).state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in model.state_dict().items())
+    for name in ("config.json", "model.safetensors"):
+        path = tmp_path / name
+        original = path.read_bytes()
+        flip_byte(path, len(original) // 2)
+        with pytest.raises(ChecksumError, match=name):
+            dcsd.load_model(tmp_path)
+        with pytest.raises(ChecksumError, match=name):
+            dcsd.create_model("resnet50_reid", num_classes=4, pretrained=tmp_path)
+        path.write_bytes(original)
+        TRIED["byte flips"] += 1
+
+
+class InjectingLoader:
+    """Wraps a train loader and puts inf into one image of one step (step None: every step)."""
+
+    def __init__(self, loader, epoch_step, value=float("inf")):
+        self.loader, self.batch_sampler = loader, loader.batch_sampler
+        self.epoch_step, self.value, self.epoch = epoch_step, value, -1
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch += 1
+        for step, batch in enumerate(self.loader):
+            if self.epoch_step in ((self.epoch, step), (self.epoch, None)):
+                batch["image"][1, 0, 0, 0] = self.value
+            yield batch
+
+
+def read_log(path: Path) -> list[dict]:
+    def refuse(constant):
+        raise ValueError(f"log holds {constant}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_input_stops_the_run_naming_the_step(tiny_data, tmp_path, value):
+    trainer = make_trainer(tiny_data, tmp_path, epochs=3)
+    trainer.train_loader = InjectingLoader(trainer.train_loader, (1, 1), value)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2/\d+ .*loss nan.*\.png"):
+        trainer.fit()
+    TRIED["NaN / inf injections"] += 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0001", "latest"]
+    assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
+
+
+def test_skip_mode_drops_the_step_and_keeps_training(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, epochs=2)
+    trainer.config.nonfinite = "skip"
+    trainer.train_loader = InjectingLoader(trainer.train_loader, (1, 0))
+    with pytest.warns(RuntimeWarning, match="skipped a non-finite step at epoch 2, step 1"):
+        records = trainer.fit()
+    TRIED["NaN / inf injections"] += 1
+    assert [r["skipped_steps"] for r in records] == [0, 1]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert assert_finite_checkpoint(tmp_path / "checkpoints") == 2
+
+
+def test_skip_mode_stops_when_a_whole_epoch_is_skipped(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, epochs=1)
+    trainer.config.nonfinite = "skip"
+    trainer.train_loader = InjectingLoader(trainer.train_loader, (0, None))
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError, match="every step"):
+        trainer.fit()
+    TRIED["NaN / inf injections"] += 1
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
+
+
+def assert_finite_checkpoint(directory: Path) -> int:
+    checkpoint = load_checkpoint(directory)
+    assert all(bool(torch.isfinite(v).all()) for v in checkpoint.model_state.values())
+    return checkpoint.epoch
+
+
+def test_huge_learning_rate_stops_before_a_nan_checkpoint(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, epochs=3)
+    trainer.config.lr = 1e10  # the tiny net stays finite at 1e6, ResNet50 does not
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = 1e10
+    trainer.scheduler.base_lrs = [1e10]
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2/.*loss nan, id .*gradient"):
+        trainer.fit()
+    TRIED["NaN / inf injections"] += 1
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
+    assert not (tmp_path / "log.jsonl").exists()
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    save_epoch(tmp_path, 1)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="non-finite values"):
+            save_checkpoint(tmp_path, Filled(bad), {"epoch": 2})
+        TRIED["NaN / inf injections"] += 1
+    assert assert_whole(tmp_path) == 1 and not (tmp_path / "epoch_0002").exists()
+
+
+def test_used_out_folder_is_refused_then_overwritten_cleanly(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=3).fit()
+    with pytest.raises(FileExistsError, match="epoch_0002, epoch_0003, latest, log.jsonl"):
+        make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    TRIED["used or bad output folders"] += 1
+    assert load_checkpoint(tmp_path / "checkpoints").epoch == 3
+    fresh = make_trainer(tiny_data, tmp_path, epochs=1)
+    fresh.overwrite = True
+    fresh.fit()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0001", "latest"]
+    assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
+    assert make_trainer(tiny_data, tmp_path, epochs=2).resume() == 1
+
+
+def test_pruning_never_deletes_what_latest_names(tmp_path):
+    for epoch in (2, 3, 1):
+        save_epoch(tmp_path, epoch)
+    TRIED["used or bad output folders"] += 1
+    assert assert_whole(tmp_path) == 1
+
+
+def test_bad_out_folders_are_refused_before_training(tiny_data, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        make_trainer(tiny_data, a_file)
+    with pytest.raises(PermissionError, match="not writable"):
+        make_trainer(tiny_data, a_file / "run")
+    TRIED["used or bad output folders"] += 2
+
+
+def test_evaluation_failure_keeps_the_epoch(tiny_data, tmp_path):
+    def out_of_memory(model):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    trainer = make_trainer(tiny_data, tmp_path, epochs=1, evaluate=out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.fit()
+    TRIED["evaluation failures"] += 1
+    assert load_checkpoint(tmp_path / "checkpoints").epoch == 1
+    (record,) = read_log(tmp_path / "log.jsonl")
+    assert "out of memory" in record["eval_error"] and np.isfinite(record["loss"])
+
+
+def test_resume_names_dangling_latest_and_missing_state(tiny_data, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    make_trainer(tiny_data, tmp_path, epochs=2).fit()
+    (checkpoints / "latest").write_text("epoch_0007\n")
+    with pytest.raises(FileNotFoundError, match="names epoch_0007, which does not exist"):
+        load_checkpoint(checkpoints)
+    with pytest.warns(RuntimeWarning, match="latest names epoch_0007.*epoch_0002"):
+        assert make_trainer(tiny_data, tmp_path, epochs=3).resume() == 2
+    TRIED["bad checkpoint states"] += 1
+    state_file = checkpoints / "epoch_0002" / "training_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["optimizer"]
+    torch.save(state, state_file)
+    write_manifest(state_file.parent)
+    with pytest.raises(ValueError, match=r"training_state.pt lacks \['optimizer'\]"):
+        make_trainer(tiny_data, tmp_path, epochs=3).resume(checkpoints / "epoch_0002")
+    TRIED["bad checkpoint states"] += 1
+
+
+def test_changed_lr_on_resume_is_applied_and_named(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    trainer = make_trainer(tiny_data, tmp_path, epochs=2)
+    trainer.config.lr = 1e-3
+    with pytest.warns(RuntimeWarning, match=r"lr 0.01 -> 0.001"):
+        trainer.resume()
+    TRIED["bad arguments"] += 1
+    factor = trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
+
+
+def test_load_model_names_the_bad_file(reid_model, tmp_path):
+    reid_model.save_pretrained(tmp_path)
+    config = tmp_path / "config.json"
+    good = config.read_text()
+    cases = {
+        "[1, 2]": "must hold a JSON object",
+        "{not json": "is not valid JSON",
+        good[:-2] + ', "no_such_option": 1}': "holds options resnet50_reid refuses",
+    }
+    for text, message in cases.items():
+        config.write_text(text)
+        with pytest.raises(ValueError, match=message) as error:
+            dcsd.load_model(tmp_path)
+        assert "config.json" in str(error.value)
+        TRIED["bad files"] += 1
+    config.write_text(good)
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError, match="model.safetensors are corrupt"):
+        dcsd.load_model(tmp_path)
+    TRIED["bad files"] += 1
+
+
+def write_image(path: Path, size=(4, 8), suffix_format="JPEG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(path, format=suffix_format)
+
+
+def test_bad_evaluation_images_are_found_before_training(tiny_data, tmp_path):
+    gallery = [item.path for item in next(iter(tiny_data.eval_splits.values()))[1]]
+    originals = {path: Path(path).read_bytes() for path in gallery[:3]}
+    Path(gallery[0]).write_bytes(b"not an image")
+    Path(gallery[1]).write_bytes(originals[gallery[1]][:40])
+    os.rename(gallery[2], gallery[2] + ".moved")
+    try:
+        with pytest.raises(ValueError, match="3 of .* images cannot be read") as error:
+            build_eval_splits(tiny_data, image_size=(32, 16), num_workers=0)
+    finally:
+        for path, data in originals.items():
+            Path(path).write_bytes(data)
+        os.remove(gallery[2] + ".moved")
+    for path in gallery[:3]:
+        assert path in str(error.value)
+    TRIED["bad files"] += 3
+
+
+def test_decompression_bomb_is_named(tmp_path):
+    path = tmp_path / "huge.png"
+    write_image(path, size=(64, 64), suffix_format="PNG")
+    with mock.patch.object(Image, "MAX_IMAGE_PIXELS", 100):
+        with pytest.raises(OSError, match="huge.png: DecompressionBombError"):
+            ImageDataset([ReIDItem(str(path), 0, 0)])[0]
+        with pytest.raises(ValueError, match="huge.png: DecompressionBombError"):
+            check_images([str(path)])
+    TRIED["bad files"] += 1
+
+
+def make_market(root: Path, gallery: list[str]) -> Path:
+    folder = root / "Market-1501-v15.09.15"
+    for sub, names in (
+        ("bounding_box_train", ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg"]),
+        ("query", ["0001_c1s1_001051_00.jpg"]),
+        ("bounding_box_test", gallery),
+    ):
+        for name in names:
+            write_image(
+                folder / sub / name, suffix_format="PNG" if name.endswith("png") else "JPEG"
+            )
+    return folder
+
+
+def test_market_style_files_are_read_or_named(tmp_path):
+    folder = make_market(tmp_path / "a", ["0001_c2s1_000301_01.png"])
+    (folder / "bounding_box_test" / "notes.txt").write_text("x")
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 non-image file.*notes.txt"):
+        market = Market1501(tmp_path / "a")
+    assert [Path(item.path).name for item in market.gallery] == ["0001_c2s1_000301_01.png"]
+    TRIED["bad files"] += 2
+    make_market(tmp_path / "b", ["x-_c1s1_000001_01.jpg"])
+    with pytest.raises(ValueError, match="x-_c1s1_000001_01.jpg"):
+        Market1501(tmp_path / "b")
+    TRIED["bad files"] += 1
+
+
+@pytest.fixture(scope="module")
+def dcsd_model():
+    return dcsd.create_model("resnet50_dcsd", num_classes=2, num_domains=2, num_cameras=2).eval()
+
+
+@pytest.mark.parametrize(
+    "images, error, message",
+    [
+        (torch.zeros(1, 3, 32, 16, dtype=torch.float64), TypeError, "normalised torch.float32"),
+        (torch.zeros(1, 3, 32, 16, dtype=torch.float16), TypeError, "got torch.float16"),
+        (torch.zeros(1, 3, 32, 16, dtype=torch.uint8), TypeError, r"images.float\(\) / 255"),
+        (np.zeros((1, 3, 32, 16), np.float32), TypeError, "torch.from_numpy"),
+        (torch.zeros(1, 32, 16, 3), ValueError, r"\(N, 3, H, W\)"),
+    ],
+)
+def test_bad_model_inputs_are_named(dcsd_model, images, error, message):
+    with pytest.raises(error, match=message):
+        dcsd_model(images)
+    TRIED["bad arguments"] += 1
+
+
+def test_empty_query_or_gallery_is_named():
+    with pytest.raises(ValueError, match="gallery is empty"):
+        rank_metrics(np.zeros((2, 0)), [1, 2], [], [0, 0], [])
+    with pytest.raises(ValueError, match="query set is empty"):
+        rank_metrics(np.zeros((0, 2)), [], [1, 2], [], [0, 1])
+    TRIED["bad arguments"] += 2
+
+
+def test_bad_train_config_values_are_named():
+    for kwargs, message in (
+        ({"nonfinite": "ignore"}, "nonfinite must be one of"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"lr": 0.0}, "lr must be a finite number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**kwargs)
+        TRIED["bad arguments"] += 1
