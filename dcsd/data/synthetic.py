@@ -186,8 +186,7 @@ PRESETS: dict[str, SyntheticPreset] = {
     "default": SyntheticPreset((DomainRegime("plain"),), 28, 16),
     "conflict": SyntheticPreset(
         (
-            # Colour survives blur, shape cues need sharp images.
-            DomainRegime("summer", colour_identity=True, shape_identity=False, capture=1),
+            DomainRegime("summer", colour_identity=True, shape_identity=False, capture=0),
             DomainRegime(
                 "winter",
                 colour_identity=False,
@@ -198,7 +197,7 @@ PRESETS: dict[str, SyntheticPreset] = {
             DomainRegime("dusk", camera_hue=2.6, capture=2),
         ),
         32,
-        64,
+        32,
     ),
 }
 
@@ -236,7 +235,7 @@ def make_synthetic_domains(
         train_ids_per_domain: train identities per domain at ``scale`` 1 (default: the
             preset's, 28 for ``"default"``, 32 for ``"conflict"``).
         test_ids_per_domain: test identities per domain at ``scale`` 1 (default: the preset's,
-            16 for ``"default"``, 64 for ``"conflict"``).
+            16 for ``"default"``, 32 for ``"conflict"``).
         image_size: (height, width) of the images.
         scale: multiplies the identity counts, for larger runs.
         seed: the same seed gives byte-identical images.

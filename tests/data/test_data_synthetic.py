@@ -156,7 +156,7 @@ def test_conflict_preset_is_deterministic_and_sized(tmp_path):
     assert digest(first) == digest(again)
     assert digest(first) != digest(make_synthetic_domains(tmp_path / "a", **SMALL))
     full = PRESETS["conflict"]
-    assert (full.train_ids_per_domain, full.test_ids_per_domain) == (32, 64)
+    assert (full.train_ids_per_domain, full.test_ids_per_domain) == (32, 32)
     assert [r.name for r in full.regimes] == ["summer", "winter", "dusk"]
 
 
