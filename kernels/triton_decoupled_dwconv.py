@@ -71,12 +71,9 @@ DEFAULT_CONFIG = TileConfig(16, 64, 8)
 # suit channels_last, where channels are contiguous; long position tiles suit NCHW.
 TUNING_CONFIGS = (
     DEFAULT_CONFIG,
-    TileConfig(16, 64, 4),
     TileConfig(16, 128, 8),
     TileConfig(32, 64, 8),
     TileConfig(8, 128, 4),
-    TileConfig(16, 32, 4),
-    TileConfig(32, 32, 8),
     TileConfig(64, 16, 4),
 )
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
