@@ -153,12 +153,14 @@ def test_triton_and_reference_give_the_same_model_output(dcsd_model, triton_devi
     x = images(batch=1).to(triton_device)
     dcsd_model.eval().to(triton_device)
     outputs = {}
-    with torch.no_grad():
-        for backend in ("reference", "triton"):
-            assert dcsd.set_op_backend(dcsd_model, backend) == 16
-            outputs[backend] = dcsd_model(x)
-    dcsd.set_op_backend(dcsd_model, "auto")
-    dcsd_model.train().cpu()
+    try:
+        with torch.no_grad():
+            for backend in ("reference", "triton"):
+                assert dcsd.set_op_backend(dcsd_model, backend) == 16
+                outputs[backend] = dcsd_model(x)
+    finally:  # the model is shared by the module's tests
+        dcsd.set_op_backend(dcsd_model, "auto")
+        dcsd_model.train().cpu()
     torch.testing.assert_close(outputs["triton"], outputs["reference"], rtol=1e-4, atol=1e-5)
 
 
