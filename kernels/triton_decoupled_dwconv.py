@@ -69,13 +69,9 @@ DEFAULT_CONFIG = TileConfig(16, 64, 8)
 # What the tuner may pick. Each one compiles for sm_80 and sm_90 without spills for every kernel
 # and ResNet50-DCSD specialisation (tests/kernels/test_kernels_compile.py). Wide channel tiles
 # suit channels_last, where channels are contiguous; long position tiles suit NCHW.
-TUNING_CONFIGS = (
-    DEFAULT_CONFIG,
-    TileConfig(16, 128, 8),
-    TileConfig(32, 64, 8),
-    TileConfig(8, 128, 4),
-    TileConfig(64, 16, 4),
-)
+# 16x128 and 32x64 tiles over 8 warps (8 elements per thread within 128 registers) spill in the
+# dx kernel on both archs, so they are not offered.
+TUNING_CONFIGS = (DEFAULT_CONFIG, TileConfig(8, 128, 4), TileConfig(64, 16, 4))
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _AUTOTUNE = os.environ.get("DCSD_AUTOTUNE") == "1" and not _INTERPRET
 
