@@ -55,8 +55,8 @@ class TileConfig:
     @property
     def max_registers(self) -> int:
         """The register budget per thread (ptx ``.maxnreg``) that still fits two programs on an
-        SM (64K registers). Without an explicit budget ptxas 12.x picks as few as 48 registers
-        for the dspatial/dchannel kernel on channels_last inputs and spills."""
+        SM (64K registers). Without an explicit budget ptxas 12.9 (triton 3.8's) picks 48 registers
+        for the dspatial/dchannel kernel on channels_last inputs for sm_90, and spills."""
         return min(255, 65536 // (2 * 32 * self.num_warps))
 
     def __str__(self) -> str:
@@ -66,8 +66,9 @@ class TileConfig:
 # 16 channels x 64 positions over 8 warps: 4 elements per thread, so all K*K unrolled loads stay
 # in flight without register spills (ptxas for sm_80 and sm_90: see bench/bench_compile.py).
 DEFAULT_CONFIG = TileConfig(16, 64, 8)
-# What the tuner may pick. Each one compiles for sm_80 and sm_90 without spills for every kernel
-# and ResNet50-DCSD specialisation (tests/kernels/test_kernels_compile.py). Wide channel tiles
+# What the tuner may pick. Each one compiles for sm_80 and sm_90 without spills for every kernel,
+# dtype and layout at ResNet50-DCSD's stride-1 and stride-2 shapes (tests/kernels/
+# test_kernels_compile.py with DCSD_COMPILE_MATRIX=full). Wide channel tiles
 # suit channels_last, where channels are contiguous; long position tiles suit NCHW.
 # 16x128 and 32x64 tiles over 8 warps (8 elements per thread within 128 registers) spill in the
 # dx kernel on both archs, so they are not offered.
