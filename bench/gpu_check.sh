@@ -8,7 +8,8 @@
 # 5. the domain-conflict benchmark in quick mode, if bench/bench_domain_conflict.py exists,
 # appends every table to bench/RESULTS.md under a heading with device, versions and date, and
 # prints a summary. Each step has its own time limit and a failed step does not stop the next;
-# the exit status is 1 if any step failed. Logs go to $LOG_DIR (default: a fresh temporary folder).
+# the exit status is 1 if any step failed. Logs go to $LOG_DIR (default: a fresh temporary folder);
+# PYTHON chooses the interpreter (default: python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,8 +38,9 @@ if ! $PYTHON -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else
     echo "no CUDA device visible to torch: this script is for a GPU machine" >&2
     exit 2
 fi
-# Offline: no build isolation (it would fetch setuptools), no dependencies.
-step install 120 $PYTHON -m pip install --no-deps --no-build-isolation -e .
+# Offline: no dependencies; without build isolation if the isolated build cannot get setuptools.
+step install 180 bash -c "$PYTHON -m pip install --no-deps -e . ||
+    $PYTHON -m pip install --no-deps --no-build-isolation -e ."
 
 DEVICE=$($PYTHON -c "import torch; print(torch.cuda.get_device_name())")
 VERSIONS=$($PYTHON -c "import sys, torch, triton; print(f'python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}')")
