@@ -360,3 +360,11 @@ def test_kernels_match_reference_on_gpu(case: Case, dtype: torch.dtype) -> None:
     actual = public_op_grads(*inputs, case.options, "triton")
     for result, oracle_result in zip(actual, expected, strict=True):
         assert_matches(result, oracle_result, dtype)
+
+
+def test_int32_offset_limit_is_checked() -> None:
+    # A view whose one sample spans more than 2**31 elements of memory (meta: nothing allocated).
+    x = torch.empty_strided((1, 2, 1, 1), (2**31, 2**31, 1, 1), device="meta")
+    spatial, channel = torch.empty(1, 1, 1, 1, device="meta"), torch.empty(1, 2, 1, device="meta")
+    with pytest.raises(ValueError, match="one sample of x spans 2147483649 elements"):
+        triton_decoupled_dwconv.forward(x, spatial, channel, 1, 1, 0, 1)
