@@ -1,21 +1,29 @@
 """Benchmark the decoupled dynamic depthwise convolution on ResNet50-DCSD's 16 layer shapes.
 
-Times the forward and forward+backward of four implementations:
+Times the forward and forward+backward of these implementations:
 
 - ``triton``: ``dcsd.kernels.decoupled_dwconv2d(..., backend="triton")``;
 - ``reference``: ``decoupled_dwconv2d_reference`` (K*K shifted slices, autograd backward);
 - ``unfold``: ``F.unfold`` to (N, C, K*K, L) times both filters, summed over taps: the usual
   way to write the op in PyTorch, which materialises K*K-times larger tensors;
-- ``compile``: ``torch.compile`` of the reference.
+- ``compile``: ``torch.compile`` of the reference;
+- ``cudnn``: ``F.conv2d(groups=C)`` with one static K x K filter per channel (cuDNN on CUDA),
+  forward and backward (dx, dweight): not the same op, but the practical floor of a depthwise
+  convolution of the same shapes on that device.
 
 The op is memory-bound, so each time is also shown as achieved bandwidth: the bytes that must move
 (forward: read x, spatial, channel, write out; backward: read grad_out, x, spatial, channel, write
-dx, dspatial, dchannel) over the time, and as a share of the device's copy bandwidth measured in
-the same run (a large device-to-device copy, read + write).
+dx, dspatial, dchannel; for ``cudnn`` the static filter instead of spatial and channel) over the
+time, and as a share of the device's copy bandwidth measured in the same run (a large
+device-to-device copy, read + write). Beside them, "moved MB" is what the Triton implementation
+reads and writes, kernel by kernel: every input of a kernel read once and every output written
+once (tap overlap and filter reuse served on chip), plus the dspatial / dchannel workspaces and
+the passes that finish them, for the tile config used (the default unless ``DCSD_AUTOTUNE=1``).
 
     python bench/bench_kernels.py                          # CUDA: batch 64, bf16 and fp32
     python bench/bench_kernels.py --out bench/RESULTS.md   # also append the tables there
-    python bench/bench_kernels.py --device cpu             # reference/unfold/compile, batch 2
+    python bench/bench_kernels.py --device cpu             # reference/unfold/compile/cudnn, batch 2
+    python bench/bench_kernels.py --channels-last          # x, spatial, grad_out as NHWC
     TRITON_INTERPRET=1 python bench/bench_kernels.py --device cpu --tiny --impls triton unfold
 
 CUDA times are medians of ``triton.testing.do_bench`` (L2 flushed between runs); CPU times are
@@ -39,9 +47,10 @@ import triton
 import triton.testing
 
 from dcsd.kernels import decoupled_dwconv2d, decoupled_dwconv2d_reference, output_size
+from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, _filter_grad_grid
 
 KERNEL_SIZE = 3
-IMPLEMENTATIONS = ("triton", "reference", "unfold", "compile")
+IMPLEMENTATIONS = ("triton", "reference", "unfold", "compile", "cudnn")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 # Forward outputs of every implementation must agree with the float64 reference this closely
 # (relative to the largest magnitude) before their times are worth printing.
@@ -113,6 +122,11 @@ def triton_dwconv2d(x, spatial, channel, kernel_size, stride, padding, dilation)
     )
 
 
+def static_dwconv2d(x, weight, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """The cudnn row: a static depthwise convolution, weight (C, 1, K, K)."""
+    return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
+
+
 def implementation(name: str) -> Callable[..., torch.Tensor]:
     if name == "triton":
         return triton_dwconv2d
@@ -120,6 +134,8 @@ def implementation(name: str) -> Callable[..., torch.Tensor]:
         return decoupled_dwconv2d_reference
     if name == "unfold":
         return unfold_dwconv2d
+    if name == "cudnn":
+        return static_dwconv2d
     # A fresh compile per shape and dtype: it specialises to static shapes, and twelve of them
     # would pass dynamo's recompile limit and fall back to eager.
     torch._dynamo.reset()
@@ -158,20 +174,62 @@ def copy_bandwidth(device: torch.device, timer: Callable[[Callable[[], object]],
     return 2 * source.nbytes / milliseconds / 1e6
 
 
-def op_bytes(layer: Layer, batch: int, element_size: int) -> tuple[int, int]:
-    """(forward, forward + backward) bytes that must move, for one call."""
+@dataclass(frozen=True)
+class Sizes:
+    """Element counts of one call's tensors."""
+
+    x: int
+    spatial: int
+    channel: int
+    out: int
+    weight: int  # the static depthwise filter of the cudnn row: C x K x K
+
+
+def sizes(layer: Layer, batch: int) -> Sizes:
     padding = (KERNEL_SIZE - 1) // 2
     height_out, width_out = output_size(
         layer.height, layer.width, KERNEL_SIZE, layer.stride, padding, 1
     )
     taps = KERNEL_SIZE * KERNEL_SIZE
-    x = batch * layer.channels * layer.height * layer.width
-    spatial = batch * taps * height_out * width_out
-    channel = batch * layer.channels * taps
-    out = batch * layer.channels * height_out * width_out
-    forward = x + spatial + channel + out
-    backward = out + x + spatial + channel + x + spatial + channel
+    return Sizes(
+        x=batch * layer.channels * layer.height * layer.width,
+        spatial=batch * taps * height_out * width_out,
+        channel=batch * layer.channels * taps,
+        out=batch * layer.channels * height_out * width_out,
+        weight=layer.channels * taps,
+    )
+
+
+def op_bytes(layer: Layer, batch: int, element_size: int, name: str) -> tuple[int, int]:
+    """(forward, forward + backward) bytes that must move for one call of implementation
+    ``name``: its inputs read once, its outputs written once."""
+    n = sizes(layer, batch)
+    filters = n.weight if name == "cudnn" else n.spatial + n.channel
+    forward = n.x + filters + n.out
+    backward = n.out + n.x + filters + n.x + filters
     return element_size * forward, element_size * (forward + backward)
+
+
+def triton_moved_bytes(layer: Layer, batch: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(forward, forward + backward) bytes the Triton implementation reads and writes, kernel by
+    kernel, with the default tile config: forward; dx; dspatial/dchannel with its float32
+    workspaces; the sums over channel groups and position blocks and the casts that finish them."""
+    n = sizes(layer, batch)
+    element = torch.empty((), dtype=dtype).element_size()
+    taps = KERNEL_SIZE * KERNEL_SIZE
+    positions = n.spatial // (batch * taps)
+    blocks, groups = _filter_grad_grid(batch, layer.channels, positions, DEFAULT_CONFIG, None)
+    forward = element * (n.x + n.spatial + n.channel + n.out)
+    grad_input = element * (n.out + n.spatial + n.channel + n.x)
+    grad_filters = element * (n.out + n.x + n.spatial + n.channel)
+    spatial_part, channel_part = 4 * groups * n.spatial, 4 * blocks * n.channel
+    grad_filters += spatial_part + channel_part
+    # torch.sum reads each workspace and writes a float32 result; a cast to a 16-bit dtype reads
+    # that and writes the gradient.
+    finish = spatial_part + 4 * n.spatial + channel_part + 4 * n.channel
+    if dtype != torch.float32:
+        finish += (4 + element) * (n.spatial + n.channel)
+    return forward, forward + grad_input + grad_filters + finish
 
 
 @dataclass
@@ -182,6 +240,7 @@ class Timing:
     training_ms: float
     forward_bytes: int
     training_bytes: int
+    moved: tuple[int, int] | None  # bytes the implementation moves (fwd, fwd+bwd), if counted
 
 
 def bench_layer(
@@ -191,6 +250,7 @@ def bench_layer(
     device: torch.device,
     names: list[str],
     timer: Callable[[Callable[[], object]], float],
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> list[Timing]:
     padding = (KERNEL_SIZE - 1) // 2
     options = (KERNEL_SIZE, layer.stride, padding, 1)
@@ -201,34 +261,39 @@ def bench_layer(
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
-    x = randn(batch, layer.channels, layer.height, layer.width)
-    spatial = randn(batch, taps, height_out, width_out)
+    x = randn(batch, layer.channels, layer.height, layer.width).contiguous(memory_format=layout)
+    spatial = randn(batch, taps, height_out, width_out).contiguous(memory_format=layout)
     channel = randn(batch, layer.channels, taps)
-    grad_out = randn(batch, layer.channels, height_out, width_out)
-    inputs = [t.detach().requires_grad_() for t in (x, spatial, channel)]
+    weight = randn(layer.channels, 1, KERNEL_SIZE, KERNEL_SIZE)
+    grad_out = randn(batch, layer.channels, height_out, width_out).contiguous(memory_format=layout)
     expected = decoupled_dwconv2d_reference(
         x.double(), spatial.double(), channel.double(), *options
     )
-    forward_bytes, training_bytes = op_bytes(layer, batch, x.element_size())
+    expected_static = F.conv2d(
+        x.double(), weight.double(), stride=layer.stride, padding=padding, groups=layer.channels
+    )
 
     timings = []
     for name in names:
         fn = implementation(name)
+        filters = (weight,) if name == "cudnn" else (spatial, channel)
+        target = expected_static if name == "cudnn" else expected
         with torch.no_grad():
-            error = (fn(x, spatial, channel, *options).double() - expected).abs().max().item()
-        if error > CHECK_TOLERANCE[dtype] * expected.abs().max().item():
+            error = (fn(x, *filters, *options).double() - target).abs().max().item()
+        if error > CHECK_TOLERANCE[dtype] * target.abs().max().item():
             raise AssertionError(f"{name} is off by {error:.3g} on {layer} in {dtype}")
+        inputs = [t.detach().requires_grad_() for t in (x, *filters)]
 
-        def forward(fn=fn) -> torch.Tensor:
+        def forward(fn=fn, filters=filters) -> torch.Tensor:
             with torch.no_grad():
-                return fn(x, spatial, channel, *options)
+                return fn(x, *filters, *options)
 
-        def training(fn=fn) -> tuple[torch.Tensor, ...]:
+        def training(fn=fn, inputs=inputs) -> tuple[torch.Tensor, ...]:
             return torch.autograd.grad(fn(*inputs, *options), inputs, grad_out)
 
-        timings.append(
-            Timing(layer, name, timer(forward), timer(training), forward_bytes, training_bytes)
-        )
+        must = op_bytes(layer, batch, x.element_size(), name)
+        moved = triton_moved_bytes(layer, batch, dtype) if name == "triton" else None
+        timings.append(Timing(layer, name, timer(forward), timer(training), *must, moved))
     return timings
 
 
@@ -236,6 +301,10 @@ def bandwidth_cells(num_bytes: int, milliseconds: float, copy_gbps: float) -> li
     gbps = num_bytes / milliseconds / 1e6
     share = 100 * gbps / copy_gbps
     return [f"{milliseconds:.3f}", f"{gbps:.0f}" if gbps >= 10 else f"{gbps:.2f}", f"{share:.1f}%"]
+
+
+def megabytes(pair: tuple[int, int] | None) -> str:
+    return "-" if pair is None else f"{pair[0] / 1e6:.1f} / {pair[1] / 1e6:.1f}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -248,6 +317,7 @@ def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float)
     """The per-layer table, the totals over the 16 layers and the Triton speedups."""
     header = ["layer", "x", "C", "H x W", "stride", "impl"]
     header += ["fwd ms", "fwd GB/s", "fwd % copy", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd % copy"]
+    header += ["must MB fwd / fwd+bwd", "moved MB fwd / fwd+bwd"]
     rows = [
         [
             t.layer.name,
@@ -258,6 +328,8 @@ def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float)
             t.implementation,
             *bandwidth_cells(t.forward_bytes, t.forward_ms, copy_gbps),
             *bandwidth_cells(t.training_bytes, t.training_ms, copy_gbps),
+            megabytes((t.forward_bytes, t.training_bytes)),
+            megabytes(t.moved),
         ]
         for t in timings
     ]
@@ -277,7 +349,7 @@ def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float)
         ]
         for name, total in totals.items()
     ]
-    total_header = ["impl", *header[6:]]
+    total_header = ["impl", *header[6:12]]
     text = [
         f"### {dtype_name}, batch {batch}",
         "",
@@ -291,11 +363,47 @@ def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float)
         speedups = [
             f"triton vs {name}: forward {totals[name][0] / totals['triton'][0]:.2f}x, "
             f"forward+backward {totals[name][1] / totals['triton'][1]:.2f}x"
-            for name in ("unfold", "compile", "reference")
+            for name in ("unfold", "compile", "reference", "cudnn")
             if name in totals
         ]
         text += ["", f"Speedups ({dtype_name}, summed time): " + "; ".join(speedups) + "."]
+        moved = [sum(t.layer.count * t.moved[i] for t in timings if t.moved) for i in (0, 1)]
+        must = [totals["triton"][2], totals["triton"][3]]
+        text += [
+            "",
+            f"Bytes over the 16 layers ({dtype_name}): triton moves {moved[0] / 1e6:.0f} MB "
+            f"forward and {moved[1] / 1e6:.0f} MB forward+backward, against "
+            f"{must[0] / 1e6:.0f} MB and {must[1] / 1e6:.0f} MB that must move "
+            f"({moved[1] / must[1]:.2f}x).",
+        ]
     return "\n".join(text)
+
+
+def bytes_report(dtype_names: list[str], batch: int) -> str:
+    """Per layer and in total: MB that must move and MB the Triton implementation moves."""
+    header = ["dtype", "layer", "x", "must MB fwd / fwd+bwd", "moved MB fwd / fwd+bwd", "ratio"]
+    rows, totals = [], {}
+    for dtype_name in dtype_names:
+        dtype = DTYPES[dtype_name]
+        element = torch.empty((), dtype=dtype).element_size()
+        for layer in LAYERS:
+            must = op_bytes(layer, batch, element, "triton")
+            moved = triton_moved_bytes(layer, batch, dtype)
+            rows.append(
+                [dtype_name, layer.name, str(layer.count), megabytes(must), megabytes(moved)]
+                + [f"{moved[1] / must[1]:.2f}"]
+            )
+            total = totals.setdefault(dtype_name, [0, 0])
+            total[0] += layer.count * must[1]
+            total[1] += layer.count * moved[1]
+    title = f"batch {batch}, K={KERNEL_SIZE}, default tile config"
+    lines = [title, "", markdown_table(header, rows)]
+    for dtype_name, (must, moved) in totals.items():
+        lines.append(
+            f"{dtype_name}, 16 layers, forward+backward: {must / 1e6:.0f} MB must move, "
+            f"triton moves {moved / 1e6:.0f} MB ({moved / must:.2f}x)"
+        )
+    return "\n".join(lines)
 
 
 def device_name(device: torch.device) -> str:
@@ -318,9 +426,20 @@ def main() -> None:
         help="channels / 32 and sides / 4, batch 1: small enough for TRITON_INTERPRET=1 on CPU",
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per number on CPU")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="x, spatial and grad_out in NHWC"
+    )
+    parser.add_argument(
+        "--count-bytes",
+        action="store_true",
+        help="only print the bytes that must move and the bytes Triton moves (no device needed)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="append the tables to this file")
     args = parser.parse_args()
 
+    if args.count_bytes:
+        print(bytes_report(args.dtypes, args.batch or 64))
+        return
     device = torch.device(args.device)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if args.impls is not None:
@@ -334,6 +453,7 @@ def main() -> None:
     batch = args.batch or (1 if args.tiny else 64 if device.type == "cuda" else 2)
     layers = [tiny(layer) for layer in LAYERS] if args.tiny else list(LAYERS)
 
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     timer = make_timer(device, args.repeats)
     copy_gbps = copy_bandwidth(device, timer)
     heading = [
@@ -344,7 +464,8 @@ def main() -> None:
         f"- torch {torch.__version__}, triton {triton.__version__}"
         + (", TRITON_INTERPRET=1" if interpreted else "")
         + f"; {datetime.datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"- batch {batch}{', tiny shapes (channels / 32, sides / 4)' if args.tiny else ''}; "
+        f"- batch {batch}{', tiny shapes (channels / 32, sides / 4)' if args.tiny else ''}"
+        f"{', channels_last' if args.channels_last else ', NCHW'}; "
         f"times in ms, {'do_bench median' if device.type == 'cuda' else 'perf_counter median'}",
     ]
     print("\n".join(heading), flush=True)
@@ -353,7 +474,7 @@ def main() -> None:
         dtype = DTYPES[dtype_name]
         timings = []
         for layer in layers:
-            timings += bench_layer(layer, batch, dtype, device, names, timer)
+            timings += bench_layer(layer, batch, dtype, device, names, timer, layout)
         section = report(timings, dtype_name, batch, copy_gbps)
         print("\n" + section, flush=True)
         sections.append(section)

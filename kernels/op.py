@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from .reference import decoupled_dwconv2d_backward_reference, decoupled_dwconv2d_reference
-from .shapes import check_arguments, output_size
+from .shapes import check_arguments, memory_format, output_size
 
 Backend = Literal["auto", "triton", "reference"]
 BACKENDS = ("auto", "triton", "reference")
@@ -46,10 +46,11 @@ def _forward_op(
     dilation: int,
     impl: str,
 ) -> torch.Tensor:
-    args = (x.contiguous(), spatial.contiguous(), channel.contiguous())
+    options = (kernel_size, stride, padding, dilation)
     if impl == "triton":
-        return _triton_module().forward(*args, kernel_size, stride, padding, dilation)
-    return decoupled_dwconv2d_reference(*args, kernel_size, stride, padding, dilation)
+        return _triton_module().forward(x, spatial, channel, *options)
+    out = decoupled_dwconv2d_reference(x, spatial, channel, *options)
+    return out.contiguous(memory_format=memory_format(x))
 
 
 @_forward_op.register_fake
@@ -57,7 +58,8 @@ def _forward_fake(x, spatial, channel, kernel_size, stride, padding, dilation, i
     height_out, width_out = output_size(
         x.shape[2], x.shape[3], kernel_size, stride, padding, dilation
     )
-    return x.new_empty(x.shape[0], x.shape[1], height_out, width_out)
+    shape = (x.shape[0], x.shape[1], height_out, width_out)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
 
 
 @torch.library.custom_op("dcsd::decoupled_dwconv2d_backward", mutates_args=())
@@ -72,16 +74,24 @@ def _backward_op(
     dilation: int,
     impl: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    args = (grad_out.contiguous(), x.contiguous(), spatial.contiguous(), channel.contiguous())
+    args = (grad_out, x, spatial, channel, kernel_size, stride, padding, dilation)
     if impl == "triton":
-        return _triton_module().backward(*args, kernel_size, stride, padding, dilation)
-    grads = decoupled_dwconv2d_backward_reference(*args, kernel_size, stride, padding, dilation)
-    return tuple(grad.contiguous() for grad in grads)
+        return _triton_module().backward(*args)
+    grad_x, grad_spatial, grad_channel = decoupled_dwconv2d_backward_reference(*args)
+    return (
+        grad_x.contiguous(memory_format=memory_format(x)),
+        grad_spatial.contiguous(memory_format=memory_format(spatial)),
+        grad_channel.contiguous(),
+    )
 
 
 @_backward_op.register_fake
 def _backward_fake(grad_out, x, spatial, channel, kernel_size, stride, padding, dilation, impl):
-    return x.new_empty(x.shape), spatial.new_empty(spatial.shape), channel.new_empty(channel.shape)
+    return (
+        torch.empty_like(x, memory_format=memory_format(x)),
+        torch.empty_like(spatial, memory_format=memory_format(spatial)),
+        torch.empty_like(channel, memory_format=torch.contiguous_format),
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -171,7 +181,9 @@ def decoupled_dwconv2d(
             PyTorch ops (autograd through them, exportable to ONNX).
 
     Returns:
-        (N, C, Ho, Wo) contiguous, in the dtype of ``x``, with
+        (N, C, Ho, Wo) in the dtype of ``x``, channels_last if ``x`` is channels_last (and not
+        also contiguous), else contiguous (``backend="reference"``: as PyTorch's ops return it),
+        with
         Ho = (H + 2p - d(K-1) - 1) // s + 1 (likewise Wo).
 
     Raises:

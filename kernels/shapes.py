@@ -18,6 +18,18 @@ def output_size(
     )
 
 
+def memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a 4-D tensor stored as NHWC (and not also NCHW-contiguous),
+    else ``torch.contiguous_format``: the layout in which the op returns results for it."""
+    if (
+        tensor.dim() == 4
+        and not tensor.is_contiguous()
+        and tensor.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _check_positive_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")

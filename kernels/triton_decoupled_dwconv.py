@@ -18,6 +18,15 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   dchannel. The partial sums (one per channel group, one per position block) go to small float32
   workspaces that ``torch.sum`` finishes, in a fixed order.
 
+Every tensor is addressed through its own strides, so NCHW and channels_last (NHWC) inputs, and
+the filter tensors as the generators produce them, are read in place; outputs and input gradients
+are written in the memory format of the tensor they belong to (see ``memory_format``).
+
+The tile shape and warp count are a :class:`TileConfig`. The kernels are wrapped in
+``triton.autotune`` over ``active_configs()``, keyed on (C, Ho*Wo, stride, x's channel stride,
+dtype): :data:`DEFAULT_CONFIG` alone unless ``DCSD_AUTOTUNE=1`` is set before import (never under
+the interpreter), then every config of :data:`TUNING_CONFIGS`.
+
 The functions trust their arguments' shapes and dtypes: the public
 :func:`dcsd.kernels.decoupled_dwconv2d` validates them before it calls these.
 """
@@ -25,24 +34,74 @@ The functions trust their arguments' shapes and dtypes: the public
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+
+from .shapes import memory_format
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One launch configuration: [block_c, block_p] tiles (powers of two) run by num_warps warps."""
+
+    block_c: int
+    block_p: int
+    num_warps: int
+
+    @property
+    def max_registers(self) -> int:
+        """The register budget per thread (ptx ``.maxnreg``) that still fits two programs on an
+        SM (64K registers). Without an explicit budget ptxas 12.9 (triton 3.8's) picks 48 registers
+        for the dspatial/dchannel kernel on channels_last inputs for sm_90, and spills."""
+        return min(255, 65536 // (2 * 32 * self.num_warps))
+
+    def __str__(self) -> str:
+        return f"{self.block_c}x{self.block_p}w{self.num_warps}"
+
+
+# 16 channels x 64 positions over 8 warps: 4 elements per thread, so all K*K unrolled loads stay
+# in flight without register spills (ptxas for sm_80 and sm_90: see bench/bench_compile.py).
+DEFAULT_CONFIG = TileConfig(16, 64, 8)
+# What the tuner may pick. Each one compiles for sm_80 and sm_90 without spills for every kernel,
+# dtype and layout at ResNet50-DCSD's stride-1 and stride-2 shapes (tests/kernels/
+# test_kernels_compile.py with DCSD_COMPILE_MATRIX=full). Wide channel tiles
+# suit channels_last, where channels are contiguous; long position tiles suit NCHW.
+# 16x128 and 32x64 tiles over 8 warps (8 elements per thread within 128 registers) spill in the
+# dx kernel on both archs, so they are not offered.
+TUNING_CONFIGS = (DEFAULT_CONFIG, TileConfig(8, 128, 4), TileConfig(64, 16, 4))
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_AUTOTUNE = os.environ.get("DCSD_AUTOTUNE") == "1" and not _INTERPRET
 
 # dspatial/dchannel programs own a whole channel group; when samples x position blocks alone give
 # fewer programs than this, channels are split into groups so the grid still covers the GPU's
 # streaming multiprocessors (132 on an H100) several times over.
 _FILTER_GRAD_MIN_PROGRAMS = 1024
 _INT32_MAX = 2**31 - 1
-# CUDA caps grid dimensions 1 and 2 (samples, channel blocks); positions go on the larger dim 0.
+# CUDA caps grid dimensions 1 and 2 (channel blocks or groups, samples); positions go on dim 0.
 _MAX_GRID_DIM = 65535
-# Tiles of 16 channels x 64 positions over 8 warps leave 4 elements per thread, so all K*K
-# unrolled loads stay in flight without register spills (ptxas for sm_90: about 100 registers at
-# K=3, 140 at K=5); 32 x 64 tiles over 4 warps spill.
-_BLOCK_C = 16
-_BLOCK_P = 64
-_NUM_WARPS = 8
+
+
+def active_configs() -> tuple[TileConfig, ...]:
+    """The configs the autotuner chooses from in this process (fixed at import)."""
+    return TUNING_CONFIGS if _AUTOTUNE else (DEFAULT_CONFIG,)
+
+
+def _autotune(kernel: triton.JITFunction) -> triton.runtime.Autotuner:
+    configs = [
+        triton.Config(
+            {"BLOCK_C": c.block_c, "BLOCK_P": c.block_p},
+            num_warps=c.num_warps,
+            maxnreg=c.max_registers,
+        )
+        for c in active_configs()
+    ]
+    # The autotuner appends the pointers' dtypes to the key; x's channel stride tells NCHW
+    # (H*W) from channels_last (1).
+    return triton.autotune(configs, key=["channels", "positions", "STRIDE", "x_stride_c"])(kernel)
 
 
 @triton.jit
@@ -56,6 +115,22 @@ def _forward_kernel(
     width,
     height_out,
     width_out,
+    positions,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    spatial_stride_n,
+    spatial_stride_t,
+    spatial_stride_h,
+    spatial_stride_w,
+    channel_stride_n,
+    channel_stride_c,
+    channel_stride_t,
+    out_stride_n,
+    out_stride_c,
+    out_stride_h,
+    out_stride_w,
     KERNEL_SIZE: tl.constexpr,
     STRIDE: tl.constexpr,
     PADDING: tl.constexpr,
@@ -69,34 +144,39 @@ def _forward_kernel(
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     sample = tl.program_id(2).to(tl.int64)
-    pixels = height * width
-    positions = height_out * width_out
     mask_c = offs_c < channels
     mask_p = offs_p < positions
     out_row = offs_p // width_out
     out_col = offs_p % width_out
 
-    x_ptr += sample * channels * pixels
-    spatial_ptr += sample * taps * positions
-    channel_ptr += sample * channels * taps
-    out_ptr += sample * channels * positions
+    x_ptr += sample * x_stride_n
+    spatial_ptr += sample * spatial_stride_n
+    channel_ptr += sample * channel_stride_n
+    out_ptr += sample * out_stride_n
+    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
 
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
         inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
+        x_offsets = in_row * x_stride_h + in_col * x_stride_w
         x_tap = tl.load(
-            x_ptr + offs_c[:, None] * pixels + (in_row * width + in_col)[None, :],
+            x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
             mask=mask_c[:, None] & inside[None, :],
             other=0.0,
         ).to(ACC_DTYPE)
-        spatial_tap = tl.load(spatial_ptr + tap * positions + offs_p, mask=mask_p, other=0.0)
-        channel_tap = tl.load(channel_ptr + offs_c * taps + tap, mask=mask_c, other=0.0)
+        spatial_tap = tl.load(
+            spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=mask_p, other=0.0
+        )
+        channel_tap = tl.load(
+            channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t, mask=mask_c, other=0.0
+        )
         weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
         acc += x_tap * weight
+    out_offsets = out_row * out_stride_h + out_col * out_stride_w
     tl.store(
-        out_ptr + offs_c[:, None] * positions + offs_p[None, :],
+        out_ptr + offs_c[:, None] * out_stride_c + out_offsets[None, :],
         acc.to(out_ptr.dtype.element_ty),
         mask=mask_c[:, None] & mask_p[None, :],
     )
@@ -113,6 +193,23 @@ def _grad_input_kernel(
     width,
     height_out,
     width_out,
+    positions,
+    grad_stride_n,
+    grad_stride_c,
+    grad_stride_h,
+    grad_stride_w,
+    spatial_stride_n,
+    spatial_stride_t,
+    spatial_stride_h,
+    spatial_stride_w,
+    channel_stride_n,
+    channel_stride_c,
+    channel_stride_t,
+    # grad_x is allocated in x's layout, so these are x's strides too.
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
     KERNEL_SIZE: tl.constexpr,
     STRIDE: tl.constexpr,
     PADDING: tl.constexpr,
@@ -125,17 +222,15 @@ def _grad_input_kernel(
     offs_q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     sample = tl.program_id(2).to(tl.int64)
-    pixels = height * width
-    positions = height_out * width_out
     mask_c = offs_c < channels
-    mask_q = offs_q < pixels
+    mask_q = offs_q < height * width
     in_row = offs_q // width
     in_col = offs_q % width
 
-    grad_out_ptr += sample * channels * positions
-    spatial_ptr += sample * taps * positions
-    channel_ptr += sample * channels * taps
-    grad_x_ptr += sample * channels * pixels
+    grad_out_ptr += sample * grad_stride_n
+    spatial_ptr += sample * spatial_stride_n
+    channel_ptr += sample * channel_stride_n
+    grad_x_ptr += sample * x_stride_n
 
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for tap in tl.static_range(taps):
@@ -148,18 +243,24 @@ def _grad_input_kernel(
         hit = hit & (out_row < height_out) & (out_col < width_out)
         if STRIDE > 1:
             hit = hit & (row_times_stride % STRIDE == 0) & (col_times_stride % STRIDE == 0)
-        out_pos = out_row * width_out + out_col
+        grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
         grad_tap = tl.load(
-            grad_out_ptr + offs_c[:, None] * positions + out_pos[None, :],
+            grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
             mask=mask_c[:, None] & hit[None, :],
             other=0.0,
         ).to(ACC_DTYPE)
-        spatial_tap = tl.load(spatial_ptr + tap * positions + out_pos, mask=hit, other=0.0)
-        channel_tap = tl.load(channel_ptr + offs_c * taps + tap, mask=mask_c, other=0.0)
+        spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+        spatial_tap = tl.load(
+            spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=hit, other=0.0
+        )
+        channel_tap = tl.load(
+            channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t, mask=mask_c, other=0.0
+        )
         weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
         acc += grad_tap * weight
+    x_offsets = in_row * x_stride_h + in_col * x_stride_w
     tl.store(
-        grad_x_ptr + offs_c[:, None] * pixels + offs_q[None, :],
+        grad_x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
         acc.to(grad_x_ptr.dtype.element_ty),
         mask=mask_c[:, None] & mask_q[None, :],
     )
@@ -178,7 +279,26 @@ def _grad_filters_kernel(
     width,
     height_out,
     width_out,
-    channels_per_group,
+    positions,
+    grad_stride_n,
+    grad_stride_c,
+    grad_stride_h,
+    grad_stride_w,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    spatial_stride_n,
+    spatial_stride_t,
+    spatial_stride_h,
+    spatial_stride_w,
+    channel_stride_n,
+    channel_stride_c,
+    channel_stride_t,
+    # Workspaces, allocated for the finest tiling any config may use: grad_spatial_part
+    # (N, groups, K*K, Ho*Wo) and grad_channel_part (N, position blocks, C, K*K), contiguous.
+    spatial_part_stride_n,
+    channel_part_stride_n,
     KERNEL_SIZE: tl.constexpr,
     STRIDE: tl.constexpr,
     PADDING: tl.constexpr,
@@ -191,83 +311,165 @@ def _grad_filters_kernel(
     position_block = tl.program_id(0)
     group = tl.program_id(1)
     sample = tl.program_id(2).to(tl.int64)
-    num_position_blocks = tl.num_programs(0)
-    num_groups = tl.num_programs(1)
+    # The grid sets the number of groups (it depends on the tile): the smallest multiple of
+    # BLOCK_C channels per group that covers every channel with that many groups.
+    channels_per_group = tl.cdiv(tl.cdiv(channels, tl.num_programs(1)), BLOCK_C) * BLOCK_C
     offs_p = position_block * BLOCK_P + tl.arange(0, BLOCK_P)
-    pixels = height * width
-    positions = height_out * width_out
     mask_p = offs_p < positions
     out_row = offs_p // width_out
     out_col = offs_p % width_out
     group_start = group * channels_per_group
     group_end = tl.minimum(channels, group_start + channels_per_group)
 
-    grad_out_ptr += sample * channels * positions
-    x_ptr += sample * channels * pixels
-    spatial_ptr += sample * taps * positions
-    channel_ptr += sample * channels * taps
-    # Workspaces: grad_spatial_part (N, groups, K*K, Ho*Wo), grad_channel_part (N, blocks, K*K, C).
-    grad_spatial_part_ptr += (sample * num_groups + group) * taps * positions
-    grad_channel_part_ptr += (sample * num_position_blocks + position_block) * taps * channels
+    grad_out_ptr += sample * grad_stride_n
+    x_ptr += sample * x_stride_n
+    spatial_ptr += sample * spatial_stride_n
+    channel_ptr += sample * channel_stride_n
+    grad_spatial_part_ptr += sample * spatial_part_stride_n + group * taps * positions
+    grad_channel_part_ptr += sample * channel_part_stride_n + position_block * channels * taps
+    grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
+    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
 
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
         inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
-        x_offsets = in_row * width + in_col
-        spatial_tap = tl.load(spatial_ptr + tap * positions + offs_p, mask=mask_p, other=0.0)
-        spatial_tap = spatial_tap.to(ACC_DTYPE)
+        x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        spatial_tap = tl.load(
+            spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=mask_p, other=0.0
+        ).to(ACC_DTYPE)
         grad_spatial = tl.zeros([BLOCK_P], dtype=ACC_DTYPE)
         for block_start in range(group_start, group_end, BLOCK_C):
             offs_c = block_start + tl.arange(0, BLOCK_C)
             mask_c = offs_c < group_end
             grad = tl.load(
-                grad_out_ptr + offs_c[:, None] * positions + offs_p[None, :],
+                grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
                 mask=mask_c[:, None] & mask_p[None, :],
                 other=0.0,
             ).to(ACC_DTYPE)
             x_tap = tl.load(
-                x_ptr + offs_c[:, None] * pixels + x_offsets[None, :],
+                x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
                 mask=mask_c[:, None] & inside[None, :],
                 other=0.0,
             ).to(ACC_DTYPE)
-            channel_tap = tl.load(channel_ptr + offs_c * taps + tap, mask=mask_c, other=0.0)
+            channel_tap = tl.load(
+                channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t,
+                mask=mask_c,
+                other=0.0,
+            )
             grad_x_tap = grad * x_tap
             grad_spatial += tl.sum(grad_x_tap * channel_tap.to(ACC_DTYPE)[:, None], axis=0)
             tl.store(
-                grad_channel_part_ptr + tap * channels + offs_c,
+                grad_channel_part_ptr + offs_c * taps + tap,
                 tl.sum(grad_x_tap * spatial_tap[None, :], axis=1),
                 mask=mask_c,
             )
         tl.store(grad_spatial_part_ptr + tap * positions + offs_p, grad_spatial, mask=mask_p)
 
 
+_forward_tuned = _autotune(_forward_kernel)
+_grad_input_tuned = _autotune(_grad_input_kernel)
+_grad_filters_tuned = _autotune(_grad_filters_kernel)
+
+
 def _accumulation_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _check_launch(x: torch.Tensor, taps: int, positions: int, block_c: int, block_p: int) -> None:
-    for name, value in (("block_c", block_c), ("block_p", block_p)):
+def _check_config(config: TileConfig | None) -> None:
+    if config is None:
+        return
+    for name in ("block_c", "block_p", "num_warps"):
+        value = getattr(config, name)
         if value < 1 or value & (value - 1):
-            raise ValueError(f"{name} must be a power of two, got {value}")
-    batch, channels, height, width = x.shape
-    largest_sample = max(channels * height * width, max(channels, taps) * positions)
-    if largest_sample > _INT32_MAX:
-        raise ValueError(
-            "one sample of x, spatial or the output must hold fewer than 2**31 elements for the "
-            f"Triton kernels' int32 offsets, got {largest_sample}"
-        )
+            raise ValueError(f"config.{name} must be a power of two, got {value}")
+
+
+def _check_launch(
+    tensors: dict[str, torch.Tensor], positions: int, configs: tuple[TileConfig, ...]
+) -> None:
+    """Per-sample offsets must fit the kernels' int32 arithmetic; the grid, CUDA's limits."""
+    batch, channels = tensors["x"].shape[:2]
+    extents = {
+        name: 1 + sum((t.size(dim) - 1) * t.stride(dim) for dim in range(1, t.dim()))
+        for name, t in tensors.items()
+    }
+    extents["the output"] = channels * positions
+    for name, extent in extents.items():
+        if extent > _INT32_MAX:
+            raise ValueError(
+                f"one sample of {name} spans {extent} elements, more than the Triton kernels' "
+                "int32 offsets address (2**31 - 1)"
+            )
+    block_c = min(config.block_c for config in configs)
     channel_blocks = triton.cdiv(channels, block_c)
     if max(batch, channel_blocks) > _MAX_GRID_DIM:
         raise ValueError(
             f"the launch grid takes at most {_MAX_GRID_DIM} samples and channel blocks, got "
-            f"N={batch} and {channel_blocks} blocks of block_c={block_c} channels"
+            f"N={batch} and {channel_blocks} blocks of {block_c} channels"
         )
 
 
 def _device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+def _launch(
+    tuned: triton.runtime.Autotuner,
+    config: TileConfig | None,
+    grid,
+    args: tuple,
+    constants: dict,
+) -> TileConfig:
+    """Run ``tuned`` (``config=None``) or its kernel with ``config``; return the config that ran."""
+    if config is None:
+        tuned[grid](*args, **constants)
+        best = tuned.best_config
+        return TileConfig(best.kwargs["BLOCK_C"], best.kwargs["BLOCK_P"], best.num_warps)
+    tuned.fn[grid](
+        *args,
+        **constants,
+        BLOCK_C=config.block_c,
+        BLOCK_P=config.block_p,
+        num_warps=config.num_warps,
+        maxnreg=config.max_registers,
+    )
+    return config
+
+
+def _constants(kernel_size: int, stride: int, padding: int, dilation: int, dtype) -> dict:
+    return {
+        "KERNEL_SIZE": kernel_size,
+        "STRIDE": stride,
+        "PADDING": padding,
+        "DILATION": dilation,
+        "ACC_DTYPE": _accumulation_dtype(dtype),
+    }
+
+
+def forward_launch_args(
+    x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, out: torch.Tensor
+) -> tuple:
+    """The forward kernel's runtime arguments, in order (shared with the offline compile)."""
+    channels, height, width = x.shape[1:]
+    height_out, width_out = out.shape[2:]
+    return (
+        x,
+        spatial,
+        channel,
+        out,
+        channels,
+        height,
+        width,
+        height_out,
+        width_out,
+        height_out * width_out,
+        *x.stride(),
+        *spatial.stride(),
+        *channel.stride(),
+        *out.stride(),
+    )
 
 
 def forward(
@@ -279,51 +481,112 @@ def forward(
     padding: int,
     dilation: int,
     *,
-    block_c: int = _BLOCK_C,
-    block_p: int = _BLOCK_P,
-    num_warps: int = _NUM_WARPS,
+    config: TileConfig | None = None,
 ) -> torch.Tensor:
-    """Forward pass.
+    """Forward pass; inputs in any strides.
 
     Args:
         x: (N, C, H, W) input.
         spatial: (N, K*K, Ho, Wo) per-position filters.
         channel: (N, C, K*K) per-channel filters.
         kernel_size, stride, padding, dilation: K, s, p, d of the definition above.
-        block_c, block_p: tile size in channels and flattened output positions (powers of two).
-        num_warps: warps per program.
+        config: the tile and warps to launch with; ``None`` lets the autotuner choose among
+            ``active_configs()``.
 
     Returns:
-        (N, C, Ho, Wo) contiguous, in the dtype of ``x``.
+        (N, C, Ho, Wo) in the dtype and memory format (NCHW or channels_last) of ``x``.
     """
-    x, spatial, channel = x.contiguous(), spatial.contiguous(), channel.contiguous()
-    batch, channels, height, width = x.shape
-    height_out, width_out = spatial.shape[2], spatial.shape[3]
+    _check_config(config)
+    batch, channels = x.shape[:2]
+    height_out, width_out = spatial.shape[2:]
     positions = height_out * width_out
-    _check_launch(x, spatial.shape[1], positions, block_c, block_p)
-    out = torch.empty(batch, channels, height_out, width_out, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(positions, block_p), triton.cdiv(channels, block_c), batch)
+    candidates = active_configs() if config is None else (config,)
+    _check_launch({"x": x, "spatial": spatial, "channel": channel}, positions, candidates)
+    out = torch.empty(
+        batch,
+        channels,
+        height_out,
+        width_out,
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=memory_format(x),
+    )
+
+    def grid(meta):
+        return (
+            triton.cdiv(positions, meta["BLOCK_P"]),
+            triton.cdiv(channels, meta["BLOCK_C"]),
+            batch,
+        )
+
     with _device_guard(x):
-        _forward_kernel[grid](
-            x,
-            spatial,
-            channel,
-            out,
-            channels,
-            height,
-            width,
-            height_out,
-            width_out,
-            KERNEL_SIZE=kernel_size,
-            STRIDE=stride,
-            PADDING=padding,
-            DILATION=dilation,
-            ACC_DTYPE=_accumulation_dtype(x.dtype),
-            BLOCK_C=block_c,
-            BLOCK_P=block_p,
-            num_warps=num_warps,
+        _launch(
+            _forward_tuned,
+            config,
+            grid,
+            forward_launch_args(x, spatial, channel, out),
+            _constants(kernel_size, stride, padding, dilation, x.dtype),
         )
     return out
+
+
+def _filter_grad_grid(
+    batch: int,
+    channels: int,
+    positions: int,
+    config: TileConfig,
+    channels_per_program: int | None,
+) -> tuple[int, int]:
+    """(position blocks, channel groups) of the dspatial/dchannel launch with ``config``."""
+    channel_blocks = triton.cdiv(channels, config.block_c)
+    position_blocks = triton.cdiv(positions, config.block_p)
+    if channels_per_program is None:
+        wanted_groups = triton.cdiv(_FILTER_GRAD_MIN_PROGRAMS, batch * position_blocks)
+        channels_per_program = triton.cdiv(channels, min(channel_blocks, wanted_groups))
+    channels_per_group = triton.cdiv(channels_per_program, config.block_c) * config.block_c
+    return position_blocks, triton.cdiv(channels, channels_per_group)
+
+
+def backward_launch_args(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    grad_x: torch.Tensor,
+    grad_spatial_part: torch.Tensor,
+    grad_channel_part: torch.Tensor,
+) -> tuple[tuple, tuple]:
+    """The dx and dspatial/dchannel kernels' runtime arguments (shared with the offline compile)."""
+    channels, height, width = x.shape[1:]
+    height_out, width_out = grad_out.shape[2:]
+    shape = (channels, height, width, height_out, width_out, height_out * width_out)
+    grad_input_args = (
+        grad_out,
+        spatial,
+        channel,
+        grad_x,
+        *shape,
+        *grad_out.stride(),
+        *spatial.stride(),
+        *channel.stride(),
+        *grad_x.stride(),
+    )
+    grad_filters_args = (
+        grad_out,
+        x,
+        spatial,
+        channel,
+        grad_spatial_part,
+        grad_channel_part,
+        *shape,
+        *grad_out.stride(),
+        *x.stride(),
+        *spatial.stride(),
+        *channel.stride(),
+        grad_spatial_part.stride(0),
+        grad_channel_part.stride(0),
+    )
+    return grad_input_args, grad_filters_args
 
 
 def backward(
@@ -336,77 +599,76 @@ def backward(
     padding: int,
     dilation: int,
     *,
-    block_c: int = _BLOCK_C,
-    block_p: int = _BLOCK_P,
+    config: TileConfig | None = None,
     channels_per_program: int | None = None,
-    num_warps: int = _NUM_WARPS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`forward` with respect to all three inputs.
+    """Gradients of :func:`forward` with respect to all three inputs; inputs in any strides.
 
     Args:
         grad_out: (N, C, Ho, Wo) gradient of the output.
         x, spatial, channel, kernel_size, stride, padding, dilation: as for :func:`forward`.
-        block_c, block_p: tile size in channels and flattened positions (powers of two).
+        config: the tile and warps of both kernels; ``None`` lets the autotuner choose.
         channels_per_program: channels one dspatial/dchannel program reduces over (rounded up to
-            a multiple of ``block_c``); ``None`` picks the largest group that still launches
-            enough programs to fill a GPU.
-        num_warps: warps per program.
+            a multiple of the tile's channels); ``None`` picks the largest group that still
+            launches enough programs to fill a GPU.
 
     Returns:
-        (dx, dspatial, dchannel): contiguous, with the shapes and dtypes of x, spatial, channel.
+        (dx, dspatial, dchannel) with the shapes and dtypes of x, spatial, channel; dx and
+        dspatial in the memory format of x and spatial, dchannel contiguous.
     """
-    grad_out = grad_out.contiguous()
-    x, spatial, channel = x.contiguous(), spatial.contiguous(), channel.contiguous()
+    _check_config(config)
     batch, channels, height, width = x.shape
-    height_out, width_out = grad_out.shape[2], grad_out.shape[3]
+    height_out, width_out = grad_out.shape[2:]
     taps = kernel_size * kernel_size
     positions = height_out * width_out
-    pixels = height * width
-    _check_launch(x, taps, positions, block_c, block_p)
-    acc_dtype = _accumulation_dtype(x.dtype)
-    workspace_dtype = torch.float64 if acc_dtype == tl.float64 else torch.float32
-    constants = {
-        "KERNEL_SIZE": kernel_size,
-        "STRIDE": stride,
-        "PADDING": padding,
-        "DILATION": dilation,
-        "ACC_DTYPE": acc_dtype,
-        "BLOCK_C": block_c,
-        "BLOCK_P": block_p,
-        "num_warps": num_warps,
-    }
+    candidates = active_configs() if config is None else (config,)
+    tensors = {"x": x, "grad_out": grad_out, "spatial": spatial, "channel": channel}
+    _check_launch(tensors, positions, candidates)
+    workspace_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # The workspaces must hold the finest tiling the autotuner may pick; the finishing sums read
+    # only the part the chosen config wrote.
+    geometry = [
+        _filter_grad_grid(batch, channels, positions, c, channels_per_program) for c in candidates
+    ]
+    max_blocks = max(blocks for blocks, _ in geometry)
+    max_groups = max(groups for _, groups in geometry)
 
-    channel_blocks = triton.cdiv(channels, block_c)
-    position_blocks = triton.cdiv(positions, block_p)
-    if channels_per_program is None:
-        wanted_groups = triton.cdiv(_FILTER_GRAD_MIN_PROGRAMS, batch * position_blocks)
-        channels_per_program = triton.cdiv(channels, min(channel_blocks, wanted_groups))
-    channels_per_group = triton.cdiv(channels_per_program, block_c) * block_c
-    groups = triton.cdiv(channels, channels_per_group)
-
-    grad_x = torch.empty(batch, channels, height, width, dtype=x.dtype, device=x.device)
+    grad_x = torch.empty(
+        batch,
+        channels,
+        height,
+        width,
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=memory_format(x),
+    )
     grad_spatial_part = torch.empty(
-        batch, groups, taps, positions, dtype=workspace_dtype, device=x.device
+        batch, max_groups, taps, positions, dtype=workspace_dtype, device=x.device
     )
     grad_channel_part = torch.empty(
-        batch, position_blocks, taps, channels, dtype=workspace_dtype, device=x.device
+        batch, max_blocks, channels, taps, dtype=workspace_dtype, device=x.device
     )
-    shape_args = (channels, height, width, height_out, width_out)
+    grad_input_args, grad_filters_args = backward_launch_args(
+        grad_out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
+    )
+    constants = _constants(kernel_size, stride, padding, dilation, x.dtype)
+
+    def grad_input_grid(meta):
+        return (
+            triton.cdiv(height * width, meta["BLOCK_P"]),
+            triton.cdiv(channels, meta["BLOCK_C"]),
+            batch,
+        )
+
+    def grad_filters_grid(meta):
+        tile = TileConfig(meta["BLOCK_C"], meta["BLOCK_P"], 1)
+        return (*_filter_grad_grid(batch, channels, positions, tile, channels_per_program), batch)
+
     with _device_guard(x):
-        _grad_input_kernel[(triton.cdiv(pixels, block_p), channel_blocks, batch)](
-            grad_out, spatial, channel, grad_x, *shape_args, **constants
-        )
-        _grad_filters_kernel[(position_blocks, groups, batch)](
-            grad_out,
-            x,
-            spatial,
-            channel,
-            grad_spatial_part,
-            grad_channel_part,
-            *shape_args,
-            channels_per_group,
-            **constants,
-        )
-    grad_spatial = grad_spatial_part.sum(dim=1).view(spatial.shape).to(spatial.dtype)
-    grad_channel = grad_channel_part.sum(dim=1).transpose(1, 2).to(channel.dtype).contiguous()
+        _launch(_grad_input_tuned, config, grad_input_grid, grad_input_args, constants)
+        used = _launch(_grad_filters_tuned, config, grad_filters_grid, grad_filters_args, constants)
+    blocks, groups = _filter_grad_grid(batch, channels, positions, used, channels_per_program)
+    grad_spatial = grad_spatial_part[:, :groups].sum(dim=1).view(spatial.shape)
+    grad_spatial = grad_spatial.to(spatial.dtype, memory_format=memory_format(spatial))
+    grad_channel = grad_channel_part[:, :blocks].sum(dim=1).to(channel.dtype)
     return grad_x, grad_spatial, grad_channel

@@ -22,6 +22,7 @@ from dcsd.kernels.reference import (
     decoupled_dwconv2d_reference,
 )
 from dcsd.kernels.shapes import output_size
+from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, TileConfig
 
 # Relative tolerance per dtype, on elements (against the largest expected magnitude) and on the
 # relative norm of the error; the oracle runs in float64 on the same (rounded) inputs, so what is
@@ -101,11 +102,17 @@ def make_inputs(
     )
 
 
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
-    """``actual`` (in ``dtype``) equals the float64 ``expected`` within the dtype's tolerance."""
+def assert_matches(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype,
+    layout: torch.memory_format = torch.contiguous_format,
+) -> None:
+    """``actual`` (in ``dtype`` and ``layout``) equals the float64 ``expected`` within the dtype's
+    tolerance."""
     assert actual.dtype == dtype
     assert actual.shape == expected.shape
-    assert actual.is_contiguous()
+    assert actual.is_contiguous(memory_format=layout)
     tolerance = TOLERANCES[dtype]
     actual = actual.double()
     assert torch.isfinite(actual).all()
@@ -131,16 +138,16 @@ def oracle(
 def run_triton(
     case: Case, x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, grad: torch.Tensor
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    blocks = {"block_c": case.block_c, "block_p": case.block_p}
-    out = triton_decoupled_dwconv.forward(x, spatial, channel, *case.options, **blocks)
+    config = TileConfig(case.block_c, case.block_p, DEFAULT_CONFIG.num_warps)
+    out = triton_decoupled_dwconv.forward(x, spatial, channel, *case.options, config=config)
     grads = triton_decoupled_dwconv.backward(
         grad,
         x,
         spatial,
         channel,
         *case.options,
+        config=config,
         channels_per_program=case.channels_per_program,
-        **blocks,
     )
     return out, grads
 
@@ -188,12 +195,22 @@ def test_every_output_element_is_written(monkeypatch: pytest.MonkeyPatch) -> Non
         assert_matches(actual, expected, torch.float32)
 
 
-@pytest.mark.parametrize("block_c, block_p", [(3, 64), (16, 48), (0, 64)])
-def test_block_sizes_must_be_powers_of_two(block_c: int, block_p: int) -> None:
-    x, spatial, channel, _ = make_inputs(CASES[0], torch.float32)
-    with pytest.raises(ValueError, match="power of two"):
-        triton_decoupled_dwconv.forward(
-            x, spatial, channel, *CASES[0].options, block_c=block_c, block_p=block_p
+@pytest.mark.parametrize(
+    "config, name",
+    [
+        (TileConfig(3, 64, 8), "block_c"),
+        (TileConfig(16, 48, 8), "block_p"),
+        (TileConfig(0, 64, 8), "block_c"),
+        (TileConfig(16, 64, 6), "num_warps"),
+    ],
+)
+def test_config_sizes_must_be_powers_of_two(config: TileConfig, name: str) -> None:
+    x, spatial, channel, grad = make_inputs(CASES[0], torch.float32)
+    with pytest.raises(ValueError, match=f"config.{name} must be a power of two"):
+        triton_decoupled_dwconv.forward(x, spatial, channel, *CASES[0].options, config=config)
+    with pytest.raises(ValueError, match=f"config.{name} must be a power of two"):
+        triton_decoupled_dwconv.backward(
+            grad, x, spatial, channel, *CASES[0].options, config=config
         )
 
 
@@ -287,8 +304,36 @@ def test_public_op_triton_matches_reference_backend(layout) -> None:
     x, spatial, grad = layout(x), layout(spatial), layout(grad)
     assert x.is_contiguous() == (layout is contiguous)
     triton_results = public_op_grads(x, spatial, channel, grad, case.options, "triton")
-    for actual, expected in zip(triton_results, reference, strict=True):
-        assert_matches(actual, expected.double(), torch.float32)
+    # Results come back channels_last for channels_last inputs, else contiguous.
+    expected_format = torch.channels_last if layout is channels_last else torch.contiguous_format
+    formats = (expected_format, expected_format, expected_format, torch.contiguous_format)
+    for actual, expected, memory_format in zip(triton_results, reference, formats, strict=True):
+        assert_matches(actual, expected.double(), torch.float32, memory_format)
+
+
+def no_copies(*args, **kwargs):
+    raise AssertionError("the Triton path copied a tensor with .contiguous()")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[7]], ids=str)
+def test_kernels_work_in_the_inputs_memory_format(
+    case: Case, layout: torch.memory_format, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NCHW or NHWC x, spatial and grad_out (and channel with its taps outermost) are read in
+    place, without a .contiguous() copy; out, dx and dspatial come back in their inputs' layout."""
+    x, spatial, channel, grad = make_inputs(case, dtype)
+    expected_out, expected_grads, _ = oracle(case, x, spatial, channel, grad)
+    x, spatial, grad = (t.contiguous(memory_format=layout) for t in (x, spatial, grad))
+    channel = channel.transpose(1, 2).contiguous().transpose(1, 2)
+    monkeypatch.setattr(torch.Tensor, "contiguous", no_copies)
+    out, grads = run_triton(case, x, spatial, channel, grad)
+    monkeypatch.undo()
+    assert_matches(out, expected_out, dtype, layout)
+    formats = (layout, layout, torch.contiguous_format)
+    for actual, expected, memory_format in zip(grads, expected_grads, formats, strict=True):
+        assert_matches(actual, expected, dtype, memory_format)
 
 
 def test_public_op_triton_matches_reference_backend_bfloat16() -> None:
@@ -315,3 +360,11 @@ def test_kernels_match_reference_on_gpu(case: Case, dtype: torch.dtype) -> None:
     actual = public_op_grads(*inputs, case.options, "triton")
     for result, oracle_result in zip(actual, expected, strict=True):
         assert_matches(result, oracle_result, dtype)
+
+
+def test_int32_offset_limit_is_checked() -> None:
+    # A view whose one sample spans more than 2**31 elements of memory (meta: nothing allocated).
+    x = torch.empty_strided((1, 2, 1, 1), (2**31, 2**31, 1, 1), device="meta")
+    spatial, channel = torch.empty(1, 1, 1, 1, device="meta"), torch.empty(1, 2, 1, device="meta")
+    with pytest.raises(ValueError, match="one sample of x spans 2147483649 elements"):
+        triton_decoupled_dwconv.forward(x, spatial, channel, 1, 1, 0, 1)

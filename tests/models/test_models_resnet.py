@@ -147,17 +147,20 @@ def test_invalid_model_arguments():
         model.eval()(torch.zeros(1, 1, 32, 16))
 
 
-def test_triton_and_reference_give_the_same_model_output(dcsd_model):
-    # Under TRITON_INTERPRET=1 (tests/conftest.py) on CPU; tiny input to keep the interpreter fast.
-    x = images(batch=1)
-    dcsd_model.eval()
+def test_triton_and_reference_give_the_same_model_output(dcsd_model, triton_device):
+    # On the GPU if there is one, else under TRITON_INTERPRET=1 (tests/conftest.py) on CPU; tiny
+    # input to keep the interpreter fast.
+    x = images(batch=1).to(triton_device)
+    dcsd_model.eval().to(triton_device)
     outputs = {}
-    with torch.no_grad():
-        for backend in ("reference", "triton"):
-            assert dcsd.set_op_backend(dcsd_model, backend) == 16
-            outputs[backend] = dcsd_model(x)
-    dcsd.set_op_backend(dcsd_model, "auto")
-    dcsd_model.train()
+    try:
+        with torch.no_grad():
+            for backend in ("reference", "triton"):
+                assert dcsd.set_op_backend(dcsd_model, backend) == 16
+                outputs[backend] = dcsd_model(x)
+    finally:  # the model is shared by the module's tests
+        dcsd.set_op_backend(dcsd_model, "auto")
+        dcsd_model.train().cpu()
     torch.testing.assert_close(outputs["triton"], outputs["reference"], rtol=1e-4, atol=1e-5)
 
 

@@ -153,14 +153,16 @@ def test_channels_last_input_gives_the_same_output():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_backends_agree():
-    layer = make_layer(stride=2)
-    x = make_input()
+def test_backends_agree(triton_device):
+    layer = make_layer(stride=2).to(triton_device)
+    x = make_input().to(triton_device)
     outputs = {}
     for backend in ("reference", "auto", "triton"):
         assert set_op_backend(layer, backend) == 1
         outputs[backend] = layer(x)
-    torch.testing.assert_close(outputs["auto"], outputs["reference"], rtol=0, atol=0)
+    # On CUDA "auto" runs the kernels too, in another summation order than the reference.
+    exact = 0 if triton_device.type == "cpu" else 1e-5
+    torch.testing.assert_close(outputs["auto"], outputs["reference"], rtol=exact, atol=exact)
     torch.testing.assert_close(outputs["triton"], outputs["reference"], rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,118 @@
+"""Every Triton kernel compiles for Hopper (sm_90) and Ampere (sm_80), here, without a GPU.
+
+Each kernel is compiled for the specialisations of ResNet50-DCSD's op calls (recorded from the
+model on meta tensors at batch 64, input 256x128; K=3): its first stride-1 and first stride-2
+call, in NCHW and channels_last; a compile error or a register spill (ptxas' report) fails. The
+default run compiles bfloat16 with the default tile, the one every launch uses unless
+``DCSD_AUTOTUNE=1``; ``DCSD_COMPILE_MATRIX=full`` (a CI step of its own: hundreds of compiles)
+adds float16, float32 and every tile config the autotuner may pick.
+``python bench/bench_compile.py`` compiles every call of the model and prints the table.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import torch
+
+import dcsd
+from dcsd.kernels.offline_compile import (
+    KERNELS,
+    OpCall,
+    compile_call,
+    compile_kernel,
+    record_op_calls,
+)
+from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, TUNING_CONFIGS, TileConfig
+
+ARCHS = (90, 80)
+LAYOUTS = (torch.contiguous_format, torch.channels_last)
+if os.environ.get("DCSD_COMPILE_MATRIX") == "full":
+    CONFIGS = TUNING_CONFIGS
+    DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+else:
+    CONFIGS = (DEFAULT_CONFIG,)
+    DTYPES = (torch.bfloat16,)
+
+
+def resnet50_dcsd_op_calls() -> list[OpCall]:
+    with torch.device("meta"):
+        model = dcsd.resnet50_dcsd(num_classes=0).eval()
+        images = torch.empty(64, 3, 256, 128)
+    with torch.no_grad():
+        return record_op_calls(model, images)
+
+
+@pytest.fixture(scope="module")
+def compiler() -> Iterator[ProcessPoolExecutor]:
+    """Worker processes started without TRITON_INTERPRET (which tests/conftest.py sets on
+    machines without CUDA): under the interpreter Triton cannot generate GPU code."""
+    interpret = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        for ready in [pool.submit(int) for _ in range(2)]:
+            ready.result()
+    finally:
+        if interpret is not None:
+            os.environ["TRITON_INTERPRET"] = interpret
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def op_calls() -> list[OpCall]:
+    return resnet50_dcsd_op_calls()
+
+
+def test_recorded_calls_are_resnet50_dcsd_layers(op_calls: list[OpCall]) -> None:
+    # layer1 (64ch 64x32), layer2.0 (stride 2), layer2.1-3, layer3.0 (stride 2), layer3.1-5, layer4.
+    assert [(call.x_shape[1:], call.stride) for call in op_calls] == [
+        ((64, 64, 32), 1),
+        ((128, 64, 32), 2),
+        ((128, 32, 16), 1),
+        ((256, 32, 16), 2),
+        ((256, 16, 8), 1),
+        ((512, 16, 8), 1),
+    ]
+    assert {(call.kernel_size, call.padding, call.dilation) for call in op_calls} == {(3, 1, 1)}
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_compiles_without_spills(
+    kernel: str,
+    config: TileConfig,
+    arch: int,
+    op_calls: list[OpCall],
+    compiler: ProcessPoolExecutor,
+) -> None:
+    # The model's other calls differ from these only in which sizes 16 divides.
+    calls = {call.stride: call for call in reversed(op_calls)}.values()
+    assert sorted(call.stride for call in calls) == [1, 2]
+    jobs = [(call, dtype, layout) for call in calls for dtype in DTYPES for layout in LAYOUTS]
+    results = [
+        compiler.submit(compile_call, kernel, *job, config, arch) for job in jobs
+    ]  # a compile error raises here, through result()
+    spilled = []
+    for job, result in zip(jobs, results, strict=True):
+        usage = result.result()
+        assert usage.registers > 0
+        if usage.spills:
+            spilled.append(f"{job}: {usage}")
+    assert not spilled, f"{kernel} {config} spills on sm_{arch}:\n" + "\n".join(spilled)
+
+
+def test_compile_rejects_unknown_kernel() -> None:
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        compile_kernel("dgrad", (), {}, 90)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter is set only without CUDA")
+def test_compile_under_the_interpreter_is_refused(op_calls: list[OpCall]) -> None:
+    with pytest.raises(RuntimeError, match="without TRITON_INTERPRET=1"):
+        compile_call("forward", op_calls[0], torch.bfloat16, LAYOUTS[0], DEFAULT_CONFIG, 90)
