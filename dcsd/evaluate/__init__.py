@@ -3,6 +3,7 @@
 from dcsd.evaluate.distance import pairwise_distance
 from dcsd.evaluate.features import FeatureSet, extract_features
 from dcsd.evaluate.rank import RankAccumulator, rank_metrics
+from dcsd.evaluate.rerank import re_ranking, re_ranking_features
 from dcsd.evaluate.retrieval import evaluate_retrieval, format_report
 
 __all__ = [
@@ -13,4 +14,6 @@ __all__ = [
     "format_report",
     "pairwise_distance",
     "rank_metrics",
+    "re_ranking",
+    "re_ranking_features",
 ]

@@ -304,9 +304,7 @@ def test_per_query_arrays_match_the_loop_query_by_query(seed):
             expected["all_INP"].append(m_inp)
             expected["first_match_rank"].append(num_gallery - int(cmc.sum()) + 1)
     assert 0 < len(expected["query_index"]) < num_query  # some queries are skipped
-    result = rank_metrics(
-        distmat, q_pids, g_pids, q_camids, g_camids, chunk_size=7, per_query=True
-    )
+    result = rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, chunk_size=7, per_query=True)
     for key, values in expected.items():
         np.testing.assert_allclose(result[key], values, rtol=1e-12)
     assert result["query_index"].dtype == result["first_match_rank"].dtype == np.int64
