@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
-from dcsd.evaluate import roc_metrics
 from dcsd.evaluate import roc as roc_module
+from dcsd.evaluate import roc_metrics
 
 
 def plain_pairs(distmat, q_pids, g_pids, q_camids, g_camids, cross_camera):
