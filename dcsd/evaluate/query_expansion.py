@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dcsd.evaluate.distance import check_feature_pair
+
 # Similarities per block of rows.
 _BLOCK_ELEMENTS = 1 << 24
 
@@ -36,22 +38,7 @@ def average_query_expansion(
     Returns:
         (Q, D) and (G, D) float32 expanded features on the input device.
     """
-    for name, feats in (("query_feats", query_feats), ("gallery_feats", gallery_feats)):
-        if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
-            raise ValueError(
-                f"{name} must be a 2-D (N, D) tensor, got {type(feats).__name__} "
-                f"of shape {tuple(getattr(feats, 'shape', ()))}"
-            )
-    if query_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(
-            f"query_feats and gallery_feats must have the same feature size, got "
-            f"{query_feats.shape[1]} and {gallery_feats.shape[1]}"
-        )
-    if query_feats.device != gallery_feats.device:
-        raise ValueError(
-            f"query_feats and gallery_feats must be on one device, got {query_feats.device} "
-            f"and {gallery_feats.device}"
-        )
+    check_feature_pair(query_feats, gallery_feats)
     num_all = query_feats.shape[0] + gallery_feats.shape[0]
     if not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be an integer >= 1, got {times!r}")

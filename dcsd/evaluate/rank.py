@@ -39,6 +39,19 @@ def _id_array(name: str, values: ArrayLike) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _distmat_tensor(distmat: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A (Q, G) distance matrix as a tensor (a numpy array is shared, not copied)."""
+    if isinstance(distmat, np.ndarray):
+        distmat = torch.from_numpy(np.ascontiguousarray(distmat))
+    elif not isinstance(distmat, torch.Tensor):
+        raise TypeError(
+            f"distmat must be a numpy array or torch.Tensor, got {type(distmat).__name__}"
+        )
+    if distmat.dim() != 2:
+        raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(distmat.shape)}")
+    return distmat
+
+
 def _gather(tensor: torch.Tensor, index: np.ndarray) -> np.ndarray:
     """``tensor.view(-1)[index]`` as a numpy array, without copying a CPU tensor first."""
     flat = tensor.view(-1)
@@ -400,14 +413,7 @@ def rank_metrics(
         >>> result["cmc"][:3].tolist(), result["mAP"]
         ([1.0, 1.0, 1.0], 0.8333333333333333)
     """
-    if isinstance(distmat, np.ndarray):
-        distmat = torch.from_numpy(np.ascontiguousarray(distmat))
-    elif not isinstance(distmat, torch.Tensor):
-        raise TypeError(
-            f"distmat must be a numpy array or torch.Tensor, got {type(distmat).__name__}"
-        )
-    if distmat.dim() != 2:
-        raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(distmat.shape)}")
+    distmat = _distmat_tensor(distmat)
     accumulator = RankAccumulator(
         g_pids, g_camids, max_rank, cross_camera, distmat.device, chunk_size, per_query
     )

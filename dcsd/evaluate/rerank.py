@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dcsd.evaluate.distance import Metric, pairwise_distance
+from dcsd.evaluate.distance import Metric, check_feature_pair, pairwise_distance
 
 RowFn = Callable[[int, int], torch.Tensor]
 
@@ -379,17 +379,7 @@ def re_ranking_features(
     Returns:
         (Q, G) float32 re-ranked distances on the features' device.
     """
-    for name, feats in (("query_feats", query_feats), ("gallery_feats", gallery_feats)):
-        if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
-            raise ValueError(
-                f"{name} must be a 2-D (N, D) tensor, got {type(feats).__name__} "
-                f"of shape {tuple(getattr(feats, 'shape', ()))}"
-            )
-    if query_feats.device != gallery_feats.device:
-        raise ValueError(
-            f"query_feats and gallery_feats must be on one device, got "
-            f"{query_feats.device} and {gallery_feats.device}"
-        )
+    check_feature_pair(query_feats, gallery_feats)
     all_feats = torch.cat([query_feats.float(), gallery_feats.float()])
 
     def rows(start: int, stop: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dcsd.evaluate.rank import ArrayLike, _id_array
+from dcsd.evaluate.rank import ArrayLike, _distmat_tensor, _id_array
 
 # Distances per chunk of query rows.
 _CHUNK_ELEMENTS = 1 << 24
@@ -55,14 +55,7 @@ def roc_metrics(
     Raises:
         ValueError: mismatched shapes, NaN distances, or no genuine or no impostor pair.
     """
-    if isinstance(distmat, np.ndarray):
-        distmat = torch.from_numpy(np.ascontiguousarray(distmat))
-    elif not isinstance(distmat, torch.Tensor):
-        raise TypeError(
-            f"distmat must be a numpy array or torch.Tensor, got {type(distmat).__name__}"
-        )
-    if distmat.dim() != 2:
-        raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(distmat.shape)}")
+    distmat = _distmat_tensor(distmat)
     ids = {
         name: torch.from_numpy(_id_array(name, value)).to(distmat.device)
         for name, value in (

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from dcsd.evaluate.rank import ArrayLike, _id_array
+from dcsd.evaluate.rank import ArrayLike, _distmat_tensor, _id_array
 
 MATCH, OTHER, UNKNOWN = "lime", "red", "gray"
 
@@ -55,7 +55,7 @@ def top_matches(
     Returns:
         Q lists of at most ``top_k`` gallery indices.
     """
-    distances = torch.as_tensor(distmat).detach().cpu()
+    distances = _distmat_tensor(distmat).detach().cpu()
     q_pids, g_pids = _id_array("q_pids", q_pids), _id_array("g_pids", g_pids)
     q_camids, g_camids = _id_array("q_camids", q_camids), _id_array("g_camids", g_camids)
     if distances.shape != (q_pids.size, g_pids.size) or q_camids.shape != q_pids.shape:

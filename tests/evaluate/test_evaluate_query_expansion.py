@@ -46,7 +46,7 @@ def test_matches_plain_transcription(times, k, alpha, monkeypatch):
         ({"k": 8}, r"k must be an integer in \[1, 7\]"),
         ({"times": 0}, "times must be an integer >= 1"),
         ({"gallery_feats": torch.ones(4, 3)}, "same feature size"),
-        ({"query_feats": torch.ones(3)}, "query_feats must be a 2-D"),
+        ({"query_feats": torch.ones(3)}, "query_feats must be 2-D"),
     ],
 )
 def test_bad_input(kwargs, match):
