@@ -249,6 +249,9 @@ def plot_training_log(records: Sequence[dict[str, Any]], path: str | Path) -> No
     scores.set(xlabel="epoch", ylabel="%", title="mAP (solid) and rank-1 (dashed) per dataset")
     if evaluated:
         scores.legend()
+    integer_ticks = _require("matplotlib.ticker").MaxNLocator(integer=True)
+    losses.xaxis.set_major_locator(integer_ticks)
+    scores.xaxis.set_major_locator(integer_ticks)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
