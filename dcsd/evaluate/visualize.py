@@ -249,9 +249,9 @@ def plot_training_log(records: Sequence[dict[str, Any]], path: str | Path) -> No
     scores.set(xlabel="epoch", ylabel="%", title="mAP (solid) and rank-1 (dashed) per dataset")
     if evaluated:
         scores.legend()
-    integer_ticks = _require("matplotlib.ticker").MaxNLocator(integer=True)
-    losses.xaxis.set_major_locator(integer_ticks)
-    scores.xaxis.set_major_locator(integer_ticks)
+    ticker = _require("matplotlib.ticker")
+    for axis in (losses, scores):
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
