@@ -61,6 +61,11 @@ def parse_args() -> argparse.Namespace:
         default=300,
         help="queries for torchreid_py, scaled to all (its per-element Python loop is slow)",
     )
+    parser.add_argument(
+        "--max-queries",
+        type=int,
+        help="run the other methods (not dcsd) on at most this many queries, scaled to all",
+    )
     parser.add_argument("--device", default="cpu", help="device of the torch methods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)  # child process
@@ -216,6 +221,8 @@ def main() -> None:
             queries = int(args.num_query * args.memory_limit / full_gb)
         if method == "torchreid_py":
             queries = min(queries, args.py_queries)
+        if method != "dcsd" and args.max_queries is not None:
+            queries = min(queries, args.max_queries)
         command = [sys.executable, __file__, "--run", method, "--queries", str(queries)]
         for flag in ("num_query", "num_gallery", "num_ids", "num_cams", "device", "seed"):
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
