@@ -74,6 +74,9 @@ def test_train_resume_and_extract(tmp_path):
         cwd=tmp_path, home=tmp_path,
     )  # fmt: skip
     assert "2 epochs, 2 evaluations" in out and (tmp_path / "c.png").stat().st_size > 0
+    with safe_open(str(tmp_path / "gallery.safetensors"), "pt") as features:
+        paths = json.loads(features.metadata()["paths"])
+        assert features.get_tensor("features").shape == (len(paths), 2048)
 
 
 def test_combineall_refuses_to_test_on_its_training_images(tmp_path):
@@ -85,6 +88,3 @@ def test_combineall_refuses_to_test_on_its_training_images(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "--combineall trains on the query and gallery of ['synth1']" in result.stderr
-    with safe_open(str(tmp_path / "gallery.safetensors"), "pt") as features:
-        paths = json.loads(features.metadata()["paths"])
-        assert features.get_tensor("features").shape == (len(paths), 2048)
