@@ -6,6 +6,9 @@ r"""Extract ReID features of a folder of images or a dataset split, and optional
     # a folder of crops, with ImageNet-initialised ResNet50-DCSD
     python examples/extract_features.py --pretrained imagenet --images crops/ \
         --out crops.safetensors
+    # the 12 worst queries' ranked lists (lowest AP first), after k-reciprocal re-ranking
+    python examples/extract_features.py --model runs/joint/model --synthetic-domain synth0 \
+        --ranked-lists worst.png --num-queries 12 --rerank
 
 The features file holds ``features`` (N, 2048), ``pids`` and ``camids`` (-1 when unknown) as
 tensors and the image paths as JSON in its metadata.
@@ -17,8 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, ImageDraw
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
@@ -30,7 +34,14 @@ from dcsd.data import (
     build_test_transforms,
     make_synthetic_domains,
 )
-from dcsd.evaluate import extract_features, pairwise_distance
+from dcsd.evaluate import (
+    extract_features,
+    pairwise_distance,
+    rank_metrics,
+    ranked_lists_figure,
+    re_ranking_features,
+    top_matches,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -58,6 +69,18 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--ranked-list", type=Path, help="write the query's ranked list as PNG")
+    parser.add_argument(
+        "--ranked-lists",
+        type=Path,
+        help="rank every query against the gallery and draw the --num-queries lowest-AP ones, "
+        "worst first, as PNG (needs a dataset or synthetic domain and --split gallery)",
+    )
+    parser.add_argument("--num-queries", type=int, default=10, help="rows of --ranked-lists")
+    parser.add_argument(
+        "--rerank",
+        action="store_true",
+        help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) against all queries",
+    )
     return parser.parse_args()
 
 
@@ -92,20 +115,6 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
     return dcsd.create_model(args.arch, pretrained=args.pretrained)
 
 
-def draw_ranked_list(query, ranked, path: Path, size=(128, 64)) -> None:
-    """The query, then the top matches framed green (same identity) or red (another)."""
-    height, width = size
-    border = 4
-    canvas = Image.new("RGB", ((len(ranked) + 1) * (width + 2 * border + 4), height + 2 * border))
-    draw = ImageDraw.Draw(canvas)
-    for slot, (item, colour) in enumerate([(query, "white"), *ranked]):
-        left = slot * (width + 2 * border + 4)
-        draw.rectangle([left, 0, left + width + 2 * border - 1, height + 2 * border - 1], colour)
-        crop = Image.open(item.path).convert("RGB").resize((width, height))
-        canvas.paste(crop, (left + border, border))
-    canvas.save(path)
-
-
 def embed(model, items, args, image_size):
     loader = DataLoader(
         ImageDataset(items, transform=build_test_transforms(size=image_size)),
@@ -130,35 +139,77 @@ def main() -> None:
         metadata={"paths": json.dumps(features.paths)},
     )
     print(f"{len(items)} images -> {tuple(features.features.shape)} features in {args.out}")
-    if args.query_index is None:
+    if args.query_index is None and args.ranked_lists is None:
         return
+    labelled = items[0].pid >= 0
+    if args.ranked_lists is not None and not (labelled and args.split == "gallery"):
+        raise SystemExit("--ranked-lists needs --dataset or --synthetic-domain and --split gallery")
+    if labelled:
+        g_pids = features.pids
+        g_camids = features.camids
+    else:  # a folder: every image its own identity, so only the query itself is left out
+        g_pids, g_camids = np.arange(len(items)), np.zeros(len(items), dtype=np.int64)
+    # Re-ranking and the ranked lists need every query; one query alone is enough otherwise.
+    if args.rerank or args.ranked_lists is not None:
+        query_items, rows = queries, None
+    else:
+        query_items, rows = [queries[args.query_index]], [0]
+    query = embed(model, query_items, args, image_size)
+    q_pids = query.pids if labelled else np.array([queries.index(q) for q in query_items])
+    q_camids = query.camids if labelled else np.zeros(len(query_items), dtype=np.int64)
+    q_feats = F.normalize(query.features, dim=1)
+    g_feats = F.normalize(features.features, dim=1)
+    if args.rerank:
+        distances = re_ranking_features(q_feats, g_feats)
+    else:
+        distances = pairwise_distance(q_feats, g_feats)
 
-    query = queries[args.query_index]
-    query_feature = embed(model, [query], args, image_size).features
-    distances = pairwise_distance(
-        torch.nn.functional.normalize(query_feature, dim=1),
-        torch.nn.functional.normalize(features.features, dim=1),
-    )[0]
-    # Market-1501 protocol: the query itself and same-identity images from its camera don't count.
-    order = [
-        i
-        for i in distances.argsort(stable=True).tolist()
-        if items[i].path != query.path
-        and not (query.pid >= 0 and items[i].pid == query.pid and items[i].camid == query.camid)
-    ]
-    print(f"query {query.path} (pid {query.pid}, camera {query.camid})")
-    ranked = []
-    for rank, index in enumerate(order[: args.top_k], start=1):
-        item = items[index]
-        match = query.pid >= 0 and item.pid == query.pid
-        ranked.append((item, "lime" if match else "red"))
+    if args.query_index is not None:
+        row = args.query_index if rows is None else 0
+        ranked = top_matches(
+            distances[row : row + 1],
+            q_pids[row : row + 1],
+            g_pids,
+            q_camids[row : row + 1],
+            g_camids,
+            args.top_k,
+        )[0]
+        item = query_items[row]
+        print(f"query {item.path} (pid {item.pid}, camera {item.camid})")
+        for rank, index in enumerate(ranked, start=1):
+            match = labelled and items[index].pid == item.pid
+            print(
+                f"{rank:3d}. {'match' if match else '     '} d={distances[row, index]:.3f} "
+                f"{items[index].path} (pid {items[index].pid}, camera {items[index].camid})"
+            )
+        if args.ranked_list is not None:
+            row_items = [(items[i].path, labelled and items[i].pid == item.pid) for i in ranked]
+            ranked_lists_figure([item.path], [row_items]).save(args.ranked_list)
+            print(f"ranked list written to {args.ranked_list}")
+
+    if args.ranked_lists is not None:
+        result = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, per_query=True)
         print(
-            f"{rank:3d}. {'match' if match else '     '} d={distances[index]:.3f} "
-            f"{item.path} (pid {item.pid}, camera {item.camid})"
+            f"{result['num_valid_queries']} queries: rank-1 {100 * result['cmc'][0]:.1f}, "
+            f"mAP {100 * result['mAP']:.1f}{' (re-ranked)' if args.rerank else ''}"
         )
-    if args.ranked_list is not None:
-        draw_ranked_list(query, ranked, args.ranked_list)
-        print(f"ranked list written to {args.ranked_list}")
+        worst = np.argsort(result["all_AP"], kind="stable")[: args.num_queries]
+        chosen = result["query_index"][worst]
+        ranked = top_matches(
+            distances[chosen], q_pids[chosen], g_pids, q_camids[chosen], g_camids, args.top_k
+        )
+        ranked_lists_figure(
+            [query_items[i].path for i in chosen],
+            [
+                [(items[j].path, bool(g_pids[j] == q_pids[i])) for j in row]
+                for i, row in zip(chosen, ranked, strict=True)
+            ],
+            labels=[
+                f"AP {100 * result['all_AP'][w]:.0f}% r{result['first_match_rank'][w]}"
+                for w in worst
+            ],
+        ).save(args.ranked_lists)
+        print(f"{len(chosen)} ranked lists, lowest AP first, written to {args.ranked_lists}")
 
 
 if __name__ == "__main__":

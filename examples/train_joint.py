@@ -6,6 +6,9 @@ few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real
     python examples/train_joint.py
     python examples/train_joint.py --data-root /data \
         --datasets market1501,dukemtmc,cuhk03,msmt17,cuhksysu
+    python examples/train_joint.py --datasets synth0,synth1 --test-datasets synth2  # unseen domain
+    python examples/train_joint.py --data-root /data --datasets market1501,dukemtmc,cuhk03 \
+        --combineall --test-datasets msmt17                    # domain generalisation
     torchrun --nproc_per_node 4 examples/train_joint.py --data-root /data \
         --datasets market1501,dukemtmc
 """
@@ -43,8 +46,17 @@ def parse_args() -> argparse.Namespace:
     data.add_argument("--data-root", type=Path, help="folder holding the datasets' folders")
     data.add_argument(
         "--datasets",
-        default="market1501,dukemtmc,cuhk03,msmt17,cuhksysu",
-        help="comma-separated dataset names (with --data-root)",
+        help="comma-separated training dataset names (default: the paper's five with "
+        "--data-root, else every synthetic domain: synth0,synth1,synth2)",
+    )
+    data.add_argument(
+        "--test-datasets",
+        help="comma-separated datasets to evaluate on, e.g. unseen ones (default: --datasets)",
+    )
+    data.add_argument(
+        "--combineall",
+        action="store_true",
+        help="train on each training dataset's train + query + gallery (torchreid's combineall)",
     )
     data.add_argument("--synthetic-scale", type=float, default=1.0, help="synthetic data size")
     data.add_argument("--balance-domains", action="store_true", help="equal domains per batch")
@@ -80,6 +92,9 @@ def parse_args() -> argparse.Namespace:
     train.add_argument("--triplet", default="batch_hard", choices=["batch_hard", "weighted"])
     train.add_argument("--per-domain", action="store_true", help="one model per dataset")
     train.add_argument("--eval-period", type=int, default=0, help="0: evaluate at the end")
+    train.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking at test")
+    train.add_argument("--aqe", action="store_true", help="average query expansion at test")
+    train.add_argument("--roc", action="store_true", help="also report TPR at FPR 1e-4..1e-2")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
@@ -97,14 +112,44 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def load_domains(args: argparse.Namespace) -> list:
+def load_domains(args: argparse.Namespace) -> tuple[list, list]:
+    """The training datasets and the test datasets."""
     if args.data_root is None:
-        return make_synthetic_domains(scale=args.synthetic_scale, seed=args.seed)
-    names = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    return [build_dataset(name, args.data_root) for name in names]
+        synthetic = {
+            d.name: d for d in make_synthetic_domains(scale=args.synthetic_scale, seed=args.seed)
+        }
+
+        def build(name):
+            if name not in synthetic:
+                raise SystemExit(f"without --data-root, datasets are {sorted(synthetic)}: {name}")
+            return synthetic[name]
+
+        default = ",".join(synthetic)
+    else:
+
+        def build(name):
+            return build_dataset(name, args.data_root)
+
+        default = "market1501,dukemtmc,cuhk03,msmt17,cuhksysu"
+    names = [name.strip() for name in (args.datasets or default).split(",") if name.strip()]
+    test_names = [n.strip() for n in (args.test_datasets or "").split(",") if n.strip()]
+    leaked = sorted(set(names) & set(test_names))
+    if args.combineall and leaked:
+        raise SystemExit(
+            f"--combineall trains on the query and gallery of {leaked}: they cannot be "
+            "--test-datasets too"
+        )
+    if args.combineall and not test_names:
+        raise SystemExit("--combineall needs --test-datasets other than the training ones")
+    if args.per_domain and test_names:
+        raise SystemExit("--per-domain and --test-datasets do not go together")
+    train = [build(name) for name in names]
+    if args.combineall:
+        train = [dataset.combine_all() for dataset in train]
+    return train, [build(name) for name in test_names]
 
 
-def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
+def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=()) -> dict:
     defaults = SYNTHETIC_DEFAULTS if args.data_root is None else REAL_DEFAULTS
     epochs = args.epochs or defaults["epochs"]
     image_size = tuple(args.image_size or defaults["size"])
@@ -154,7 +199,10 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         num_workers=args.workers,
         context=context,
     )
-    splits = build_eval_splits(data, image_size=image_size, num_workers=args.workers)
+    splits = build_eval_splits(
+        test_datasets or data, image_size=image_size, num_workers=args.workers
+    )
+    test_options = {"rerank": args.rerank, "aqe": args.aqe, "roc": args.roc}
     trainer = Trainer(
         model,
         DCSDLoss(triplet=args.triplet),
@@ -162,7 +210,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         config,
         out_dir,
         context=context,
-        evaluate=lambda m: evaluate_model(m, splits, device=context.device),
+        evaluate=lambda m: evaluate_model(m, splits, device=context.device, **test_options),
         overwrite=args.overwrite,
     )
     if args.resume and trainer.resume() and context.is_main:
@@ -185,13 +233,13 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
 def main() -> None:
     args = parse_args()
     context = init_distributed(args.device)
-    datasets = load_domains(args)
+    datasets, test_datasets = load_domains(args)
     if args.per_domain:
         results = {}
         for dataset in datasets:
             results |= train_and_evaluate(args, [dataset], args.out / dataset.name, context)
     else:
-        results = train_and_evaluate(args, datasets, args.out, context)
+        results = train_and_evaluate(args, datasets, args.out, context, test_datasets)
     if context.is_main and results:
         print(format_report(results))
     destroy_distributed()

@@ -36,10 +36,14 @@ def test_train_resume_and_extract(tmp_path):
     ]  # fmt: skip
     out = run("train_joint.py", *train_args, "--epochs", "1", cwd=tmp_path, home=tmp_path)
     assert "epoch 1:" in out and "| mean |" in out
+    # The resumed run tests on two of the domains, with the test-time options.
+    test_args = ["--test-datasets", "synth1,synth2", "--rerank", "--aqe", "--roc"]
     out = run(
-        "train_joint.py", *train_args, "--epochs", "2", "--resume", cwd=tmp_path, home=tmp_path
-    )
+        "train_joint.py", *train_args, "--epochs", "2", "--resume", *test_args,
+        cwd=tmp_path, home=tmp_path,
+    )  # fmt: skip
     assert "resumed from epoch 1" in out and "epoch 2:" in out and "epoch 1:" not in out
+    assert "| synth1 |" in out and "| synth0 |" not in out and "TPR@FPR=1e-02" in out
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in log] == [1, 2]
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
@@ -53,6 +57,38 @@ def test_train_resume_and_extract(tmp_path):
         cwd=tmp_path, home=tmp_path,
     )  # fmt: skip
     assert "ranked list written" in out and (tmp_path / "ranked.png").stat().st_size > 0
+    out = run(
+        "extract_features.py",
+        "--model", tmp_path / "run" / "model", "--synthetic-domain", "synth1",
+        "--image-size", "32", "16", "--out", tmp_path / "gallery.safetensors", "--rerank",
+        "--ranked-lists", tmp_path / "worst.png", "--num-queries", "3", "--top-k", "4",
+        cwd=tmp_path, home=tmp_path,
+    )  # fmt: skip
+    assert "(re-ranked)" in out and "3 ranked lists, lowest AP first" in out
+    assert (tmp_path / "worst.png").stat().st_size > 0
+
+    out = run(
+        "plot_embeddings.py", "--model", f"a={tmp_path / 'run' / 'model'}",
+        "--model", f"b={tmp_path / 'run' / 'model'}", "--max-images", "15",
+        "--image-size", "32", "16", "--out", tmp_path / "tsne.png", cwd=tmp_path, home=tmp_path,
+    )  # fmt: skip
+    assert out.count("own-domain share") == 2 and (tmp_path / "tsne.png").stat().st_size > 0
+    out = run(
+        "plot_training_log.py", tmp_path / "run" / "log.jsonl", "--out", tmp_path / "c.png",
+        cwd=tmp_path, home=tmp_path,
+    )  # fmt: skip
+    assert "2 epochs, 2 evaluations" in out and (tmp_path / "c.png").stat().st_size > 0
     with safe_open(str(tmp_path / "gallery.safetensors"), "pt") as features:
         paths = json.loads(features.metadata()["paths"])
         assert features.get_tensor("features").shape == (len(paths), 2048)
+
+
+def test_combineall_refuses_to_test_on_its_training_images(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_joint.py"), "--combineall",
+         "--datasets", "synth0,synth1", "--test-datasets", "synth1", "--device", "cpu"],
+        cwd=tmp_path, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--combineall trains on the query and gallery of ['synth1']" in result.stderr

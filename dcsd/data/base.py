@@ -44,9 +44,15 @@ class ReIDDataset:
         train_original_pids: for each train label l, the dataset's own identity number
             (``train_original_pids[l]``); defaults to the labels themselves.
 
+    Attributes:
+        distractor_pids: gallery identities that are no person of the test set (Market-1501's
+            0); :meth:`combine_all` leaves them out of training.
+
     Raises:
         ValueError: a split is empty, train labels are not 0..P-1, or a camera id is negative.
     """
+
+    distractor_pids: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -98,6 +104,35 @@ class ReIDDataset:
     def num_cameras(self) -> int:
         """Cameras of the dataset: the largest camera id of any split, plus one."""
         return 1 + max(item.camid for split in SPLITS for item in getattr(self, split))
+
+    def combine_all(self) -> ReIDDataset:
+        """The dataset with its query and gallery images added to ``train`` (torchreid's
+        ``combineall``), for training on everything before testing on *other* datasets.
+
+        Test identities get train labels after the existing ones (P, P+1, ... in increasing
+        order of their numbers; query and gallery share them); :attr:`distractor_pids` are left
+        out. Query and gallery stay as they are, but evaluating on them afterwards would test on
+        the training images.
+
+        Returns:
+            A new :class:`ReIDDataset` with the same name, query and gallery.
+        """
+        test_items = [
+            item
+            for item in self.query + self.gallery
+            if item.pid not in self.distractor_pids and item.pid >= 0
+        ]
+        test_pids = sorted({item.pid for item in test_items})
+        label_of = {pid: self.num_train_pids + label for label, pid in enumerate(test_pids)}
+        train = self.train + [ReIDItem(i.path, label_of[i.pid], i.camid) for i in test_items]
+        return ReIDDataset(
+            self.name,
+            self.root,
+            train,
+            self.query,
+            self.gallery,
+            train_original_pids=self.train_original_pids + test_pids,
+        )
 
     def split_stats(self, split: str) -> tuple[int, int, int]:
         """(identities, images, cameras) of ``split`` ("train", "query" or "gallery")."""

@@ -33,6 +33,8 @@ class Market1501(ReIDDataset):
         ValueError: a file name does not parse (the message names the file) or a split is empty.
     """
 
+    distractor_pids = (0,)
+
     def __init__(self, root: str | Path) -> None:
         folder = find_dataset_dir(
             "market1501",

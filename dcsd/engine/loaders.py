@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from ..data import (
     IdentityBatchSampler,
     ImageDataset,
     MultiDomainDataset,
+    ReIDDataset,
     build_test_transforms,
     build_train_transforms,
     check_images,
@@ -67,24 +69,35 @@ def build_train_loader(
 
 
 def build_eval_splits(
-    dataset: MultiDomainDataset,
+    dataset: MultiDomainDataset | Sequence[ReIDDataset],
     *,
     image_size: tuple[int, int] = (256, 128),
     batch_size: int = 128,
     num_workers: int = 2,
     verify_images: bool = True,
 ) -> dict[str, EvalSplit]:
-    """Query and gallery loaders of every dataset in ``dataset``, in its own local ids.
+    """Query and gallery loaders of every dataset, in its own local ids.
 
-    With ``verify_images`` every query and gallery file is opened and verified now
-    (:func:`dcsd.data.check_images`), so a bad file stops the run before training, not at
-    its first evaluation.
+    ``dataset`` is the training set (its datasets are evaluated, in domain order) or any list of
+    datasets, e.g. unseen ones for cross-dataset (domain generalisation) evaluation.
+    Single-camera datasets (CUHK-SYSU) keep same-camera matches. With ``verify_images`` every
+    query and gallery file is opened and verified now (:func:`dcsd.data.check_images`), so a bad
+    file stops the run before training, not at its first evaluation.
     """
+    datasets = dataset.datasets if isinstance(dataset, MultiDomainDataset) else list(dataset)
+    if not datasets or not all(isinstance(d, ReIDDataset) for d in datasets):
+        raise TypeError(
+            "dataset must be a MultiDomainDataset or a non-empty list of ReIDDataset, got "
+            f"{type(dataset).__name__}"
+        )
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset names must be distinct, got {names}")
     transform = build_test_transforms(size=image_size)
     splits = {}
-    for domain, (name, (query, gallery)) in enumerate(dataset.eval_splits.items()):
+    for domain, data in enumerate(datasets):
         if verify_images:
-            check_images(item.path for item in (*query, *gallery))
+            check_images(item.path for item in (*data.query, *data.gallery))
 
         def loader(items, domain=domain):
             return DataLoader(
@@ -94,7 +107,7 @@ def build_eval_splits(
                 num_workers=num_workers,
             )
 
-        splits[name] = EvalSplit(
-            loader(query), loader(gallery), cross_camera=not dataset.single_camera[name]
+        splits[data.name] = EvalSplit(
+            loader(data.query), loader(data.gallery), cross_camera=data.num_cameras > 1
         )
     return splits

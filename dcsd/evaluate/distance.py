@@ -20,17 +20,8 @@ def _check_features(name: str, features: torch.Tensor) -> None:
         raise TypeError(f"{name} must be floating point, got dtype {features.dtype}")
 
 
-def distance_blocks(
-    query_feats: torch.Tensor,
-    gallery_feats: torch.Tensor,
-    metric: Metric = "euclidean",
-    chunk_size: int = 1024,
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(start, stop, distances[start:stop])`` over blocks of query rows.
-
-    See :func:`pairwise_distance` for the arguments and the metrics; blocks are float32 on the
-    features' device, so the full (Nq, Ng) matrix never has to exist at once.
-    """
+def check_feature_pair(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -> None:
+    """Check that (Q, D) and (G, D) floating-point features share D and a device."""
     _check_features("query_feats", query_feats)
     _check_features("gallery_feats", gallery_feats)
     if query_feats.shape[1] != gallery_feats.shape[1]:
@@ -43,6 +34,20 @@ def distance_blocks(
             f"query_feats and gallery_feats must be on one device, got {query_feats.device} "
             f"and {gallery_feats.device}"
         )
+
+
+def distance_blocks(
+    query_feats: torch.Tensor,
+    gallery_feats: torch.Tensor,
+    metric: Metric = "euclidean",
+    chunk_size: int = 1024,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, stop, distances[start:stop])`` over blocks of query rows.
+
+    See :func:`pairwise_distance` for the arguments and the metrics; blocks are float32 on the
+    features' device, so the full (Nq, Ng) matrix never has to exist at once.
+    """
+    check_feature_pair(query_feats, gallery_feats)
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     if chunk_size < 1:

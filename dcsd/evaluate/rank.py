@@ -39,6 +39,19 @@ def _id_array(name: str, values: ArrayLike) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _distmat_tensor(distmat: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A (Q, G) distance matrix as a tensor (a numpy array is shared, not copied)."""
+    if isinstance(distmat, np.ndarray):
+        distmat = torch.from_numpy(np.ascontiguousarray(distmat))
+    elif not isinstance(distmat, torch.Tensor):
+        raise TypeError(
+            f"distmat must be a numpy array or torch.Tensor, got {type(distmat).__name__}"
+        )
+    if distmat.dim() != 2:
+        raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(distmat.shape)}")
+    return distmat
+
+
 def _gather(tensor: torch.Tensor, index: np.ndarray) -> np.ndarray:
     """``tensor.view(-1)[index]`` as a numpy array, without copying a CPU tensor first."""
     flat = tensor.view(-1)
@@ -66,6 +79,8 @@ class RankAccumulator:
         device: where the passes over the distances run: that of the distances given to
             :meth:`add`.
         chunk_size: queries processed at once (default: about 16M distances at once).
+        per_query: also keep each valid query's AP, INP and first-match rank (see
+            :func:`rank_metrics`).
     """
 
     def __init__(
@@ -76,6 +91,7 @@ class RankAccumulator:
         cross_camera: bool = True,
         device: torch.device | str = "cpu",
         chunk_size: int | None = None,
+        per_query: bool = False,
     ) -> None:
         if max_rank < 1:
             raise ValueError(f"max_rank must be >= 1, got {max_rank}")
@@ -113,6 +129,13 @@ class RankAccumulator:
         self.inp_sum = 0.0
         self.num_valid = 0
         self.num_queries = 0
+        self.per_query = bool(per_query)
+        self._per_query: dict[str, list[np.ndarray]] = {
+            "query_index": [],
+            "all_AP": [],
+            "all_INP": [],
+            "first_match_rank": [],
+        }
 
     def add(self, distances: torch.Tensor, q_pids: ArrayLike, q_camids: ArrayLike) -> None:
         """Add a block of queries.
@@ -143,13 +166,13 @@ class RankAccumulator:
                 f"distances must be on {self.device} (the accumulator's device), "
                 f"got {distances.device}"
             )
-        self.num_queries += q_pids.size
         for start in range(0, q_pids.size, self.chunk_size):
             stop = start + self.chunk_size
             self._add_chunk(distances[start:stop], q_pids[start:stop], q_camids[start:stop])
 
     def result(self) -> dict[str, np.ndarray | float | int]:
-        """``{"cmc": (max_rank,) float64, "mAP": float, "mINP": float, "num_valid_queries"}``.
+        """``{"cmc": (max_rank,) float64, "mAP": float, "mINP": float, "num_valid_queries"}``,
+        plus the per-query arrays when ``per_query`` (see :func:`rank_metrics`).
 
         Raises:
             ValueError: when no query was added, or none had a valid match.
@@ -164,12 +187,15 @@ class RankAccumulator:
                 else ""
             )
             raise ValueError("no query has a valid match in the gallery" + hint)
-        return {
+        result = {
             "cmc": self.first_match_counts.cumsum() / self.num_valid,
             "mAP": self.ap_sum / self.num_valid,
             "mINP": self.inp_sum / self.num_valid,
             "num_valid_queries": self.num_valid,
         }
+        if self.per_query:
+            result |= {key: np.concatenate(parts) for key, parts in self._per_query.items()}
+        return result
 
     def _add_chunk(self, distances: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray) -> None:
         if distances.dtype in (torch.float16, torch.bfloat16):
@@ -183,6 +209,8 @@ class RankAccumulator:
             raise ValueError("distances must not contain NaN")
 
         rows, ranks = self._match_ranks(distances, q_pids, q_camids)
+        row_offset = self.num_queries
+        self.num_queries += q_pids.size
         if rows.size == 0:
             return
         # rows and ranks come ordered by (row, rank).
@@ -196,9 +224,16 @@ class RankAccumulator:
         self.first_match_counts += np.bincount(
             first_rank[first_rank < self.max_rank], minlength=self.max_rank
         )
-        self.ap_sum += float((precision_sums / num_matches).sum())
-        self.inp_sum += float((num_matches / (ranks[stops - 1] + 1)).sum())
+        average_precision = precision_sums / num_matches
+        inverse_negative_penalty = num_matches / (ranks[stops - 1] + 1)
+        self.ap_sum += float(average_precision.sum())
+        self.inp_sum += float(inverse_negative_penalty.sum())
         self.num_valid += valid_rows.size
+        if self.per_query:
+            self._per_query["query_index"].append(valid_rows + row_offset)
+            self._per_query["all_AP"].append(average_precision)
+            self._per_query["all_INP"].append(inverse_negative_penalty)
+            self._per_query["first_match_rank"].append(first_rank + 1)
 
     def _same_identity_pairs(self, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, gallery index) of every same-identity pair, ordered by row then index."""
@@ -337,6 +372,7 @@ def rank_metrics(
     max_rank: int = 50,
     cross_camera: bool = True,
     chunk_size: int | None = None,
+    per_query: bool = False,
 ) -> dict[str, np.ndarray | float | int]:
     """CMC, mAP and mINP of a retrieval, Market-1501 protocol.
 
@@ -360,10 +396,14 @@ def rank_metrics(
         max_rank: length of the CMC curve.
         cross_camera: ignore same-identity gallery items from the query's camera.
         chunk_size: queries per chunk (default: about 16M distances per chunk).
+        per_query: also return, for each valid query in query order (V of them):
+            ``query_index`` (V,) int64, its row in ``distmat``; ``all_AP`` and ``all_INP``
+            (V,) float64 (fast-reid's names); ``first_match_rank`` (V,) int64, the 1-based rank
+            of its first true match among the kept gallery items (1 = top).
 
     Returns:
         ``{"cmc": (max_rank,) float64 array, "mAP": float, "mINP": float,
-        "num_valid_queries": int}``; fractions in [0, 1].
+        "num_valid_queries": int}``; fractions in [0, 1]; plus the ``per_query`` arrays.
 
     Raises:
         ValueError: on mismatched lengths, NaN distances, or when no query has a valid match.
@@ -377,16 +417,9 @@ def rank_metrics(
         >>> result["cmc"][:3].tolist(), result["mAP"]
         ([1.0, 1.0, 1.0], 0.8333333333333333)
     """
-    if isinstance(distmat, np.ndarray):
-        distmat = torch.from_numpy(np.ascontiguousarray(distmat))
-    elif not isinstance(distmat, torch.Tensor):
-        raise TypeError(
-            f"distmat must be a numpy array or torch.Tensor, got {type(distmat).__name__}"
-        )
-    if distmat.dim() != 2:
-        raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(distmat.shape)}")
+    distmat = _distmat_tensor(distmat)
     accumulator = RankAccumulator(
-        g_pids, g_camids, max_rank, cross_camera, distmat.device, chunk_size
+        g_pids, g_camids, max_rank, cross_camera, distmat.device, chunk_size, per_query
     )
     accumulator.add(distmat, q_pids, q_camids)
     return accumulator.result()

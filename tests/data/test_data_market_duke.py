@@ -106,3 +106,17 @@ def test_duke_missing_root_names_layout(tmp_path):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(ValueError, match="market1501"):
         build_dataset("market", tmp_path)
+
+
+def test_combine_all_adds_test_identities_without_distractors(tmp_path):
+    make_market(tmp_path)
+    dataset = build_dataset("market1501", tmp_path)
+    combined = dataset.combine_all()
+    assert combined.query == dataset.query and combined.gallery == dataset.gallery
+    added = sorted((i.pid, i.camid) for i in combined.train[len(dataset.train) :])
+    # Test identities 1 and 3 become labels 3 and 4; the distractors (identity 0) stay out.
+    assert added == [(3, 0), (3, 1), (4, 0), (4, 3), (4, 4), (4, 5)]
+    assert combined.train_original_pids == [2, 7, 10, 1, 3]
+    assert combined.num_train_pids == 5 and len(dataset.train) == 5  # the original is unchanged
+    duke = build_dataset("dukemtmc", make_duke(tmp_path).parent).combine_all()
+    assert duke.num_train_pids == 2 + 3  # no distractors in DukeMTMC: 7140 is a person

@@ -196,3 +196,27 @@ def test_trainer_takes_an_optimizer_or_builds_one_from_the_config(tiny_data, tmp
     trainer.fit()
     assert trainer.optimizer is sgd and sgd.param_groups[0]["lr"] == pytest.approx(0.05)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_evaluate_model_on_unseen_datasets_ranks_on_the_model_device(tiny_data, monkeypatch):
+    import dcsd.engine.evaluation as evaluation
+
+    unseen = tiny_data.datasets[1:]  # any list of datasets, e.g. ones not trained on
+    splits = build_eval_splits(unseen, image_size=(32, 16), batch_size=16, num_workers=0)
+    assert list(splits) == [d.name for d in unseen]
+    devices = []
+    rank = evaluation.evaluate_retrieval
+
+    def spy(*args, **kwargs):
+        devices.append(kwargs["device"])
+        return rank(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_retrieval", spy)
+    model = TinyReIDNet(tiny_data.num_classes, tiny_data.num_domains, tiny_data.num_cameras)
+    results = evaluate_model(model, splits, rerank=True, roc=True)
+    assert devices == [torch.device("cpu")] * len(unseen)  # the model's device
+    assert all("TPR@FPR=1e-04" in metrics for metrics in results.values())
+    with pytest.raises(TypeError, match="non-empty list of ReIDDataset"):
+        build_eval_splits([])
+    with pytest.raises(ValueError, match="distinct"):
+        build_eval_splits([unseen[0], unseen[0]])

@@ -283,3 +283,30 @@ def test_distmat_requiring_grad_is_accepted():
     distmat = torch.tensor([[0.3, 0.1, 0.2]], requires_grad=True)
     result = rank_metrics(distmat, [1], [1, 2, 1], [0], [1, 1, 1])
     assert result["mAP"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_query_arrays_match_the_loop_query_by_query(seed):
+    rng = np.random.default_rng(seed)
+    num_query, num_gallery = 30, 60
+    distmat = rng.integers(0, 6, (num_query, num_gallery)).astype(np.float32)  # ties
+    q_pids, g_pids = rng.integers(0, 10, num_query), rng.integers(0, 8, num_gallery)
+    q_camids, g_camids = rng.integers(0, 3, num_query), rng.integers(0, 3, num_gallery)
+    expected = {"query_index": [], "all_AP": [], "all_INP": [], "first_match_rank": []}
+    for i in range(num_query):
+        cmc, m_ap, m_inp, valid = reference_rank_metrics(
+            distmat[i : i + 1], q_pids[i : i + 1], g_pids, q_camids[i : i + 1], g_camids,
+            num_gallery, True,
+        )  # fmt: skip
+        if valid:
+            expected["query_index"].append(i)
+            expected["all_AP"].append(m_ap)
+            expected["all_INP"].append(m_inp)
+            expected["first_match_rank"].append(num_gallery - int(cmc.sum()) + 1)
+    assert 0 < len(expected["query_index"]) < num_query  # some queries are skipped
+    result = rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, chunk_size=7, per_query=True)
+    for key, values in expected.items():
+        np.testing.assert_allclose(result[key], values, rtol=1e-12)
+    assert result["query_index"].dtype == result["first_match_rank"].dtype == np.int64
+    assert result["mAP"] == pytest.approx(result["all_AP"].mean())
+    assert "all_AP" not in rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids)

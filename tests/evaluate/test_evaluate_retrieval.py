@@ -6,10 +6,13 @@ import torch
 
 from dcsd.evaluate import (
     FeatureSet,
+    average_query_expansion,
     evaluate_retrieval,
     format_report,
     pairwise_distance,
     rank_metrics,
+    re_ranking,
+    roc_metrics,
 )
 
 
@@ -136,3 +139,28 @@ def test_format_report_validation():
         format_report({})
     with pytest.raises(ValueError, match="mINP"):
         format_report({"a": {"cmc": [1.0], "mAP": 1.0}})
+
+
+def test_evaluate_retrieval_options_equal_the_functions_composed():
+    generator = torch.Generator().manual_seed(3)
+    query = random_split(generator, 12, 6, 3)
+    gallery = random_split(generator, 60, 6, 3)
+    q = torch.nn.functional.normalize(query.features, dim=1)
+    g = torch.nn.functional.normalize(gallery.features, dim=1)
+    q, g = average_query_expansion(q, g)
+    q = torch.nn.functional.normalize(q, dim=1)
+    g = torch.nn.functional.normalize(g, dim=1)
+    distmat = re_ranking(pairwise_distance(q, g), pairwise_distance(q, q), pairwise_distance(g, g))
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    expected = rank_metrics(distmat, *labels, per_query=True)
+    expected |= roc_metrics(distmat, *labels)
+    result = evaluate_retrieval(query, gallery, aqe=True, rerank=True, per_query=True, roc=True)
+    assert result["mAP"] == pytest.approx(expected["mAP"], rel=1e-5)
+    np.testing.assert_allclose(result["all_AP"], expected["all_AP"], rtol=1e-5)
+    np.testing.assert_array_equal(result["query_index"], expected["query_index"])
+    for key in ("TPR@FPR=1e-04", "TPR@FPR=1e-03", "TPR@FPR=1e-02"):
+        assert result[key] == pytest.approx(expected[key])
+    assert "fpr" not in result
+    # The options change the result (else this test would not see them).
+    assert evaluate_retrieval(query, gallery)["mAP"] != pytest.approx(result["mAP"])
+    assert "| TPR@FPR=1e-04 |" in format_report({"synth": result}).splitlines()[0]
