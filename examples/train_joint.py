@@ -13,12 +13,13 @@ few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import dcsd
-from dcsd.data import MultiDomainDataset, build_dataset, make_synthetic_domains
+from dcsd.data import MultiDomainDataset, build_dataset, list_datasets, make_synthetic_domains
 from dcsd.engine import (
     TrainConfig,
     Trainer,
@@ -44,7 +45,16 @@ def parse_args() -> argparse.Namespace:
     data.add_argument(
         "--datasets",
         default="market1501,dukemtmc,cuhk03,msmt17,cuhksysu",
-        help="comma-separated dataset names (with --data-root)",
+        help="comma-separated dataset names (with --data-root): the five benchmarks or any "
+        "added with dcsd.data.register_dataset",
+    )
+    data.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): a module of yours that calls "
+        "dcsd.data.register_dataset, so --datasets can name your dataset",
     )
     data.add_argument("--synthetic-scale", type=float, default=1.0, help="synthetic data size")
     data.add_argument("--balance-domains", action="store_true", help="equal domains per batch")
@@ -100,7 +110,15 @@ def parse_args() -> argparse.Namespace:
 def load_domains(args: argparse.Namespace) -> list:
     if args.data_root is None:
         return make_synthetic_domains(scale=args.synthetic_scale, seed=args.seed)
+    for module in args.register:
+        importlib.import_module(module)
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    unknown = [name for name in names if name not in list_datasets()]
+    if unknown:
+        raise SystemExit(
+            f"--datasets: unknown {unknown}; known: {list_datasets()} (register your own "
+            "with dcsd.data.register_dataset in a module passed as --register MODULE)"
+        )
     return [build_dataset(name, args.data_root) for name in names]
 
 
@@ -119,11 +137,9 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         print(data.summary())
     # Zero-initialised residual branches only matter from scratch (pretrained weights replace
     # them), where they make the synthetic demo learn in minutes instead of not at all.
-    model_kwargs = {"num_classes": data.num_classes, "head": args.head, "zero_init_residual": True}
+    model_kwargs = {**data.model_kwargs(), "head": args.head, "zero_init_residual": True}
     if args.model == "resnet50_dcsd":
         model_kwargs |= {
-            "num_domains": data.num_domains,
-            "num_cameras": data.num_cameras,
             "factors": tuple(args.factors.split(",")),
             "stop_gradient": not args.no_stop_gradient,
         }
@@ -164,6 +180,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context) -> dict:
         context=context,
         evaluate=lambda m: evaluate_model(m, splits, device=context.device),
         overwrite=args.overwrite,
+        data=data,
     )
     if args.resume and trainer.resume() and context.is_main:
         print(f"resumed from epoch {trainer.start_epoch}")
