@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .shapes import accumulation_dtype
+
 # dspatial/dchannel programs own a whole channel group; when samples x position blocks alone give
 # fewer programs than this, channels are split into groups so the grid still covers the GPU's
 # streaming multiprocessors (132 on an H100) several times over.
@@ -242,8 +244,7 @@ def _grad_filters_kernel(
         tl.store(grad_spatial_part_ptr + tap * positions + offs_p, grad_spatial, mask=mask_p)
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
 def _check_launch(x: torch.Tensor, taps: int, positions: int, block_c: int, block_p: int) -> None:
@@ -318,7 +319,7 @@ def forward(
             STRIDE=stride,
             PADDING=padding,
             DILATION=dilation,
-            ACC_DTYPE=_accumulation_dtype(x.dtype),
+            ACC_DTYPE=_TL_DTYPES[accumulation_dtype(x.dtype)],
             BLOCK_C=block_c,
             BLOCK_P=block_p,
             num_warps=num_warps,
@@ -363,8 +364,8 @@ def backward(
     positions = height_out * width_out
     pixels = height * width
     _check_launch(x, taps, positions, block_c, block_p)
-    acc_dtype = _accumulation_dtype(x.dtype)
-    workspace_dtype = torch.float64 if acc_dtype == tl.float64 else torch.float32
+    workspace_dtype = accumulation_dtype(x.dtype)
+    acc_dtype = _TL_DTYPES[workspace_dtype]
     constants = {
         "KERNEL_SIZE": kernel_size,
         "STRIDE": stride,
