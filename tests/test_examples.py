@@ -52,3 +52,25 @@ def test_train_resume_and_extract(tmp_path):
     with safe_open(str(tmp_path / "gallery.safetensors"), "pt") as features:
         paths = json.loads(features.metadata()["paths"])
         assert features.get_tensor("features").shape == (len(paths), 2048)
+
+
+def test_train_joint_knows_registered_datasets(tmp_path):
+    (tmp_path / "my_datasets.py").write_text(
+        "from dcsd.data import register_dataset\n\n"
+        "def campus(root):\n"
+        "    raise RuntimeError(f'campus factory called with {root}')\n\n"
+        "register_dataset('campus', campus)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_joint.py"), "--data-root", str(tmp_path)]
+        + ["--register", "my_datasets", "--datasets", "campus,nobody"],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    # Names are checked before any dataset is read; the registered one is known.
+    assert "--datasets: unknown ['nobody']; known: ['market1501'" in result.stderr
+    assert "'msmt17', 'cuhksysu', 'campus']" in result.stderr
+    assert "campus factory called" not in result.stderr
