@@ -44,3 +44,8 @@ def test_same_errors_at_every_boundary(build):
         build(None)
     with pytest.raises(ValueError, match="must be >= "):
         build(-1)
+
+
+def test_numpy_integers_are_plain_ints_to_the_op():
+    out = decoupled_dwconv2d(x, SPATIAL, CHANNEL, kernel_size=np.int64(3), stride=np.int64(1))
+    assert torch.equal(out, decoupled_dwconv2d(x, SPATIAL, CHANNEL, kernel_size=3, stride=1))
