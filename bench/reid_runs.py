@@ -102,9 +102,7 @@ def fix_spatial_scale(model: nn.Module) -> int:
 
 
 def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
-    kwargs = {"num_classes": data.num_classes, "zero_init_residual": True, **spec.model_kwargs}
-    if spec.model == "resnet50_dcsd":
-        kwargs |= {"num_domains": data.num_domains, "num_cameras": data.num_cameras}
+    kwargs = {**data.model_kwargs(), "zero_init_residual": True, **spec.model_kwargs}
     model = dcsd.create_model(spec.model, **kwargs)
     unknown = set(spec.tweaks) - set(TWEAKS)
     if unknown:
@@ -154,7 +152,7 @@ def run(
         num_workers=workers,
     )
     splits = build_eval_splits(data, image_size=spec.image_size, num_workers=workers)
-    trainer = Trainer(model.to(device), DCSDLoss(), loader, config, folder / "train")
+    trainer = Trainer(model.to(device), DCSDLoss(), loader, config, folder / "train", data=data)
     trainer.resume()  # an interrupted run continues from its last epoch
     start = time.perf_counter()
     trainer.fit()

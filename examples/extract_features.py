@@ -17,6 +17,7 @@ tensors and the image paths as JSON in its metadata.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def parse_args() -> argparse.Namespace:
     source.add_argument("--dataset", help="a dataset name, e.g. market1501 (needs --data-root)")
     source.add_argument("--synthetic-domain", help="a synthetic domain name, e.g. synth0")
     parser.add_argument("--data-root", type=Path)
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): it calls dcsd.data.register_dataset",
+    )
     parser.add_argument("--split", default="gallery", choices=["train", "query", "gallery"])
     parser.add_argument("--model", help="a folder saved by train_joint.py or a Hub repo id")
     parser.add_argument("--pretrained", help="'imagenet' with --arch, instead of --model")
@@ -98,6 +106,8 @@ def load_items(args: argparse.Namespace) -> tuple[list[ReIDItem], list[ReIDItem]
     if args.dataset is not None:
         if args.data_root is None:
             raise SystemExit("--dataset needs --data-root")
+        for module in args.register:
+            importlib.import_module(module)
         dataset = build_dataset(args.dataset, args.data_root)
     else:
         domains = {d.name: d for d in make_synthetic_domains()}

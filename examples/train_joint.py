@@ -16,12 +16,13 @@ few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import dcsd
-from dcsd.data import MultiDomainDataset, build_dataset, make_synthetic_domains
+from dcsd.data import MultiDomainDataset, build_dataset, list_datasets, make_synthetic_domains
 from dcsd.engine import (
     TrainConfig,
     Trainer,
@@ -47,7 +48,8 @@ def parse_args() -> argparse.Namespace:
     data.add_argument(
         "--datasets",
         help="comma-separated training dataset names (default: the paper's five with "
-        "--data-root, else every synthetic domain: synth0,synth1,synth2)",
+        "--data-root, else every synthetic domain: synth0,synth1,synth2); with --data-root the "
+        "five benchmarks or any added with dcsd.data.register_dataset",
     )
     data.add_argument(
         "--test-datasets",
@@ -57,6 +59,14 @@ def parse_args() -> argparse.Namespace:
         "--combineall",
         action="store_true",
         help="train on each training dataset's train + query + gallery (torchreid's combineall)",
+    )
+    data.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): a module of yours that calls "
+        "dcsd.data.register_dataset, so --datasets can name your dataset",
     )
     data.add_argument("--synthetic-scale", type=float, default=1.0, help="synthetic data size")
     data.add_argument("--balance-domains", action="store_true", help="equal domains per batch")
@@ -126,6 +136,8 @@ def load_domains(args: argparse.Namespace) -> tuple[list, list]:
 
         default = ",".join(synthetic)
     else:
+        for module in args.register:
+            importlib.import_module(module)
 
         def build(name):
             return build_dataset(name, args.data_root)
@@ -133,6 +145,13 @@ def load_domains(args: argparse.Namespace) -> tuple[list, list]:
         default = "market1501,dukemtmc,cuhk03,msmt17,cuhksysu"
     names = [name.strip() for name in (args.datasets or default).split(",") if name.strip()]
     test_names = [n.strip() for n in (args.test_datasets or "").split(",") if n.strip()]
+    if args.data_root is not None:
+        unknown = [name for name in names + test_names if name not in list_datasets()]
+        if unknown:
+            raise SystemExit(
+                f"--datasets: unknown {unknown}; known: {list_datasets()} (register your own "
+                "with dcsd.data.register_dataset in a module passed as --register MODULE)"
+            )
     leaked = sorted(set(names) & set(test_names))
     if args.combineall and leaked:
         raise SystemExit(
@@ -164,11 +183,9 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
         print(data.summary())
     # Zero-initialised residual branches only matter from scratch (pretrained weights replace
     # them), where they make the synthetic demo learn in minutes instead of not at all.
-    model_kwargs = {"num_classes": data.num_classes, "head": args.head, "zero_init_residual": True}
+    model_kwargs = {**data.model_kwargs(), "head": args.head, "zero_init_residual": True}
     if args.model == "resnet50_dcsd":
         model_kwargs |= {
-            "num_domains": data.num_domains,
-            "num_cameras": data.num_cameras,
             "factors": tuple(args.factors.split(",")),
             "stop_gradient": not args.no_stop_gradient,
         }
@@ -212,6 +229,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
         context=context,
         evaluate=lambda m: evaluate_model(m, splits, device=context.device, **test_options),
         overwrite=args.overwrite,
+        data=data,
     )
     if args.resume and trainer.resume() and context.is_main:
         print(f"resumed from epoch {trainer.start_epoch}")

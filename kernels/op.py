@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from numbers import Integral
 from types import ModuleType
 from typing import Literal
 
@@ -190,9 +191,11 @@ def decoupled_dwconv2d(
         TypeError: non-tensor inputs, unsupported or mixed dtypes, non-int options.
         ValueError: wrong ranks or shapes, even K, mixed devices, unknown backend.
     """
-    if padding is None and isinstance(dilation, int) and isinstance(kernel_size, int):
+    if padding is None and isinstance(dilation, Integral) and isinstance(kernel_size, Integral):
         padding = dilation * (kernel_size - 1) // 2
     check_arguments(x, spatial, channel, kernel_size, stride, padding, dilation)
+    # NumPy integers pass the checks; the custom op and Triton get plain ints.
+    kernel_size, stride, padding, dilation = map(int, (kernel_size, stride, padding, dilation))
     impl = _resolve_backend(backend, x)
     if backend == "reference":
         return decoupled_dwconv2d_reference(

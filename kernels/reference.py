@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .shapes import output_size
+from .shapes import accumulation_dtype, output_size
 
 
 def _tap_slices(
@@ -24,10 +24,6 @@ def _tap_slices(
             cols = slice(j * dilation, j * dilation + stride * (width_out - 1) + 1, stride)
             taps.append((i * kernel_size + j, rows, cols))
     return taps
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
 
 
 def decoupled_dwconv2d_reference(
@@ -60,7 +56,7 @@ def decoupled_dwconv2d_reference(
     height_out, width_out = output_size(
         x.shape[2], x.shape[3], kernel_size, stride, padding, dilation
     )
-    acc_dtype = _accumulation_dtype(x.dtype)
+    acc_dtype = accumulation_dtype(x.dtype)
     x_padded = F.pad(x.to(acc_dtype), (padding, padding, padding, padding))
     spatial = spatial.to(acc_dtype)
     channel = channel.to(acc_dtype)
@@ -89,7 +85,7 @@ def decoupled_dwconv2d_backward_reference(
     """
     height, width = x.shape[2], x.shape[3]
     height_out, width_out = grad_out.shape[2], grad_out.shape[3]
-    acc_dtype = _accumulation_dtype(x.dtype)
+    acc_dtype = accumulation_dtype(x.dtype)
     grad = grad_out.to(acc_dtype)
     x_padded = F.pad(x.to(acc_dtype), (padding, padding, padding, padding))
     spatial_acc = spatial.to(acc_dtype)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ._validation import check_int
+
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every backend accumulates a ``dtype`` input in: float64 stays, others float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def output_size(
@@ -30,13 +37,6 @@ def memory_format(tensor: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _check_positive_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
 def check_arguments(
     x: torch.Tensor,
     spatial: torch.Tensor,
@@ -57,12 +57,12 @@ def check_arguments(
     for name, tensor in (("x", x), ("spatial", spatial), ("channel", channel)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    _check_positive_int("kernel_size", kernel_size, 1)
+    check_int("kernel_size", kernel_size, 1)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    _check_positive_int("stride", stride, 1)
-    _check_positive_int("padding", padding, 0)
-    _check_positive_int("dilation", dilation, 1)
+    check_int("stride", stride, 1)
+    check_int("padding", padding, 0)
+    check_int("dilation", dilation, 1)
 
     expected_ranks = (("x", x, 4, "(N, C, H, W)"), ("spatial", spatial, 4, "(N, K*K, Ho, Wo)"))
     for name, tensor, rank, layout in (*expected_ranks, ("channel", channel, 3, "(N, C, K*K)")):

@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .shapes import memory_format
+from .shapes import accumulation_dtype, memory_format
 
 
 @dataclass(frozen=True)
@@ -372,8 +372,11 @@ _grad_input_tuned = _autotune(_grad_input_kernel)
 _grad_filters_tuned = _autotune(_grad_filters_kernel)
 
 
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
 def _accumulation_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    return _TL_DTYPES[accumulation_dtype(dtype)]
 
 
 def _check_config(config: TileConfig | None) -> None:
@@ -624,7 +627,7 @@ def backward(
     candidates = active_configs() if config is None else (config,)
     tensors = {"x": x, "grad_out": grad_out, "spatial": spatial, "channel": channel}
     _check_launch(tensors, positions, candidates)
-    workspace_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    workspace_dtype = accumulation_dtype(x.dtype)
     # The workspaces must hold the finest tiling the autotuner may pick; the finishing sums read
     # only the part the chosen config wrote.
     geometry = [

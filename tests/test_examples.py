@@ -92,3 +92,25 @@ def test_combineall_refuses_to_test_on_its_training_images(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "--combineall trains on the query and gallery of ['synth1']" in result.stderr
+
+
+def test_train_joint_knows_registered_datasets(tmp_path):
+    (tmp_path / "my_datasets.py").write_text(
+        "from dcsd.data import register_dataset\n\n"
+        "def campus(root):\n"
+        "    raise RuntimeError(f'campus factory called with {root}')\n\n"
+        "register_dataset('campus', campus)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_joint.py"), "--data-root", str(tmp_path)]
+        + ["--register", "my_datasets", "--datasets", "campus,nobody"],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    # Names are checked before any dataset is read; the registered one is known.
+    assert "--datasets: unknown ['nobody']; known: ['market1501'" in result.stderr
+    assert "'msmt17', 'cuhksysu', 'campus']" in result.stderr
+    assert "campus factory called" not in result.stderr

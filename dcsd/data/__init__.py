@@ -12,7 +12,7 @@ from .image_dataset import ImageDataset, check_images
 from .market1501 import Market1501
 from .msmt17 import MSMT17
 from .multi_domain import DomainItem, MultiDomainDataset
-from .registry import DATASET_NAMES, build_dataset
+from .registry import DATASET_NAMES, build_dataset, list_datasets, register_dataset
 from .sampler import IdentityBatchSampler
 from .synthetic import default_synthetic_root, make_synthetic_domains
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transforms, build_train_transforms
@@ -39,5 +39,7 @@ __all__ = [
     "check_images",
     "default_synthetic_root",
     "holdout_identities",
+    "list_datasets",
     "make_synthetic_domains",
+    "register_dataset",
 ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SPLITS = ("train", "query", "gallery")
 # Sub-folders of Market-1501-style datasets holding the train, query and gallery images.
@@ -23,9 +23,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OS_METADATA_FILES = ("thumbs.db", "desktop.ini", ".ds_store")
 
 
-@dataclass(frozen=True)
-class ReIDItem:
-    """One image of a dataset: its file, identity and camera (dataset-local, camera 0-based)."""
+class ReIDItem(NamedTuple):
+    """One image of a dataset: its file, identity and camera (dataset-local, camera 0-based).
+
+    A named tuple, so it unpacks as ``path, pid, camid = item`` (torchreid's and fast-reid's
+    habit).
+    """
 
     path: str
     pid: int

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .base import ReIDDataset, ReIDItem
 
 
-@dataclass(frozen=True)
-class DomainItem:
-    """One training image of a multi-domain set: global identity, global camera, domain id."""
+class DomainItem(NamedTuple):
+    """One training image of a multi-domain set: global identity, global camera, domain id.
+
+    Unpacks as ``path, pid, camid, domain = item``.
+    """
 
     path: str
     pid: int
@@ -80,6 +82,19 @@ class MultiDomainDataset:
             d.name: (d.query, d.gallery) for d in datasets
         }
         self.single_camera = {d.name: d.num_cameras == 1 for d in datasets}
+
+    def model_kwargs(self) -> dict[str, int]:
+        """The model arguments this data needs: ``num_classes``, ``num_domains``, ``num_cameras``.
+
+        ``dcsd.create_model("resnet50_dcsd", **data.model_kwargs())`` sizes the identity, domain
+        and camera classifiers from the data; :class:`~dcsd.engine.Trainer` refuses a model
+        whose heads differ.
+        """
+        return {
+            "num_classes": self.num_classes,
+            "num_domains": self.num_domains,
+            "num_cameras": self.num_cameras,
+        }
 
     def domain_of(self, name: str) -> int:
         """Domain id of the dataset called ``name``."""

@@ -11,6 +11,8 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from dcsd.kernels._validation import check_int
+
 
 class IdentityBatchSampler(Sampler[list[int]]):
     """Batches of P identities x K images each, for a DataLoader's ``batch_sampler``.
@@ -61,11 +63,9 @@ class IdentityBatchSampler(Sampler[list[int]]):
         rank: int | None = None,
         drop_last: bool = True,
     ) -> None:
-        for name, value in (("num_identities", num_identities), ("num_instances", num_instances)):
-            if not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(seed, Integral) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        num_identities = check_int("num_identities", num_identities, 1)
+        num_instances = check_int("num_instances", num_instances, 1)
+        seed = check_int("seed", seed, 0)
         if num_replicas is None:
             num_replicas = dist.get_world_size() if _distributed() else 1
         if rank is None:
@@ -123,9 +123,7 @@ class IdentityBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
-        if not isinstance(epoch, Integral) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch."""

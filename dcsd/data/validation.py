@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcsd.kernels._validation import check_int
+
 from .base import ReIDDataset, ReIDItem, relabel
 
 
@@ -37,15 +39,13 @@ def holdout_identities(
     Raises:
         ValueError: too few identities seen by two cameras, or arguments out of range.
     """
-    if isinstance(num_identities, bool) or not isinstance(num_identities, int):
-        raise TypeError(f"num_identities must be an int, got {type(num_identities).__name__}")
+    check_int("num_identities", num_identities, 1)
     if not 1 <= num_identities <= dataset.num_train_pids - 2:
         raise ValueError(
             f"num_identities must be in 1..{dataset.num_train_pids - 2} for {dataset.name} "
             f"({dataset.num_train_pids} train identities, 2 must stay), got {num_identities}"
         )
-    if queries_per_identity < 1:
-        raise ValueError(f"queries_per_identity must be >= 1, got {queries_per_identity}")
+    check_int("queries_per_identity", queries_per_identity, 1)
     by_pid: dict[int, list[ReIDItem]] = {}
     for item in dataset.train:
         by_pid.setdefault(item.pid, []).append(item)

@@ -13,7 +13,13 @@ from .evaluation import evaluate_model
 from .loaders import EvalSplit, build_eval_splits, build_train_loader
 from .optim import OPTIMIZERS, build_optimizer
 from .schedule import build_scheduler, warmup_multistep_factor
-from .trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
+from .trainer import (
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    check_model_fits_data,
+    seed_everything,
+)
 
 __all__ = [
     "Checkpoint",
@@ -24,6 +30,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
+    "check_model_fits_data",
     "build_eval_splits",
     "build_optimizer",
     "build_scheduler",

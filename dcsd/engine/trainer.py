@@ -21,6 +21,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from dcsd.data import MultiDomainDataset
+from dcsd.modules import DCSDConv
+
 from .checkpoint import (
     LATEST_FILE,
     STATE_FILE,
@@ -173,6 +176,13 @@ class Trainer:
             scheduler (warmup, milestones) is always built here over its parameter groups.
         overwrite: a fresh run (no :meth:`resume`) in a used ``out_dir`` deletes its
             checkpoints and log first instead of refusing to start.
+        data: the training data the loader reads; when given, the model's identity classifier
+            and its DCSD domain / camera classifiers must have ``data.model_kwargs()``'s sizes
+            (checked once, here). Build the model with ``**data.model_kwargs()``.
+
+    Raises:
+        ValueError: a head of the model does not match ``data`` (the message names both
+            numbers), or the loader yields no batch.
     """
 
     def __init__(
@@ -186,7 +196,10 @@ class Trainer:
         evaluate: EvaluateFn | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         overwrite: bool = False,
+        data: MultiDomainDataset | None = None,
     ) -> None:
+        if data is not None:
+            check_model_fits_data(model, data)
         device = next(model.parameters()).device
         self.context = context or DistributedContext(0, 1, 0, device)
         self.config = config
@@ -502,6 +515,40 @@ class Trainer:
             "epoch was written; the previous ones are intact. Lower the learning rate (--lr), "
             "check the inputs, then resume (--resume), or skip such steps with "
             "TrainConfig(nonfinite='skip') (--nonfinite skip)"
+        )
+
+
+def check_model_fits_data(model: torch.nn.Module, data: MultiDomainDataset) -> None:
+    """Raise unless the model's heads are sized for ``data`` (see ``data.model_kwargs()``).
+
+    Checks the identity classifier (``model.num_classes``, when the model has one) and the
+    domain / camera classifier of every :class:`~dcsd.modules.DCSDConv`; a static model has no
+    domain or camera heads, so only its identities are checked.
+
+    Raises:
+        ValueError: naming each head whose size differs, the model's and the data's numbers.
+    """
+    wanted = data.model_kwargs()
+    found: dict[str, set[int]] = {name: set() for name in wanted}
+    if hasattr(model, "num_classes"):
+        found["num_classes"].add(model.num_classes)
+    for layer in model.modules():
+        if isinstance(layer, DCSDConv):
+            if layer.domain_classifier is not None:
+                found["num_domains"].add(layer.domain_classifier.out_features)
+            if layer.camera_classifier is not None:
+                found["num_cameras"].add(layer.camera_classifier.out_features)
+    problems = [
+        f"{name}: the model has {sorted(sizes) if len(sizes) > 1 else next(iter(sizes))}, "
+        f"the training data has {wanted[name]}"
+        for name, sizes in found.items()
+        if sizes and sizes != {wanted[name]}
+    ]
+    if problems:
+        raise ValueError(
+            "the model's heads do not match the training data ("
+            + "; ".join(problems)
+            + "); build the model with **data.model_kwargs()"
         )
 
 

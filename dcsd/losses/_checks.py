@@ -33,16 +33,20 @@ def check_matrix(name: str, x: torch.Tensor, batch_size: int | None = None) -> N
 
 
 def check_label_range(name: str, labels: torch.Tensor, num_classes: int) -> None:
-    """Raise unless every label lies in ``[0, num_classes)``.
+    """Raise unless every label lies in ``[0, num_classes)``, without a host sync on accelerators.
 
-    One host sync: an out-of-range class index otherwise surfaces on CUDA as an opaque
-    device-side assert far from its cause.
+    An out-of-range class index otherwise surfaces on CUDA as an opaque device-side assert far
+    from its cause. On CPU tensors the values are at hand, so a ``ValueError`` names them; on
+    other devices ``torch._assert_async`` queues the check with the same message (raised at the
+    next synchronisation), so a training step never waits for the device to validate labels
+    that the data (:class:`~dcsd.data.MultiDomainDataset`) already guarantees.
     """
     if labels.numel() == 0:
         return
+    message = f"{name} must lie in [0, {num_classes}) to index {num_classes} logits"
+    if labels.device.type != "cpu":
+        torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), message)
+        return
     low, high = torch.stack(tuple(torch.aminmax(labels))).tolist()
     if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}) to index {num_classes} logits, "
-            f"got values in [{low}, {high}]"
-        )
+        raise ValueError(f"{message}, got values in [{low}, {high}]")

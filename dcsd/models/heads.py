@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from dcsd.kernels._validation import check_int
 from dcsd.modules import GeneralizedMeanPooling, GlobalAveragePooling
 
 POOLINGS = ("avg", "gem")
@@ -43,8 +44,7 @@ class BNNeckHead(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one (weights ~ N(0, 0.001^2)); 0 removes it."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        check_int("num_classes", num_classes, 0)
         if num_classes == 0:
             self.classifier = None
             return

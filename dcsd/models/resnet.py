@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from huggingface_hub import ModelCard, ModelHubMixin
 
+from dcsd.kernels._validation import check_bool, check_int
 from dcsd.modules import FACTORS, DCSDConv, DCSDConvOutput, NonLocalBlock, check_factors
 
 from .heads import BNNeckHead
@@ -78,11 +79,6 @@ class Bottleneck(nn.Module):
     def forward_with_logits(self, x: torch.Tensor) -> DCSDConvOutput:
         """The block's output with its DCSD layer's domain and camera logits (None if static)."""
         return self._forward(x, with_logits=True)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 _MODEL_CARD = """---
@@ -157,16 +153,15 @@ class ReIDResNet(
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("num_classes", num_classes, 0)
-        _check_int("num_domains", num_domains, 1)
-        _check_int("num_cameras", num_cameras, 1)
+        check_int("num_classes", num_classes, 0)
+        check_int("num_domains", num_domains, 1)
+        check_int("num_cameras", num_cameras, 1)
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        for name, flag in (("stop_gradient", stop_gradient), ("filter_norm", filter_norm)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_bool("stop_gradient", stop_gradient)
+        check_bool("filter_norm", filter_norm)
         self.dynamic = dynamic
         self.num_domains = num_domains
         self.num_cameras = num_cameras
@@ -274,8 +269,10 @@ class ReIDResNet(
                 "convert with torch.from_numpy(...) and normalise with pretrained_cfg's mean/std"
             )
         expected = self.conv1.weight.dtype
-        autocast = images.is_floating_point() and torch.is_autocast_enabled(images.device.type)
-        if images.dtype != expected and not autocast:
+        # Only a dtype mismatch needs the autocast question (which meta tensors cannot answer).
+        if images.dtype != expected and not (
+            images.is_floating_point() and torch.is_autocast_enabled(images.device.type)
+        ):
             hint = (
                 " (integer pixels: use images.float() / 255, then normalise with "
                 "pretrained_cfg's mean/std, as dcsd.data.build_test_transforms does)"

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from dcsd.kernels import BACKENDS, decoupled_dwconv2d
+from dcsd.kernels._validation import check_bool, check_int
 
 FACTORS = ("sample", "domain", "camera")
 
@@ -46,14 +47,6 @@ class DCSDConvOutput(NamedTuple):
     output: torch.Tensor
     domain_logits: torch.Tensor | None
     camera_logits: torch.Tensor | None
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def check_factors(factors: Iterable[str]) -> tuple[str, ...]:
@@ -158,20 +151,19 @@ class DCSDConv(nn.Module):
         op_backend: str = "auto",
     ) -> None:
         super().__init__()
-        _check_int("channels", channels, 1)
-        _check_int("kernel_size", kernel_size, 1)
+        check_int("channels", channels, 1)
+        check_int("kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        _check_int("stride", stride, 1)
-        _check_int("dilation", dilation, 1)
+        check_int("stride", stride, 1)
+        check_int("dilation", dilation, 1)
         self.factors = check_factors(factors)
         for name, ratio in (("channel_ratio", channel_ratio), ("mlp_ratio", mlp_ratio)):
             if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
                 raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
         _check_backend(op_backend)
-        for name, flag in (("stop_gradient", stop_gradient), ("filter_norm", filter_norm)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_bool("stop_gradient", stop_gradient)
+        check_bool("filter_norm", filter_norm)
         if filter_norm and kernel_size == 1:
             raise ValueError(
                 "filter_norm standardises each filter over its K*K taps, which needs "
@@ -191,13 +183,13 @@ class DCSDConv(nn.Module):
         self.domain_mlp: nn.Module | None = None
         self.domain_classifier: nn.Linear | None = None
         if "domain" in self.factors:
-            _check_int("num_domains", num_domains, 1)
+            check_int("num_domains", num_domains, 1)
             self.domain_mlp = _mlp(channels, mlp_hidden, channels)
             self.domain_classifier = nn.Linear(channels, num_domains)
         self.camera_mlp: nn.Module | None = None
         self.camera_classifier: nn.Linear | None = None
         if "camera" in self.factors:
-            _check_int("num_cameras", num_cameras, 1)
+            check_int("num_cameras", num_cameras, 1)
             self.camera_mlp = _mlp(channels, mlp_hidden, channels)
             self.camera_classifier = nn.Linear(channels, num_cameras)
 

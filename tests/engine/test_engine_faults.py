@@ -285,7 +285,7 @@ def test_huge_learning_rate_stops_before_a_nan_checkpoint(tiny_data, tmp_path):
     trainer.config.lr = 1e10  # the tiny net stays finite at 1e6, ResNet50 does not
     for group in trainer.optimizer.param_groups:
         group["lr"] = group["initial_lr"] = 1e10
-    trainer.scheduler.base_lrs = [1e10]
+    trainer.scheduler.base_lrs = [1e10] * len(trainer.optimizer.param_groups)
     with pytest.raises(NonFiniteLossError, match="epoch 1, step 2/.*loss nan, id .*gradient"):
         trainer.fit()
     TRIED["NaN / inf injections"] += 1

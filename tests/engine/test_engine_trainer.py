@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+import dcsd
 from dcsd.data import MultiDomainDataset, make_synthetic_domains
 from dcsd.engine import (
     DistributedContext,
@@ -220,3 +221,21 @@ def test_evaluate_model_on_unseen_datasets_ranks_on_the_model_device(tiny_data, 
         build_eval_splits([])
     with pytest.raises(ValueError, match="distinct"):
         build_eval_splits([unseen[0], unseen[0]])
+
+
+def test_trainer_refuses_model_not_sized_for_the_data(tiny_data, tmp_path):
+    loader = build_train_loader(tiny_data, image_size=(32, 16), num_identities=4, num_instances=2)
+    config = TrainConfig(epochs=1, progress=False)
+    oversized = dcsd.resnet50_dcsd(num_classes=tiny_data.num_classes)  # 5 domains, 32 cameras
+    with pytest.raises(ValueError) as info:
+        Trainer(oversized, DCSDLoss(), loader, config, tmp_path / "bad", data=tiny_data)
+    message = str(info.value)
+    domains, cameras = tiny_data.num_domains, tiny_data.num_cameras
+    assert f"num_domains: the model has 5, the training data has {domains}" in message
+    assert f"num_cameras: the model has 32, the training data has {cameras}" in message
+    wrong_ids = dcsd.resnet50_reid(num_classes=tiny_data.num_classes + 1)
+    with pytest.raises(ValueError, match=f"num_classes: the model has {tiny_data.num_classes + 1}"):
+        Trainer(wrong_ids, DCSDLoss(), loader, config, tmp_path / "bad", data=tiny_data)
+    fits = dcsd.resnet50_dcsd(**tiny_data.model_kwargs())
+    trainer = Trainer(fits, DCSDLoss(), loader, config, tmp_path / "good", data=tiny_data)
+    assert trainer.unwrapped_model is fits

@@ -137,3 +137,17 @@ def test_rejects_unknown_options():
         DCSDLoss(triplet="hard")
     with pytest.raises(ValueError, match="camera_weight"):
         DCSDLoss(camera_weight=-1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_label_range_check_does_not_sync_on_cuda():
+    from dcsd.losses._checks import check_label_range
+
+    labels = torch.tensor([0, 3, 1], device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        check_label_range("pids", labels, 4)  # a .tolist() here would raise under this mode
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

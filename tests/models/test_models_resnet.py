@@ -138,7 +138,7 @@ def test_invalid_model_arguments():
         dcsd.resnet50_dcsd(head="mgn")
     with pytest.raises(ValueError, match="last_stride must be 1 or 2"):
         dcsd.resnet50_reid(last_stride=3)
-    with pytest.raises(ValueError, match="num_classes must be an int >= 0"):
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
         dcsd.resnet50_dcsd(num_classes=-1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'factors'"):
         dcsd.resnet50_reid(factors=("sample",))
