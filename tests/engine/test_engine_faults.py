@@ -369,11 +369,17 @@ def test_changed_lr_on_resume_is_applied_and_named(tiny_data, tmp_path):
     make_trainer(tiny_data, tmp_path, epochs=1).fit()
     trainer = make_trainer(tiny_data, tmp_path, epochs=2)
     trainer.config.lr = 1e-3
+    trainer.config.weight_decay_norm = 0.0
     with pytest.warns(RuntimeWarning, match=r"lr 0.01 -> 0.001"):
         trainer.resume()
     TRIED["bad arguments"] += 1
     factor = trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+    # Each parameter group takes its own new rate and weight decay.
+    groups = {group["name"]: group for group in trainer.optimizer.param_groups}
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    assert groups["decay"]["weight_decay"] == trainer.config.weight_decay
+    assert trainer.scheduler.base_lrs == [1e-3] * len(groups)
     trainer.fit()
     assert trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
 
