@@ -33,7 +33,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reid_runs import RunSpec, run  # noqa: E402
+from reid_runs import RunSpec, mean_std, run  # noqa: E402
 
 from dcsd.data import (  # noqa: E402
     IdentityBatchSampler,
@@ -96,10 +96,6 @@ def run_row(row, datasets, args, seed, device) -> dict[str, dict[str, float]]:
         )
         metrics |= run(spec, group, args.root, device)["metrics"]
     return metrics
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(rows, results, domains, metric) -> str:

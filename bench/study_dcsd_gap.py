@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reid_runs import RunSpec, run  # noqa: E402
+from reid_runs import RunSpec, mean_std, run  # noqa: E402
 
 from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 
@@ -158,12 +158,12 @@ def main() -> None:
         per_domain = {d: [r["metrics"][d]["mAP"] for r in results] for d in results[0]["metrics"]}
         means = [statistics.mean(r["metrics"][d]["mAP"] for d in per_domain) for r in results]
         rank1 = [statistics.mean(r["metrics"][d]["rank1"] for d in per_domain) for r in results]
-        spread = statistics.stdev(means) if len(means) > 1 else 0.0
+        mean, spread = mean_std(means)
         domains = " / ".join(f"{statistics.mean(v):.1f}" for v in per_domain.values())
         seconds = statistics.mean(r["seconds"] for r in results)
         lines.append(
             f"| {name} | {what} | {len(results)} | {domains} | "
-            f"{statistics.mean(means):.1f} ± {spread:.1f} | {statistics.mean(rank1):.1f} | "
+            f"{mean:.1f} ± {spread:.1f} | {statistics.mean(rank1):.1f} | "
             f"{seconds:.0f} |"
         )
         print(lines[-1], flush=True)
