@@ -4,8 +4,8 @@ checksummed, fsynced checkpoint.
 ``Trainer.train_step`` adds, after backward: the gradients' total norm, ``isfinite`` of it and
 of the loss, and one host sync (``bool``). This times that check alone on the step's own
 gradients, and the whole step (forward, DCSD loss, backward, check, Adam). Then it times
-``save_checkpoint`` (with fsync and the SHA-256 manifest), hashing alone, and a verified
-``load_checkpoint`` of the model with its Adam state.
+``save_training_state`` (with fsync and the SHA-256 manifest), hashing alone, and a verified
+``load_training_state`` of the model with its Adam state.
 
     python bench/bench_reliability.py                       # CPU, the demo's 32 x 64x32
     python bench/bench_reliability.py --batch 8 --size 256 128
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import dcsd
-from dcsd.engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from dcsd.engine import TrainConfig, Trainer, load_training_state, save_training_state
 from dcsd.losses import DCSDLoss
 from dcsd.manifest import sha256_file
 
@@ -80,15 +80,15 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as out:
         state = trainer._training_state(1)
-        save = seconds(lambda: save_checkpoint(out, trainer.unwrapped_model, state))
+        save = seconds(lambda: save_training_state(out, trainer.unwrapped_model, state))
         files = sorted((Path(out) / "epoch_0001").iterdir())
         mib = sum(f.stat().st_size for f in files) / 2**20
         hashing = seconds(lambda: [sha256_file(f) for f in files])
-        load = seconds(lambda: load_checkpoint(out))
+        load = seconds(lambda: load_training_state(out))
     print(
-        f"checkpoint of {mib:.0f} MiB (weights + Adam state): save_checkpoint {save:.2f} s "
+        f"checkpoint of {mib:.0f} MiB (weights + Adam state): save_training_state {save:.2f} s "
         f"(fsync and manifest included), SHA-256 of its files {hashing:.2f} s, verified "
-        f"load_checkpoint {load:.2f} s"
+        f"load_training_state {load:.2f} s"
     )
 
 

@@ -71,7 +71,15 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
     "dcsd_no_fn": (
         "DCSD without FilterNorm",
         "resnet50_dcsd",
-        {"filter_norm": False},
+        {"filter_norm": "none"},
+        (),
+        {},
+        None,
+    ),
+    "dcsd_rms": (
+        "DCSD, scale-only FilterNorm (RMS over the taps, filter means kept)",
+        "resnet50_dcsd",
+        {"filter_norm": "rms"},
         (),
         {},
         None,
@@ -108,6 +116,22 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         30,
     ),
     "dcsd_30": ("ResNet50-DCSD S+D+C, 30 epochs", *DCSD, (), {}, 30),
+    "dcsd_no_fn_30": (
+        "DCSD without FilterNorm, 30 epochs",
+        "resnet50_dcsd",
+        {"filter_norm": "none"},
+        (),
+        {},
+        30,
+    ),
+    "dcsd_rms_30": (
+        "DCSD, scale-only FilterNorm, 30 epochs",
+        "resnet50_dcsd",
+        {"filter_norm": "rms"},
+        (),
+        {},
+        30,
+    ),
 }
 
 

@@ -17,6 +17,7 @@ tensors and the image paths as JSON in its metadata.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -32,7 +33,7 @@ from dcsd.data import (
     ImageDataset,
     ReIDItem,
     build_dataset,
-    build_test_transforms,
+    build_eval_transforms,
     make_synthetic_domains,
 )
 from dcsd.evaluate import (
@@ -125,11 +126,8 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
     return dcsd.create_model(args.arch, pretrained=args.pretrained)
 
 
-def embed(model, items, args, image_size):
-    loader = DataLoader(
-        ImageDataset(items, transform=build_test_transforms(size=image_size)),
-        batch_size=args.batch_size,
-    )
+def embed(model, items, args, transform):
+    loader = DataLoader(ImageDataset(items, transform=transform), batch_size=args.batch_size)
     return extract_features(model, loader, device=args.device, flip=args.flip)
 
 
@@ -137,8 +135,12 @@ def main() -> None:
     args = parse_args()
     items, queries = load_items(args)
     model = load_model(args).to(args.device).eval()
-    image_size = tuple(args.image_size or model.pretrained_cfg.input_size[1:])
-    features = embed(model, items, args, image_size)
+    # The weights' own size, mean/std and interpolation (their config.json), unless overridden.
+    cfg = model.pretrained_cfg
+    if args.image_size:
+        cfg = dataclasses.replace(cfg, input_size=(3, *args.image_size))
+    transform = build_eval_transforms(cfg)
+    features = embed(model, items, args, transform)
     save_file(
         {
             "features": features.features.contiguous(),
@@ -164,7 +166,7 @@ def main() -> None:
         query_items, rows = queries, None
     else:
         query_items, rows = [queries[args.query_index]], [0]
-    query = embed(model, query_items, args, image_size)
+    query = embed(model, query_items, args, transform)
     q_pids = query.pids if labelled else np.array([queries.index(q) for q in query_items])
     q_camids = query.camids if labelled else np.zeros(len(query_items), dtype=np.int64)
     q_feats = F.normalize(query.features, dim=1)

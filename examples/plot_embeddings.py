@@ -13,6 +13,7 @@ from its own domain; 1/D when domains are fully mixed). Needs the viz extra.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import dcsd
-from dcsd.data import ImageDataset, build_dataset, build_test_transforms, make_synthetic_domains
+from dcsd.data import ImageDataset, build_dataset, build_eval_transforms, make_synthetic_domains
 from dcsd.evaluate import embedding_map, extract_features, plot_embedding_maps
 
 
@@ -89,10 +90,11 @@ def main() -> None:
     maps = {}
     for name, path in panels.items():
         model = dcsd.load_model(path, num_classes=0).to(args.device).eval()
-        size = tuple(args.image_size or model.pretrained_cfg.input_size[1:])
+        cfg = model.pretrained_cfg
+        if args.image_size:
+            cfg = dataclasses.replace(cfg, input_size=(3, *args.image_size))
         loader = DataLoader(
-            ImageDataset(items, transform=build_test_transforms(size=size)),
-            batch_size=args.batch_size,
+            ImageDataset(items, transform=build_eval_transforms(cfg)), batch_size=args.batch_size
         )
         features = extract_features(model, loader, device=args.device).features
         purity = domain_purity(features, domains)

@@ -1,11 +1,10 @@
 """Upload a trained dcsd model to the Hugging Face Hub as config.json + model.safetensors.
 
-    # a folder written by model.save_pretrained(...):
-    python examples/push_to_hub.py runs/joint5/final --repo-id you/resnet50_dcsd-joint5
+    # a folder written by train_joint.py or model.save_pretrained(...):
+    python examples/push_to_hub.py runs/joint5/model --repo-id you/resnet50_dcsd-joint5
 
-    # a training checkpoint (model.safetensors only): say which model it is
-    python examples/push_to_hub.py runs/joint5/checkpoints/epoch_0120 --repo-id you/name \
-        --model resnet50_dcsd --model-kwargs '{"num_classes": 4203}'
+    # a training checkpoint (the same model folder, plus the training state, not uploaded)
+    python examples/push_to_hub.py runs/joint5/checkpoints/epoch_0120 --repo-id you/name
 
 Log in first (``hf auth login`` or ``HF_TOKEN``). ``--save-only DIR`` writes the folder that
 would be uploaded and touches no network. Others then load it with
@@ -15,7 +14,6 @@ would be uploaded and touches no network. Others then load it with
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import dcsd
@@ -23,19 +21,10 @@ import dcsd
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="folder holding model.safetensors")
+    parser.add_argument(
+        "checkpoint", type=Path, help="model folder (config.json + model.safetensors)"
+    )
     parser.add_argument("--repo-id", help="Hub repository, e.g. you/resnet50_dcsd-joint5")
-    parser.add_argument(
-        "--model",
-        choices=dcsd.list_models(),
-        help="architecture, needed only when the folder has no config.json",
-    )
-    parser.add_argument(
-        "--model-kwargs",
-        type=json.loads,
-        default={},
-        help="builder options as JSON when the folder has no config.json",
-    )
     parser.add_argument(
         "--drop-classifier",
         action="store_true",
@@ -56,13 +45,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     overrides = {"num_classes": 0} if args.drop_classifier else {}
-    if (args.checkpoint / "config.json").is_file():
-        model = dcsd.load_model(args.checkpoint, **overrides)
-    elif args.model is not None:
-        kwargs = {**args.model_kwargs, **overrides}
-        model = dcsd.create_model(args.model, pretrained=args.checkpoint, **kwargs)
-    else:
-        raise SystemExit(f"{args.checkpoint} has no config.json: pass --model (and --model-kwargs)")
+    model = dcsd.load_model(args.checkpoint, **overrides)
     print(f"loaded {model.config}")
     if args.save_only is not None:
         model.save_pretrained(args.save_only)

@@ -16,6 +16,7 @@ few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 from dataclasses import asdict
@@ -193,6 +194,10 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
     model = dcsd.create_model(
         args.model, pretrained=False if pretrained == "none" else pretrained, **model_kwargs
     )
+    # The weights' card, saved in every checkpoint's config.json: what they are trained on.
+    model.pretrained_cfg = model.pretrained_cfg.trained_on(
+        data.domain_names, data.num_cameras, input_size=(3, *image_size)
+    )
     config = TrainConfig(
         epochs=epochs,
         lr=args.lr,
@@ -241,11 +246,23 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
             f"{k} {record[k]:.3f}" for k in ("loss", "id", "triplet", "domain", "camera")
         )
         print(f"epoch {record['epoch']}: {parts}, {record['images_per_s']:.1f} img/s")
+    results = records[-1].get("eval", {}) if records else {}
+    trained = trainer.unwrapped_model
+    if results:
+        trained.pretrained_cfg = dataclasses.replace(
+            trained.pretrained_cfg,
+            reported_metrics={
+                name: {"mAP": 100 * float(m["mAP"]), "rank1": 100 * float(m["cmc"][0])}
+                for name, m in results.items()
+            },
+            metrics_source=f"examples/train_joint.py, epoch {records[-1]['epoch']}, test split "
+            "of each dataset",
+        )
     model_dir = out_dir / "model"
-    trainer.unwrapped_model.save_pretrained(model_dir)
+    trained.save_pretrained(model_dir)
     (out_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     print(f"saved {model_dir} (config.json + model.safetensors)")
-    return records[-1].get("eval", {}) if records else {}
+    return results
 
 
 def main() -> None:

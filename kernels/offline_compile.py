@@ -212,7 +212,7 @@ class _OpCallRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.dcsd.decoupled_dwconv2d.default:
-            x, spatial, _, kernel_size, stride, padding, dilation, _ = args
+            x, spatial, _, kernel_size, stride, padding, dilation = args
             call = OpCall(
                 tuple(x.shape), tuple(spatial.shape), kernel_size, stride, padding, dilation
             )

@@ -1,15 +1,27 @@
 """The public op: argument checks, backend choice and its torch.library registration.
 
-``dcsd::decoupled_dwconv2d`` and ``dcsd::decoupled_dwconv2d_backward`` are custom ops with fake
-(meta) implementations, so ``torch.compile(fullgraph=True)`` traces through them, an autograd
-formula that calls the backward op, and FLOP formulas for ``FlopCounterMode``. Each op runs either
-the Triton kernels or the plain-PyTorch reference, chosen by its ``impl`` argument.
+``dcsd::decoupled_dwconv2d`` and ``dcsd::decoupled_dwconv2d_backward`` are custom ops with one
+kernel per device: on CUDA tensors the Triton kernels, on CPU tensors the plain-PyTorch reference
+(results in the input's memory format, as the Triton kernels write them), so the dispatcher, not
+an argument, picks the implementation. Both have fake (meta) implementations, so
+``torch.compile(fullgraph=True)`` traces through them, an autograd formula that calls the backward
+op, and FLOP formulas for ``FlopCounterMode``.
+
+``backend="triton"`` on CPU tensors (under ``TRITON_INTERPRET=1``, to test the kernels against
+the reference) goes through the same ops and the same autograd formula: the public function sets
+a private context flag around the forward op call, under which the CPU kernels run the Triton
+launchers instead of the reference; the autograd context records the flag and the backward sets
+it again around the backward op call. ``backend="reference"`` bypasses the custom ops and runs
+plain PyTorch ops (autograd through them), for ONNX export and tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from numbers import Integral
 from types import ModuleType
 from typing import Literal
@@ -23,6 +35,22 @@ from .shapes import check_arguments, memory_format, output_size
 Backend = Literal["auto", "triton", "reference"]
 BACKENDS = ("auto", "triton", "reference")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Devices the custom ops have kernels for (meta: the fake implementations). On any other device
+# backend="auto" runs the reference's plain ops.
+_OP_DEVICES = ("cpu", "cuda", "meta")
+
+# Set only by backend="triton" on CPU tensors, around one op call: the CPU kernels then run the
+# Triton launchers (under the interpreter) instead of the reference.
+_CPU_RUNS_TRITON: ContextVar[bool] = ContextVar("dcsd_cpu_runs_triton", default=False)
+
+
+@contextlib.contextmanager
+def _cpu_runs_triton(enabled: bool) -> Iterator[None]:
+    token = _CPU_RUNS_TRITON.set(enabled)
+    try:
+        yield
+    finally:
+        _CPU_RUNS_TRITON.reset(token)
 
 
 def _triton_module() -> ModuleType:
@@ -36,7 +64,7 @@ def _triton_module() -> ModuleType:
         ) from error
 
 
-@torch.library.custom_op("dcsd::decoupled_dwconv2d", mutates_args=())
+@torch.library.custom_op("dcsd::decoupled_dwconv2d", mutates_args=(), device_types="cpu")
 def _forward_op(
     x: torch.Tensor,
     spatial: torch.Tensor,
@@ -45,17 +73,22 @@ def _forward_op(
     stride: int,
     padding: int,
     dilation: int,
-    impl: str,
 ) -> torch.Tensor:
+    """The CPU kernel: the reference, or the Triton launcher under ``_cpu_runs_triton``."""
     options = (kernel_size, stride, padding, dilation)
-    if impl == "triton":
+    if _CPU_RUNS_TRITON.get():
         return _triton_module().forward(x, spatial, channel, *options)
     out = decoupled_dwconv2d_reference(x, spatial, channel, *options)
     return out.contiguous(memory_format=memory_format(x))
 
 
+@_forward_op.register_kernel("cuda")
+def _forward_cuda(x, spatial, channel, kernel_size, stride, padding, dilation):
+    return _triton_module().forward(x, spatial, channel, kernel_size, stride, padding, dilation)
+
+
 @_forward_op.register_fake
-def _forward_fake(x, spatial, channel, kernel_size, stride, padding, dilation, impl):
+def _forward_fake(x, spatial, channel, kernel_size, stride, padding, dilation):
     height_out, width_out = output_size(
         x.shape[2], x.shape[3], kernel_size, stride, padding, dilation
     )
@@ -63,7 +96,7 @@ def _forward_fake(x, spatial, channel, kernel_size, stride, padding, dilation, i
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
 
 
-@torch.library.custom_op("dcsd::decoupled_dwconv2d_backward", mutates_args=())
+@torch.library.custom_op("dcsd::decoupled_dwconv2d_backward", mutates_args=(), device_types="cpu")
 def _backward_op(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -73,10 +106,10 @@ def _backward_op(
     stride: int,
     padding: int,
     dilation: int,
-    impl: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CPU kernel: the reference, or the Triton launcher under ``_cpu_runs_triton``."""
     args = (grad_out, x, spatial, channel, kernel_size, stride, padding, dilation)
-    if impl == "triton":
+    if _CPU_RUNS_TRITON.get():
         return _triton_module().backward(*args)
     grad_x, grad_spatial, grad_channel = decoupled_dwconv2d_backward_reference(*args)
     return (
@@ -86,8 +119,15 @@ def _backward_op(
     )
 
 
+@_backward_op.register_kernel("cuda")
+def _backward_cuda(grad_out, x, spatial, channel, kernel_size, stride, padding, dilation):
+    return _triton_module().backward(
+        grad_out, x, spatial, channel, kernel_size, stride, padding, dilation
+    )
+
+
 @_backward_op.register_fake
-def _backward_fake(grad_out, x, spatial, channel, kernel_size, stride, padding, dilation, impl):
+def _backward_fake(grad_out, x, spatial, channel, kernel_size, stride, padding, dilation):
     return (
         torch.empty_like(x, memory_format=memory_format(x)),
         torch.empty_like(spatial, memory_format=memory_format(spatial)),
@@ -96,15 +136,19 @@ def _backward_fake(grad_out, x, spatial, channel, kernel_size, stride, padding, 
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, spatial, channel, kernel_size, stride, padding, dilation, impl = inputs
+    x, spatial, channel, kernel_size, stride, padding, dilation = inputs
     ctx.save_for_backward(x, spatial, channel)
-    ctx.options = (kernel_size, stride, padding, dilation, impl)
+    ctx.options = (kernel_size, stride, padding, dilation)
+    # The backward runs later, outside the public function's flag: record which CPU kernel the
+    # forward ran, so the backward runs the same one.
+    ctx.cpu_runs_triton = _CPU_RUNS_TRITON.get()
 
 
 def _backward(ctx, grad_out):
     x, spatial, channel = ctx.saved_tensors
-    grad_x, grad_spatial, grad_channel = _backward_op(grad_out, x, spatial, channel, *ctx.options)
-    return grad_x, grad_spatial, grad_channel, None, None, None, None, None
+    with _cpu_runs_triton(ctx.cpu_runs_triton):
+        grads = _backward_op(grad_out, x, spatial, channel, *ctx.options)
+    return (*grads, None, None, None, None)
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -132,11 +176,9 @@ def _backward_flop_formula(
     return 3 * _forward_flops(kernel_size, grad_out_shape)
 
 
-def _resolve_backend(backend: str, x: torch.Tensor) -> str:
+def _check_backend(backend: str, x: torch.Tensor) -> None:
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if x.is_cuda else "reference"
     if backend == "triton":
         if x.dtype not in _TRITON_DTYPES:
             raise TypeError(
@@ -149,7 +191,6 @@ def _resolve_backend(backend: str, x: torch.Tensor) -> str:
                 "TRITON_INTERPRET=1 (set before the first Triton call); use a CUDA device or "
                 "backend='reference'"
             )
-    return backend
 
 
 def decoupled_dwconv2d(
@@ -169,22 +210,26 @@ def decoupled_dwconv2d(
     with zeros outside the image. Differentiable in ``x``, ``spatial`` and ``channel``.
 
     Args:
-        x: (N, C, H, W) input; float16, bfloat16, float32 (or float64 on the reference).
+        x: (N, C, H, W) input; float16, bfloat16, float32 (or float64 except on ``"triton"``).
         spatial: (N, K*K, Ho, Wo) one K x K filter per output position, shared by all channels.
         channel: (N, C, K*K) one K x K filter per channel, shared by all positions.
         kernel_size: K, odd.
         stride: s >= 1.
         padding: p >= 0; ``None`` means ``dilation * (K - 1) // 2``.
         dilation: d >= 1.
-        backend: ``"auto"`` runs the Triton kernels on CUDA tensors and the reference on CPU
-            tensors (both as the ``dcsd::decoupled_dwconv2d`` custom op); ``"triton"`` forces the
-            kernels (CPU tensors need ``TRITON_INTERPRET=1``); ``"reference"`` runs plain
-            PyTorch ops (autograd through them, exportable to ONNX).
+        backend: ``"auto"`` calls the ``dcsd::decoupled_dwconv2d`` custom op, whose kernel the
+            dispatcher picks by device: the Triton kernels on CUDA tensors, the reference on
+            CPU tensors (other devices: the reference's plain ops). ``"triton"`` runs the Triton
+            kernels through the same custom op on CUDA tensors, and on CPU tensors too (under
+            ``TRITON_INTERPRET=1``) by setting a context flag that the CPU kernel reads; that
+            ``ContextVar.set`` is a graph break for ``torch.compile`` (an error with
+            ``fullgraph=True``), so test it eagerly. ``"reference"`` runs plain PyTorch ops
+            (autograd through them, exportable to ONNX).
 
     Returns:
         (N, C, Ho, Wo) in the dtype of ``x``, channels_last if ``x`` is channels_last (and not
-        also contiguous), else contiguous (``backend="reference"``: as PyTorch's ops return it),
-        with
+        also contiguous), else contiguous (``backend="reference"``, and ``"auto"`` off CPU and
+        CUDA: as PyTorch's ops return it), with
         Ho = (H + 2p - d(K-1) - 1) // s + 1 (likewise Wo).
 
     Raises:
@@ -196,9 +241,11 @@ def decoupled_dwconv2d(
     check_arguments(x, spatial, channel, kernel_size, stride, padding, dilation)
     # NumPy integers pass the checks; the custom op and Triton get plain ints.
     kernel_size, stride, padding, dilation = map(int, (kernel_size, stride, padding, dilation))
-    impl = _resolve_backend(backend, x)
-    if backend == "reference":
-        return decoupled_dwconv2d_reference(
-            x, spatial, channel, kernel_size, stride, padding, dilation
-        )
-    return _forward_op(x, spatial, channel, kernel_size, stride, padding, dilation, impl)
+    _check_backend(backend, x)
+    options = (kernel_size, stride, padding, dilation)
+    if backend == "reference" or (backend == "auto" and x.device.type not in _OP_DEVICES):
+        return decoupled_dwconv2d_reference(x, spatial, channel, *options)
+    if backend == "triton" and x.device.type == "cpu":
+        with _cpu_runs_triton(True):
+            return _forward_op(x, spatial, channel, *options)
+    return _forward_op(x, spatial, channel, *options)

@@ -22,7 +22,7 @@ def test_exported_embedding_matches_pytorch_with_dynamic_batch(tmp_path):
     assert onnx_embedding.shape == (3, 2048)
     np.testing.assert_allclose(onnx_embedding, expected, rtol=1e-4, atol=1e-4)
     assert all(
-        layer.op_backend == "auto" for layer in model.modules() if hasattr(layer, "op_backend")
+        layer.backend == "auto" for layer in model.modules() if isinstance(layer, dcsd.DCSDConv)
     )
 
 

@@ -15,7 +15,13 @@ from .multi_domain import DomainItem, MultiDomainDataset
 from .registry import DATASET_NAMES, build_dataset, list_datasets, register_dataset
 from .sampler import IdentityBatchSampler
 from .synthetic import default_synthetic_root, make_synthetic_domains
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transforms, build_train_transforms
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_eval_transforms,
+    build_test_transforms,
+    build_train_transforms,
+)
 from .validation import holdout_identities
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "ReIDDataset",
     "ReIDItem",
     "build_dataset",
+    "build_eval_transforms",
     "build_test_transforms",
     "build_train_transforms",
     "check_images",

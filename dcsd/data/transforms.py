@@ -8,13 +8,20 @@ which is the ImageNet mean colour there, as fast-reid fills with the mean before
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Interpolation names as stored in a model's pretrained config (timm's names).
+INTERPOLATIONS = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
 
 
 def build_train_transforms(
@@ -71,6 +78,40 @@ def build_test_transforms(
             v2.ToPureTensor(),
         ]
     )
+
+
+def build_eval_transforms(pretrained_cfg: Any) -> v2.Compose:
+    """The test transforms a model's weights expect, from its pretrained config.
+
+    Args:
+        pretrained_cfg: ``model.pretrained_cfg`` (a :class:`dcsd.models.PretrainedCfg`), or any
+            object or mapping with ``input_size`` (C, H, W), ``mean``, ``std`` and optionally
+            ``interpolation`` (``"bicubic"``, ``"bilinear"``, ``"nearest"``).
+
+    Returns:
+        :func:`build_test_transforms` at that size, normalisation and interpolation.
+    """
+
+    def field(name: str, default: Any = None) -> Any:
+        if isinstance(pretrained_cfg, Mapping):
+            return pretrained_cfg.get(name, default)
+        return getattr(pretrained_cfg, name, default)
+
+    input_size, mean, std = field("input_size"), field("mean"), field("std")
+    if input_size is None or mean is None or std is None:
+        raise ValueError(
+            "pretrained_cfg must give input_size, mean and std (pass model.pretrained_cfg), got "
+            f"{pretrained_cfg!r}"
+        )
+    if len(input_size) != 3:
+        raise ValueError(f"pretrained_cfg input_size must be (C, H, W), got {input_size!r}")
+    interpolation = field("interpolation", "bicubic")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"pretrained_cfg interpolation must be one of {sorted(INTERPOLATIONS)}, got "
+            f"{interpolation!r}"
+        )
+    return build_test_transforms(input_size[1:], mean, std, INTERPOLATIONS[interpolation])
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:

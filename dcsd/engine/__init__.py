@@ -5,8 +5,11 @@ from .checkpoint import (
     Checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_latest_training_state,
     load_latest_whole_checkpoint,
+    load_training_state,
     save_checkpoint,
+    save_training_state,
 )
 from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .evaluation import evaluate_model
@@ -40,8 +43,11 @@ __all__ = [
     "init_distributed",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_latest_training_state",
     "load_latest_whole_checkpoint",
+    "load_training_state",
     "save_checkpoint",
+    "save_training_state",
     "seed_everything",
     "warmup_multistep_factor",
 ]

@@ -1,6 +1,7 @@
 """Training checkpoints written atomically and checksummed, so an interrupted run loses nothing.
 
-A checkpoint is a folder ``epoch_XXXX/`` holding ``model.safetensors`` (the weights),
+A checkpoint is a folder ``epoch_XXXX/``: a model folder as :func:`dcsd.models.save_model` writes
+it (``config.json`` + ``model.safetensors``, so ``dcsd.load_model`` opens it), plus
 ``training_state.pt`` (optimizer, scheduler, grad scaler and epoch: tensors and plain containers
 only, read back with ``torch.load(weights_only=True)``, so no arbitrary pickle) and
 ``manifest.json`` (size and SHA-256 of every other file, see :mod:`dcsd.manifest`). The folder is
@@ -22,9 +23,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..manifest import fsync_dir, fsync_file, verify_manifest, write_manifest
+from ..models.pretrained import save_model
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -34,7 +36,7 @@ STAGING_PREFIX = ".staging-"
 
 @dataclass
 class Checkpoint:
-    """A checkpoint read back from disk."""
+    """A training checkpoint read back from disk (:func:`load_training_state`)."""
 
     path: Path
     model_state: dict[str, torch.Tensor]
@@ -44,10 +46,6 @@ class Checkpoint:
     def epoch(self) -> int:
         """The number of epochs completed when it was written."""
         return int(self.training_state["epoch"])
-
-
-def _contiguous_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
 def _tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
@@ -95,13 +93,15 @@ def remove_stale_staging(directory: str | Path) -> list[Path]:
     return stale
 
 
-def save_checkpoint(
+def save_training_state(
     directory: str | Path,
     model: torch.nn.Module,
     training_state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write ``directory/epoch_XXXX`` atomically and point ``directory/latest`` at it.
+    """Write the training checkpoint ``directory/epoch_XXXX`` atomically and point
+    ``directory/latest`` at it: the model folder (:func:`dcsd.models.save_model`), the
+    training state and the manifest.
 
     Staging folders left by interrupted writes are removed first.
 
@@ -122,14 +122,13 @@ def save_checkpoint(
     """
     if "epoch" not in training_state:
         raise ValueError("training_state must hold 'epoch', the number of epochs completed")
-    model_state = _contiguous_state(model)
-    _check_finite(model_state, training_state)
+    _check_finite(model.state_dict(), training_state)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(directory)
     final = directory / f"epoch_{int(training_state['epoch']):04d}"
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
-    save_file(model_state, str(staging / MODEL_FILE))
+    save_model(model, staging)
     torch.save(training_state, staging / STATE_FILE)
     write_manifest(staging)
     if final.exists():
@@ -160,8 +159,9 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return Path(directory) / pointer.read_text().strip()
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint folder (or a run folder, whose ``latest`` is followed), verified.
+def load_training_state(path: str | Path) -> Checkpoint:
+    """Read a training checkpoint folder (or a run's checkpoint folder, whose ``latest`` is
+    followed), verified. (For the model alone: ``dcsd.load_model(path)``.)
 
     Every file is checked against the folder's ``manifest.json`` before it is read.
 
@@ -200,8 +200,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, model_state, training_state)
 
 
-def load_latest_whole_checkpoint(directory: str | Path) -> Checkpoint | None:
-    """The checkpoint ``latest`` names or, when it is damaged or missing, the newest whole one.
+def load_latest_training_state(directory: str | Path) -> Checkpoint | None:
+    """The training checkpoint ``latest`` names or, when it is damaged or missing, the newest
+    whole one.
 
     Each checkpoint passed over is reported with a :class:`RuntimeWarning` naming it and what is
     wrong, and the one used instead.
@@ -220,7 +221,7 @@ def load_latest_whole_checkpoint(directory: str | Path) -> Checkpoint | None:
     problems = []
     for candidate in candidates:
         try:
-            checkpoint = load_checkpoint(candidate)
+            checkpoint = load_training_state(candidate)
         except (FileNotFoundError, ValueError) as error:
             reason = str(error)
             if candidate == latest and not candidate.is_dir():
@@ -239,3 +240,25 @@ def load_latest_whole_checkpoint(directory: str | Path) -> Checkpoint | None:
     if problems:
         raise ValueError(f"no whole checkpoint in {directory}: " + "; ".join(problems))
     return None
+
+
+def _deprecated(old: str, new: Any) -> Any:
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        warnings.warn(
+            f"dcsd.engine.{old} is deprecated: use dcsd.engine.{new.__name__} (same arguments; "
+            "removed in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new(*args, **kwargs)
+
+    alias.__name__ = old
+    alias.__doc__ = f"Deprecated alias of :func:`{new.__name__}`."
+    return alias
+
+
+save_checkpoint = _deprecated("save_checkpoint", save_training_state)
+load_checkpoint = _deprecated("load_checkpoint", load_training_state)
+load_latest_whole_checkpoint = _deprecated(
+    "load_latest_whole_checkpoint", load_latest_training_state
+)

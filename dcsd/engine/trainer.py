@@ -27,9 +27,9 @@ from dcsd.modules import DCSDConv
 from .checkpoint import (
     LATEST_FILE,
     STATE_FILE,
-    load_checkpoint,
-    load_latest_whole_checkpoint,
-    save_checkpoint,
+    load_latest_training_state,
+    load_training_state,
+    save_training_state,
 )
 from .distributed import DistributedContext, all_reduce_mean, barrier
 from .optim import OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
@@ -261,17 +261,17 @@ class Trainer:
         """
         self._resume_requested = True
         if path is None:
-            checkpoint = load_latest_whole_checkpoint(self.checkpoint_dir)
+            checkpoint = load_latest_training_state(self.checkpoint_dir)
             if checkpoint is None:
                 return 0
         else:
-            checkpoint = load_checkpoint(path)
+            checkpoint = load_training_state(path)
         state = checkpoint.training_state
         missing = [key for key in _RESUME_KEYS if key not in state]
         if missing:
             raise ValueError(
                 f"{checkpoint.path / STATE_FILE} lacks {missing}: it cannot resume training "
-                f"(it needs {list(_RESUME_KEYS)}); load its weights with load_checkpoint instead"
+                f"(it needs {list(_RESUME_KEYS)}); load its model with dcsd.load_model instead"
             )
         self.unwrapped_model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -350,7 +350,7 @@ class Trainer:
                 batch_sampler.set_epoch(epoch)
             record = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
             if self.context.is_main:
-                save_checkpoint(
+                save_training_state(
                     self.checkpoint_dir,
                     self.unwrapped_model,
                     self._training_state(epoch + 1),

@@ -37,7 +37,7 @@ def count_parameters(model: nn.Module) -> int:
 def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
     """Multiply-accumulates of an eval-mode forward of one (C, H, W) image.
 
-    The DCSD layers must run through the registered op (``op_backend="auto"``): the
+    The DCSD layers must run through the registered op (``backend="auto"``): the
     ``"reference"`` backend is made of elementwise ops the counter does not see.
     """
     parameter = next(model.parameters())

@@ -1,5 +1,11 @@
-"""Checkpoints: safetensors weights + ``config.json``, locally or on the Hugging Face Hub, and the
-torchvision ImageNet initialisation of the backbone.
+"""Model folders: ``config.json`` + ``model.safetensors``, locally or on the Hugging Face Hub, and
+the torchvision ImageNet initialisation of the backbone.
+
+One format everywhere: :func:`save_model` writes it (``model.save_pretrained`` and every training
+checkpoint of :mod:`dcsd.engine` call it), and two calls read it, as in timm:
+``create_model(name, pretrained=folder)`` (weights into a model you describe) and
+``load_model(folder or Hub id)`` (the model ``config.json`` describes, with the pretrained config
+it saved).
 
 Only safetensors files are read for model checkpoints (no pickle). The one exception is
 torchvision's own ImageNet file, which :func:`imagenet_state_dict` loads with
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +31,13 @@ from huggingface_hub.errors import EntryNotFoundError
 from dcsd.manifest import MANIFEST_FILE, verify_manifest
 from dcsd.modules import DCSDConv
 
-from .registry import create_model, get_pretrained_cfg, is_model
+from .registry import PretrainedCfg, create_model, get_pretrained_cfg, is_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+PRETRAINED_CFG_KEY = "pretrained_cfg"
+# A run's checkpoint folder names its newest checkpoint in this file (see dcsd.engine).
+LATEST_NAME = "latest"
 CLASSIFIER_KEY = "head.classifier.weight"
 # Parts of the model that exist in torchvision's ResNet50 under the same names.
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
@@ -61,19 +71,61 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({more} more)" if more > 0 else "")
 
 
-def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``model.config``) into ``directory``.
+def model_config_json(model: nn.Module) -> dict[str, Any]:
+    """What ``config.json`` holds for ``model``: ``model.config`` (architecture and builder
+    options) plus ``"pretrained_cfg"``, the card of these weights (input size, mean/std,
+    interpolation, training datasets, cameras, measured metrics)."""
+    config = dict(model.config)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is not None:
+        config[PRETRAINED_CFG_KEY] = cfg.to_dict()
+    return config
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write a model folder: ``model.safetensors`` and, for dcsd models (which have
+    ``config``), ``config.json`` (:func:`model_config_json`). The one writer of the format that
+    :func:`load_model` and ``create_model(name, pretrained=folder)`` read.
+
+    Files are written as they are; :mod:`dcsd.engine` makes its training checkpoints atomic and
+    checksummed around this call.
 
     Returns:
         The directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # contiguous(): channels_last models hold strided tensors, which safetensors refuses.
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    # contiguous() and cpu(): channels_last or CUDA models hold tensors safetensors refuses.
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     safetensors.torch.save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+    if hasattr(model, "config"):
+        text = json.dumps(model_config_json(model), indent=2, sort_keys=True) + "\n"
+        (directory / CONFIG_NAME).write_text(text)
     return directory
+
+
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Deprecated alias of :func:`save_model` (removed in the next release)."""
+    warnings.warn(
+        "dcsd.models.save_checkpoint is deprecated: use dcsd.models.save_model(model, folder) "
+        "or model.save_pretrained(folder)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return save_model(model, directory)
+
+
+def _follow_latest(path: Path) -> Path:
+    """A run's checkpoint folder (with a ``latest`` pointer) stands for the checkpoint it names."""
+    pointer = path / LATEST_NAME
+    if path.is_dir() and pointer.is_file() and not (path / WEIGHTS_NAME).exists():
+        target = path / pointer.read_text().strip()
+        if not target.is_dir():
+            raise FileNotFoundError(
+                f"{pointer} names {target.name}, which does not exist (a dangling latest pointer)"
+            )
+        return target
+    return path
 
 
 def _read_config(config_file: Path) -> dict[str, Any]:
@@ -92,9 +144,10 @@ def _read_config(config_file: Path) -> dict[str, Any]:
 def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
     """(weights file, config or None) of a checkpoint folder or ``.safetensors`` file.
 
-    A folder with a ``manifest.json`` (training checkpoints) is verified against it first.
+    A folder with a ``manifest.json`` (training checkpoints) is verified against it first; a
+    run's checkpoint folder stands for the checkpoint its ``latest`` names.
     """
-    path = Path(checkpoint)
+    path = _follow_latest(Path(checkpoint))
     if path.is_dir():
         if (path / MANIFEST_FILE).is_file():
             verify_manifest(path)
@@ -164,7 +217,8 @@ def _mismatch_message(
         differing = [
             f"{key}: checkpoint {config.get(key)!r}, model {ours.get(key)!r}"
             for key in sorted(set(config) | set(ours))
-            if key != "num_classes" and _normalised(config.get(key)) != _normalised(ours.get(key))
+            if key not in ("num_classes", PRETRAINED_CFG_KEY)
+            and _normalised(config.get(key)) != _normalised(ours.get(key))
         ]
         if differing:
             lines.append(
@@ -187,8 +241,10 @@ def _normalised(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
-    """Load a safetensors checkpoint into ``model``, every tensor exactly.
+def load_weights(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
+    """Load a model folder's (or ``.safetensors`` file's) weights into ``model``, every tensor
+    exactly; what ``create_model(name, pretrained=folder)`` does after building the model. A
+    ``pretrained_cfg`` saved in the folder's ``config.json`` becomes ``model.pretrained_cfg``.
 
     A model built with ``num_classes=0`` drops the checkpoint's identity classifier; every other
     difference (missing or unexpected keys, other shapes, other numbers of domains or cameras)
@@ -202,7 +258,30 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadRepo
     Returns:
         A :class:`LoadReport`.
     """
-    return _load_weights(model, *_local_files(checkpoint))
+    weights, config = _local_files(checkpoint)
+    report = _load_weights(model, weights, config)
+    saved_cfg = _saved_pretrained_cfg(weights.parent / CONFIG_NAME, config)
+    if saved_cfg is not None:
+        model.pretrained_cfg = saved_cfg
+    return report
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
+    """Deprecated: use ``create_model(name, pretrained=folder)`` or ``load_model(folder)``
+    (removed in the next release)."""
+    warnings.warn(
+        "dcsd.models.load_checkpoint is deprecated: use dcsd.create_model(name, "
+        "pretrained=folder, ...) or dcsd.load_model(folder)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return load_weights(model, checkpoint)
+
+
+def _saved_pretrained_cfg(config_file: Path, config: dict[str, Any] | None) -> PretrainedCfg | None:
+    if config is None or PRETRAINED_CFG_KEY not in config:
+        return None
+    return PretrainedCfg.from_dict(config[PRETRAINED_CFG_KEY], f"{config_file} pretrained_cfg")
 
 
 def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None) -> LoadReport:
@@ -297,11 +376,11 @@ def load_pretrained(model: nn.Module, pretrained: Any) -> LoadReport | None:
                 "pretrained='imagenet'."
             )
             raise OSError(f"pretrained=True for {architecture!r}: {error}{status}") from error
-        return load_checkpoint(model, folder)
+        return load_weights(model, folder)
     if pretrained == "imagenet":
         return load_imagenet_backbone(model, imagenet_state_dict())
     if isinstance(pretrained, (str, os.PathLike)):
-        return load_checkpoint(model, pretrained)
+        return load_weights(model, pretrained)
     raise TypeError(
         "pretrained must be False, True, 'imagenet' or a checkpoint path, got "
         f"{type(pretrained).__name__} {pretrained!r}"
@@ -318,15 +397,20 @@ def load_model(
     force_download: bool = False,
     **overrides: Any,
 ) -> nn.Module:
-    """Build the model a checkpoint's ``config.json`` describes and load its weights.
+    """Build the model a model folder's ``config.json`` describes and load its weights.
+
+    The model's ``pretrained_cfg`` is the one saved in ``config.json`` (input size, mean/std,
+    datasets, cameras, metrics of these weights), or its zoo entry's for folders without one.
 
     Args:
-        source: a local folder (with ``config.json`` and ``model.safetensors``) or a Hub
-            repository id such as ``"user/resnet50_dcsd-market"``.
+        source: a local model folder (``config.json`` + ``model.safetensors``: written by
+            ``save_pretrained``, ``train_joint.py`` or any training checkpoint
+            ``runs/x/checkpoints/epoch_XXXX``; a run's ``checkpoints`` folder means its latest
+            checkpoint) or a Hub repository id such as ``"user/resnet50_dcsd-market"``.
         revision, cache_dir, token, local_files_only, force_download: Hub download options
             (ignored for a local folder).
         **overrides: builder options replacing the config's, e.g. ``num_classes=0`` to drop the
-            identity classifier or ``op_backend="reference"``.
+            identity classifier or ``backend="reference"``.
 
     Returns:
         The model, in training mode as every freshly built module (call ``.eval()`` to embed).
@@ -340,7 +424,9 @@ def load_model(
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path or a Hub repo id, got {type(source).__name__}")
     folder = Path(source)
-    if not folder.exists():
+    if folder.exists():
+        folder = _follow_latest(folder)
+    else:
         if os.fspath(source).count("/") != 1:
             raise FileNotFoundError(
                 f"source {os.fspath(source)!r} is neither an existing folder nor a Hub repo id "
@@ -362,6 +448,7 @@ def load_model(
         )
     weights, config = _local_files(folder)
     options = dict(config)
+    options.pop(PRETRAINED_CFG_KEY, None)
     architecture = options.pop("architecture", None)
     if not isinstance(architecture, str) or not is_model(architecture):
         raise ValueError(
@@ -373,6 +460,9 @@ def load_model(
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_file} holds options {architecture} refuses: {error}") from error
     _load_weights(model, weights, config)
+    saved_cfg = _saved_pretrained_cfg(config_file, config)
+    if saved_cfg is not None:
+        model.pretrained_cfg = saved_cfg
     return model
 
 

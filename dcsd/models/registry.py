@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch.nn as nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dcsd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
@@ -20,14 +20,20 @@ class PretrainedCfg:
     """What a zoo entry's pretrained weights are and how to feed them (timm's pretrained_cfg,
     torchvision's weights metadata).
 
+    A model carries its card as ``model.pretrained_cfg``: a freshly built model has its zoo
+    entry's card, a loaded model the card saved in its ``config.json`` (``"pretrained_cfg"``),
+    so weights fine-tuned at another size or on other data say so themselves.
+
     Attributes:
-        hub_id: Hugging Face Hub repository holding ``config.json`` and ``model.safetensors``.
+        hub_id: Hugging Face Hub repository holding ``config.json`` and ``model.safetensors``
+            ("" for weights that are not on the Hub).
         hub_revision: branch, tag or commit to download (pin a commit for reproducibility).
         published: whether weights have been uploaded to ``hub_id``. When False the repository
             id is a placeholder and ``pretrained=True`` only finds weights someone put in the
             local Hub cache.
         input_size: (C, H, W) of the training and test images.
         mean, std: per-channel normalisation of RGB images in [0, 1].
+        interpolation: resize interpolation of the eval transforms (``"bicubic"`` as BoT).
         datasets: training datasets; their order is the domain ID order.
         num_cameras: global camera IDs the camera classifiers were trained on.
         reported_metrics: {dataset: {metric: value}} for these weights; for unpublished entries
@@ -35,21 +41,73 @@ class PretrainedCfg:
         metrics_source: where ``reported_metrics`` come from.
     """
 
-    hub_id: str
+    hub_id: str = ""
     hub_revision: str = "main"
     published: bool = False
     input_size: tuple[int, int, int] = (3, 256, 128)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
     datasets: tuple[str, ...] = ()
     num_cameras: int = 0
     reported_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics_source: str = ""
 
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 3 or min(self.input_size) < 1:
+            raise ValueError(f"input_size must be (C, H, W) >= 1, got {self.input_size!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
+        # JSON gives lists back: store tuples, so cards compare and hash as written.
+        for name in ("input_size", "mean", "std", "datasets"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
     @property
     def domain_names(self) -> tuple[str, ...]:
         """Dataset name of each domain ID."""
         return self.datasets
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON-ready values (what ``config.json`` stores under ``pretrained_cfg``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "pretrained_cfg") -> PretrainedCfg:
+        """A card from :meth:`to_dict`'s output; unknown or bad fields raise ``ValueError``
+        naming ``source``."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source} must be a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source} has unknown fields {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source} is not a valid pretrained config: {error}") from error
+
+    def trained_on(
+        self,
+        datasets: Sequence[str],
+        num_cameras: int,
+        input_size: Sequence[int] | None = None,
+    ) -> PretrainedCfg:
+        """The card of new weights trained from this architecture: the given training data and
+        image size, no Hub repository and no metrics yet (add measured ones with
+        ``dataclasses.replace(cfg, reported_metrics=..., metrics_source=...)``)."""
+        return dataclasses.replace(
+            self,
+            hub_id="",
+            hub_revision="main",
+            published=False,
+            input_size=tuple(input_size) if input_size is not None else self.input_size,
+            datasets=tuple(datasets),
+            num_cameras=num_cameras,
+            reported_metrics={},
+            metrics_source="",
+        )
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from dcsd.kernels._validation import check_bool, check_int
-from dcsd.modules import FACTORS, DCSDConv, DCSDConvOutput, NonLocalBlock, check_factors
+from dcsd.kernels._validation import check_int
+from dcsd.modules import DCSDConv, DCSDConvOutput, NonLocalBlock
 
 from .heads import BNNeckHead
 from .output import ReIDOutput
-from .pretrained import load_model, load_pretrained, save_checkpoint
+from .pretrained import load_model, load_pretrained, model_config_json, save_model
 from .registry import PretrainedCfg, get_pretrained_cfg, register_model
 
 HEADS = ("bot", "agw")
@@ -91,10 +91,14 @@ A person re-identification model of the `dcsd` library: torchvision's ResNet50 l
 {{ conv }}, returning a 2048-d embedding after BNNeck.
 
 ```python
+import torch
+
 import dcsd
+from dcsd.data import build_eval_transforms
 
 model = dcsd.load_model("<this repo id or a local copy>").eval()
-embeddings = model(images)  # images: (N, 3, 256, 128), ImageNet mean / std
+transform = build_eval_transforms(model.pretrained_cfg)  # resize to {{ input_size }}, normalise
+embeddings = model(torch.stack([transform(image) for image in images]))
 ```
 
 ## config.json
@@ -115,26 +119,28 @@ class ReIDResNet(
 ):
     """ResNet50 for person ReID: static (BoT / AGW baseline) or with DCSD layers.
 
-    Build it through :func:`resnet50_dcsd` / :func:`resnet50_reid` or
-    :func:`dcsd.create_model`. In training mode ``forward`` returns a
-    :class:`~dcsd.models.ReIDOutput`; in eval mode the (N, 2048) embedding after BNNeck.
+    Build it through :func:`dcsd.create_model` (or a builder such as :func:`resnet50_dcsd`),
+    which records the zoo name in ``architecture`` and the entry's card in ``pretrained_cfg``.
+    In training mode ``forward`` returns a :class:`~dcsd.models.ReIDOutput`; in eval mode the
+    (N, 2048) embedding after BNNeck.
 
     Args:
         dynamic: replace the 16 bottleneck 3x3 convolutions by :class:`DCSDConv`.
         num_classes: training identities; 0 builds no classifier (a feature extractor, which
             refuses a training-mode forward).
-        num_domains, num_cameras: classes of the DCSD domain and camera classifiers (unused by
-            the static model; kept so one call builds either).
+        num_domains, num_cameras: classes of the DCSD domain and camera classifiers (the
+            paper's five datasets by default: 5 domains, 32 global cameras; build from your data
+            with ``**MultiDomainDataset.model_kwargs()``). The static model records them only.
         last_stride: stride of layer4 (1 in ReID: a 16x8 map at 256x128; 2 as on ImageNet).
         head: ``"bot"`` (GAP, BNNeck, bias-free classifier) or ``"agw"`` (non-local blocks in
             layer2/layer3, GeM pooling, BNNeck, bias-free classifier).
-        factors, stop_gradient, filter_norm: DCSD options (see :class:`DCSDConv`).
-        op_backend: DCSD op backend (validated by :class:`DCSDConv`), a runtime option not
-            stored in ``config``; change it later with :func:`dcsd.modules.set_op_backend`.
         zero_init_residual: start every bottleneck's last BatchNorm at zero, so each residual
             block begins as the identity (Goyal et al., torchvision's option of the same name).
             Only an initialisation (not stored in ``config``; pretrained weights replace it);
             it makes training from scratch far faster. Off by default, as in torchvision.
+        **dcsd_options: options of every :class:`DCSDConv` (``factors``, ``stop_gradient``,
+            ``filter_norm``, stored in ``config``; ``backend``, a runtime choice that is not),
+            with :class:`DCSDConv`'s defaults; refused by the static model.
     """
 
     def __init__(
@@ -146,11 +152,8 @@ class ReIDResNet(
         num_cameras: int = _JOINT5_CAMERAS,
         last_stride: int = 1,
         head: str = "bot",
-        factors: Iterable[str] = FACTORS,
-        stop_gradient: bool = True,
-        filter_norm: bool = True,
-        op_backend: str = "auto",
         zero_init_residual: bool = False,
+        **dcsd_options: Any,
     ) -> None:
         super().__init__()
         check_int("num_classes", num_classes, 0)
@@ -160,16 +163,22 @@ class ReIDResNet(
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        check_bool("stop_gradient", stop_gradient)
-        check_bool("filter_norm", filter_norm)
+        _check_dcsd_options(dynamic, dcsd_options)
+        if "op_backend" in dcsd_options:
+            warnings.warn(
+                "op_backend=... is deprecated: use backend=... (the op's own word; removed in "
+                "the next release)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            dcsd_options["backend"] = dcsd_options.pop("op_backend")
+        self.architecture: str | None = None  # the zoo name, set by the builder
+        self.pretrained_cfg: PretrainedCfg | None = None  # the weights' card, set likewise
         self.dynamic = dynamic
         self.num_domains = num_domains
         self.num_cameras = num_cameras
         self.last_stride = last_stride
         self.head_type = head
-        self.factors = check_factors(factors)
-        self.stop_gradient = stop_gradient
-        self.filter_norm = filter_norm
         self.num_features = _WIDTHS[-1] * _EXPANSION
 
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -189,10 +198,7 @@ class ReIDResNet(
                         block_stride,
                         num_domains=num_domains,
                         num_cameras=num_cameras,
-                        factors=self.factors,
-                        stop_gradient=stop_gradient,
-                        filter_norm=filter_norm,
-                        op_backend=op_backend,
+                        **dcsd_options,
                     )
                 else:
                     conv2 = nn.Conv2d(planes, planes, 3, block_stride, padding=1, bias=False)
@@ -211,6 +217,25 @@ class ReIDResNet(
         self.head = BNNeckHead(
             self.num_features, num_classes, pooling="gem" if head == "agw" else "avg"
         )
+
+    @property
+    def _first_dcsd_layer(self) -> DCSDConv:
+        return self.layer1[0].conv2
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The DCSD factors (empty for the static model)."""
+        return self._first_dcsd_layer.factors if self.dynamic else ()
+
+    @property
+    def stop_gradient(self) -> bool | None:
+        """Whether D and Cam are detached (None for the static model)."""
+        return self._first_dcsd_layer.stop_gradient if self.dynamic else None
+
+    @property
+    def filter_norm(self) -> str | None:
+        """The DCSD filter normalisation (None for the static model)."""
+        return self._first_dcsd_layer.filter_norm if self.dynamic else None
 
     def _init_backbone(self, zero_init_residual: bool) -> None:
         """torchvision's ResNet initialisation (DCSD's spatial 1x1 convs included, as DDF)."""
@@ -234,9 +259,9 @@ class ReIDResNet(
     @property
     def config(self) -> dict[str, Any]:
         """JSON-serialisable architecture: the zoo name and the builder options that shape the
-        weights and the forward (``op_backend`` is a runtime choice and is left out)."""
+        weights and the forward (the op ``backend`` is a runtime choice and is left out)."""
         config: dict[str, Any] = {
-            "architecture": "resnet50_dcsd" if self.dynamic else "resnet50_reid",
+            "architecture": self.architecture,
             "num_classes": self.num_classes,
             "num_domains": self.num_domains,
             "num_cameras": self.num_cameras,
@@ -250,11 +275,6 @@ class ReIDResNet(
                 "filter_norm": self.filter_norm,
             }
         return config
-
-    @property
-    def pretrained_cfg(self) -> PretrainedCfg:
-        """The zoo card of this architecture (input size, mean/std, Hub repo, ...)."""
-        return get_pretrained_cfg(self.config["architecture"])
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the identity classifier by a fresh one with ``num_classes`` outputs (0: none)."""
@@ -332,7 +352,7 @@ class ReIDResNet(
         return ReIDOutput(features, self.head.classifier(embedding), domain_logits, camera_logits)
 
     def _save_pretrained(self, save_directory: os.PathLike) -> None:
-        save_checkpoint(self, save_directory)
+        save_model(self, save_directory)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The README.md that :meth:`save_pretrained` and :meth:`push_to_hub` write."""
@@ -345,7 +365,8 @@ class ReIDResNet(
             *args,
             architecture=self.config["architecture"],
             conv=conv,
-            config_json=json.dumps(self.config, indent=2, sort_keys=True),
+            input_size="x".join(map(str, self.pretrained_cfg.input_size[1:])),
+            config_json=json.dumps(model_config_json(self), indent=2, sort_keys=True),
             **kwargs,
         )
 
@@ -374,8 +395,23 @@ class ReIDResNet(
         )
 
 
-def _build(pretrained: Any, **kwargs: Any) -> ReIDResNet:
+def create_reid_resnet(variant: str, pretrained: Any = False, **kwargs: Any) -> ReIDResNet:
+    """Build the zoo entry ``variant`` (timm's ``build_model_with_cfg``): the one place where a
+    :class:`ReIDResNet` gets its zoo name (``architecture``, saved in ``config.json``) and its
+    weights' card (``pretrained_cfg``), then its weights.
+
+    A variant is a registered builder that calls this with its name and its own defaults, e.g.
+    ``create_reid_resnet("resnet50_dcsd_s", pretrained, **{"dynamic": True,
+    "factors": ("sample",), **kwargs})``.
+
+    Args:
+        variant: the registered name.
+        pretrained: see :func:`dcsd.create_model`.
+        **kwargs: :class:`ReIDResNet` options.
+    """
     model = ReIDResNet(**kwargs)
+    model.architecture = variant
+    model.pretrained_cfg = get_pretrained_cfg(variant)
     load_pretrained(model, pretrained)
     return model
 
@@ -395,45 +431,17 @@ def _build(pretrained: Any, **kwargs: Any) -> ReIDResNet:
         metrics_source="paper Table II, BoT-DCSD joint training (not measured on these weights)",
     )
 )
-def resnet50_dcsd(
-    pretrained: bool | str | os.PathLike = False,
-    *,
-    num_classes: int = 0,
-    num_domains: int = 5,
-    num_cameras: int = _JOINT5_CAMERAS,
-    last_stride: int = 1,
-    head: str = "bot",
-    factors: Iterable[str] = FACTORS,
-    stop_gradient: bool = True,
-    filter_norm: bool = True,
-    op_backend: str = "auto",
-    zero_init_residual: bool = False,
-) -> ReIDResNet:
+def resnet50_dcsd(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -> ReIDResNet:
     """ResNet50-DCSD: every bottleneck 3x3 conv is a :class:`DCSDConv` (16 layers).
 
     Args:
         pretrained: ``False``, ``True`` (this entry's Hub weights), ``"imagenet"`` (torchvision
             ResNet50 backbone, fresh DCSD generators) or a local folder / ``.safetensors``.
-        num_classes: training identities (0: no classifier, eval-mode embedding only).
-        num_domains, num_cameras: domain and global camera IDs of the training data (defaults:
-            the paper's five datasets, 5 domains and 32 cameras).
-        last_stride, head, factors, stop_gradient, filter_norm, op_backend,
-            zero_init_residual: see :class:`ReIDResNet` and :class:`~dcsd.modules.DCSDConv`.
+        **kwargs: :class:`ReIDResNet` options (``num_classes``, ``num_domains``,
+            ``num_cameras``, ``last_stride``, ``head``, ``zero_init_residual``) and the DCSD
+            layer options (``factors``, ``stop_gradient``, ``filter_norm``, ``backend``).
     """
-    return _build(
-        pretrained,
-        dynamic=True,
-        num_classes=num_classes,
-        num_domains=num_domains,
-        num_cameras=num_cameras,
-        last_stride=last_stride,
-        head=head,
-        factors=factors,
-        stop_gradient=stop_gradient,
-        filter_norm=filter_norm,
-        op_backend=op_backend,
-        zero_init_residual=zero_init_residual,
-    )
+    return create_reid_resnet("resnet50_dcsd", pretrained, dynamic=True, **kwargs)
 
 
 @register_model(
@@ -451,29 +459,26 @@ def resnet50_dcsd(
         metrics_source="paper Table II, BoT joint training (not measured on these weights)",
     )
 )
-def resnet50_reid(
-    pretrained: bool | str | os.PathLike = False,
-    *,
-    num_classes: int = 0,
-    num_domains: int = 5,
-    num_cameras: int = _JOINT5_CAMERAS,
-    last_stride: int = 1,
-    head: str = "bot",
-    zero_init_residual: bool = False,
-) -> ReIDResNet:
+def resnet50_reid(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -> ReIDResNet:
     """Static ResNet50 ReID baseline (BoT with ``head="bot"``, AGW with ``head="agw"``).
 
     Same API and outputs as :func:`resnet50_dcsd`, with torchvision's 3x3 convolutions;
     ``num_domains`` and ``num_cameras`` are accepted (so one call builds either model) and
-    recorded, and its ``domain_logits`` / ``camera_logits`` are empty.
+    recorded, and its ``domain_logits`` / ``camera_logits`` are empty. DCSD layer options are
+    refused.
     """
-    return _build(
-        pretrained,
-        dynamic=False,
-        num_classes=num_classes,
-        num_domains=num_domains,
-        num_cameras=num_cameras,
-        last_stride=last_stride,
-        head=head,
-        zero_init_residual=zero_init_residual,
-    )
+    return create_reid_resnet("resnet50_reid", pretrained, dynamic=False, **kwargs)
+
+
+_DCSD_OPTIONS = ("factors", "stop_gradient", "filter_norm", "backend", "op_backend")
+
+
+def _check_dcsd_options(dynamic: bool, options: dict[str, Any]) -> None:
+    for name in options:
+        if name not in _DCSD_OPTIONS:
+            raise TypeError(f"ReIDResNet got an unexpected keyword argument {name!r}")
+        if not dynamic:
+            raise TypeError(
+                f"the static model got an unexpected keyword argument {name!r} (a DCSD layer "
+                "option; build resnet50_dcsd to use it)"
+            )

@@ -17,6 +17,7 @@ For an input X (N, C, H, W):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -27,6 +28,10 @@ from dcsd.kernels import BACKENDS, decoupled_dwconv2d
 from dcsd.kernels._validation import check_bool, check_int
 
 FACTORS = ("sample", "domain", "camera")
+# Filter normalisations: DDF's (standardise over the taps, then scale), scale-only (divide by the
+# root mean square over the taps, keeping each filter's mean, so a smoothing filter stays
+# reachable), or none.
+FILTER_NORMS = ("ddf", "rms", "none")
 
 # DDF initialises the filter scale from the gain of the nonlinearity that follows the layer
 # (bn2 + ReLU in a bottleneck) over the kernel size.
@@ -75,8 +80,32 @@ def check_factors(factors: Iterable[str]) -> tuple[str, ...]:
     return tuple(name for name in FACTORS if name in names)
 
 
+def check_filter_norm(filter_norm: object) -> str:
+    """Validate a filter normalisation choice and return its name.
+
+    Args:
+        filter_norm: one of ``FILTER_NORMS`` (``"ddf"``, ``"rms"``, ``"none"``), or a bool
+            (``True`` is ``"ddf"``, ``False`` is ``"none"``, as saved by dcsd 0.1 configs).
+    """
+    if isinstance(filter_norm, bool):
+        return "ddf" if filter_norm else "none"
+    if not isinstance(filter_norm, str):
+        raise TypeError(
+            f"filter_norm must be one of {FILTER_NORMS} or a bool, got "
+            f"{type(filter_norm).__name__} {filter_norm!r}"
+        )
+    if filter_norm not in FILTER_NORMS:
+        raise ValueError(f"filter_norm must be one of {FILTER_NORMS}, got {filter_norm!r}")
+    return filter_norm
+
+
 class FilterNorm(nn.Module):
-    """DDF's filter normalisation: standardise every filter over its K*K taps, then scale it.
+    """Filter normalisation over the K*K taps of every filter, then a learnable scale.
+
+    ``center=True`` is DDF's FilterNorm: each filter is standardised (zero mean, unit std over
+    its taps). ``center=False`` only divides each filter by its root mean square over the taps,
+    which bounds its magnitude as DDF's does but keeps its mean: a smoothing (all-positive)
+    filter stays reachable, which a zero-mean filter never is.
 
     Filters come in as (N, F, K*K, P): F filters per sample, each with K*K taps, repeated over
     P positions (P = 1 for channel filters, F = 1 for spatial filters). The learnable scale has
@@ -85,20 +114,30 @@ class FilterNorm(nn.Module):
     Statistics are computed in float32 whatever the input dtype; the result has the input dtype.
     """
 
-    def __init__(self, num_filters: int, kernel_size: int, *, random_init: bool) -> None:
+    def __init__(
+        self, num_filters: int, kernel_size: int, *, random_init: bool, center: bool = True
+    ) -> None:
         super().__init__()
         taps = kernel_size * kernel_size
         scale = torch.full((num_filters, taps, 1), _RELU_GAIN / kernel_size)
         if random_init:
             scale = scale * torch.randn(num_filters, taps, 1)
         self.scale = nn.Parameter(scale)
+        self.center = center
 
     def forward(self, filters: torch.Tensor) -> torch.Tensor:
-        """filters: (N, F, K*K, P) -> (N, F, K*K, P) standardised over dim 2 and scaled."""
+        """filters: (N, F, K*K, P) -> (N, F, K*K, P) normalised over dim 2 and scaled."""
         values = filters.float()
-        centred = values - values.mean(dim=2, keepdim=True)
-        standardised = centred / (values.std(dim=2, keepdim=True) + _FILTER_NORM_EPS)
-        return (standardised * self.scale).to(filters.dtype)
+        if self.center:
+            centred = values - values.mean(dim=2, keepdim=True)
+            normalised = centred / (values.std(dim=2, keepdim=True) + _FILTER_NORM_EPS)
+        else:
+            rms = values.square().mean(dim=2, keepdim=True).sqrt()
+            normalised = values / (rms + _FILTER_NORM_EPS)
+        return (normalised * self.scale).to(filters.dtype)
+
+    def extra_repr(self) -> str:
+        return f"center={self.center}"
 
 
 def _mlp(channels: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -125,9 +164,12 @@ class DCSDConv(nn.Module):
         dilation: dilation of the dynamic filter.
         channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
         mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.
-        filter_norm: normalise both filters as DDF's FilterNorm (recommended for stability).
-        op_backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
+        filter_norm: how both filters are normalised (:class:`FilterNorm`): ``"ddf"``
+            (DDF's FilterNorm, standardised over the taps; ``True``), ``"rms"`` (divided by
+            their root mean square over the taps, means kept) or ``"none"`` (``False``).
+        backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
             ``"triton"`` or ``"reference"`` (see :func:`set_op_backend`).
+        op_backend: deprecated name of ``backend`` (removed in the next release).
 
     Shapes:
         x: (N, C, H, W) -> output (N, C, Ho, Wo), Ho = (H + 2p - d(K-1) - 1) // stride + 1 with
@@ -147,10 +189,18 @@ class DCSDConv(nn.Module):
         dilation: int = 1,
         channel_ratio: float = 0.2,
         mlp_ratio: float = 0.25,
-        filter_norm: bool = True,
-        op_backend: str = "auto",
+        filter_norm: bool | str = "ddf",
+        backend: str = "auto",
+        op_backend: str | None = None,
     ) -> None:
         super().__init__()
+        if op_backend is not None:
+            warnings.warn(
+                "DCSDConv(op_backend=...) is deprecated: use backend=... (the op's own word)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            backend = op_backend
         check_int("channels", channels, 1)
         check_int("kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
@@ -161,13 +211,13 @@ class DCSDConv(nn.Module):
         for name, ratio in (("channel_ratio", channel_ratio), ("mlp_ratio", mlp_ratio)):
             if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
                 raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
-        _check_backend(op_backend)
+        _check_backend(backend)
         check_bool("stop_gradient", stop_gradient)
-        check_bool("filter_norm", filter_norm)
-        if filter_norm and kernel_size == 1:
+        filter_norm = check_filter_norm(filter_norm)
+        if filter_norm == "ddf" and kernel_size == 1:
             raise ValueError(
-                "filter_norm standardises each filter over its K*K taps, which needs "
-                "kernel_size >= 3; got kernel_size=1 (pass filter_norm=False)"
+                "filter_norm='ddf' standardises each filter over its K*K taps, which needs "
+                "kernel_size >= 3; got kernel_size=1 (pass filter_norm='none' or 'rms')"
             )
 
         self.channels = channels
@@ -176,7 +226,8 @@ class DCSDConv(nn.Module):
         self.dilation = dilation
         self.padding = dilation * (kernel_size - 1) // 2
         self.stop_gradient = stop_gradient
-        self.op_backend = op_backend
+        self.backend = backend
+        self.filter_norm = filter_norm
         taps = kernel_size * kernel_size
         mlp_hidden = max(1, int(channels * mlp_ratio))
 
@@ -197,9 +248,10 @@ class DCSDConv(nn.Module):
         self.spatial_branch = nn.Conv2d(channels, taps, kernel_size=1, stride=stride)
         self.channel_norm: FilterNorm | None = None
         self.spatial_norm: FilterNorm | None = None
-        if filter_norm:
-            self.channel_norm = FilterNorm(channels, kernel_size, random_init=True)
-            self.spatial_norm = FilterNorm(1, kernel_size, random_init=False)
+        if filter_norm != "none":
+            center = filter_norm == "ddf"
+            self.channel_norm = FilterNorm(channels, kernel_size, random_init=True, center=center)
+            self.spatial_norm = FilterNorm(1, kernel_size, random_init=False, center=center)
 
     @property
     def num_domains(self) -> int | None:
@@ -245,7 +297,7 @@ class DCSDConv(nn.Module):
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
-            backend=self.op_backend,
+            backend=self.backend,
         )
         return DCSDConvOutput(output, logits["domain"], logits["camera"])
 
@@ -262,13 +314,13 @@ class DCSDConv(nn.Module):
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"factors={self.factors}, stop_gradient={self.stop_gradient}, "
-            f"op_backend={self.op_backend!r}"
+            f"filter_norm={self.filter_norm!r}, backend={self.backend!r}"
         )
 
 
 def _check_backend(backend: object) -> None:
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"op_backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def set_op_backend(module: nn.Module, backend: str) -> int:
@@ -286,5 +338,5 @@ def set_op_backend(module: nn.Module, backend: str) -> int:
     _check_backend(backend)
     layers = [layer for layer in module.modules() if isinstance(layer, DCSDConv)]
     for layer in layers:
-        layer.op_backend = backend
+        layer.backend = backend
     return len(layers)

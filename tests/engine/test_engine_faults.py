@@ -27,9 +27,9 @@ from dcsd.engine import (
     TrainConfig,
     build_eval_splits,
     latest_checkpoint,
-    load_checkpoint,
-    load_latest_whole_checkpoint,
-    save_checkpoint,
+    load_latest_training_state,
+    load_training_state,
+    save_training_state,
 )
 from dcsd.engine import checkpoint as checkpoint_module
 from dcsd.evaluate import rank_metrics
@@ -60,12 +60,12 @@ class Filled(torch.nn.Module):
 
 def save_epoch(directory: Path, epoch: int) -> Path:
     state = {"epoch": epoch, "optimizer": {"step": torch.tensor(float(epoch))}}
-    return save_checkpoint(directory, Filled(float(epoch)), state, keep=2)
+    return save_training_state(directory, Filled(float(epoch)), state, keep=2)
 
 
 def assert_whole(directory: Path) -> int:
     """latest names a checkpoint that verifies and holds its own epoch everywhere."""
-    checkpoint = load_checkpoint(directory)
+    checkpoint = load_training_state(directory)
     assert bool((checkpoint.model_state["weight"] == checkpoint.epoch).all())
     assert float(checkpoint.training_state["optimizer"]["step"]) == checkpoint.epoch
     return checkpoint.epoch
@@ -182,14 +182,14 @@ def test_byte_flips_in_every_checkpoint_file_are_caught_and_resume_falls_back(tm
         for offset in [0, 8, *(rng.randrange(size) for _ in range(6))]:
             flip_byte(path, offset)
             with pytest.raises(ValueError, match=re.escape(str(newest))) as error:
-                load_checkpoint(newest)
+                load_training_state(newest)
             if path.name != "manifest.json":
                 assert path.name in str(error.value)
             with pytest.warns(RuntimeWarning, match="newest whole checkpoint.*epoch_0001"):
-                assert load_latest_whole_checkpoint(tmp_path).epoch == 1
+                assert load_latest_training_state(tmp_path).epoch == 1
             path.write_bytes(original)
             TRIED["byte flips"] += 1
-        assert load_checkpoint(newest).epoch == 2
+        assert load_training_state(newest).epoch == 2
     assert TRIED["byte flips"] == 24
 
 
@@ -275,7 +275,7 @@ def test_skip_mode_stops_when_a_whole_epoch_is_skipped(tiny_data, tmp_path):
 
 
 def assert_finite_checkpoint(directory: Path) -> int:
-    checkpoint = load_checkpoint(directory)
+    checkpoint = load_training_state(directory)
     assert all(bool(torch.isfinite(v).all()) for v in checkpoint.model_state.values())
     return checkpoint.epoch
 
@@ -297,7 +297,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
     save_epoch(tmp_path, 1)
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="non-finite values"):
-            save_checkpoint(tmp_path, Filled(bad), {"epoch": 2})
+            save_training_state(tmp_path, Filled(bad), {"epoch": 2})
         TRIED["NaN / inf injections"] += 1
     assert assert_whole(tmp_path) == 1 and not (tmp_path / "epoch_0002").exists()
 
@@ -307,7 +307,7 @@ def test_used_out_folder_is_refused_then_overwritten_cleanly(tiny_data, tmp_path
     with pytest.raises(FileExistsError, match="epoch_0002, epoch_0003, latest, log.jsonl"):
         make_trainer(tiny_data, tmp_path, epochs=1).fit()
     TRIED["used or bad output folders"] += 1
-    assert load_checkpoint(tmp_path / "checkpoints").epoch == 3
+    assert load_training_state(tmp_path / "checkpoints").epoch == 3
     fresh = make_trainer(tiny_data, tmp_path, epochs=1)
     fresh.overwrite = True
     fresh.fit()
@@ -341,7 +341,7 @@ def test_evaluation_failure_keeps_the_epoch(tiny_data, tmp_path):
     with pytest.raises(torch.OutOfMemoryError):
         trainer.fit()
     TRIED["evaluation failures"] += 1
-    assert load_checkpoint(tmp_path / "checkpoints").epoch == 1
+    assert load_training_state(tmp_path / "checkpoints").epoch == 1
     (record,) = read_log(tmp_path / "log.jsonl")
     assert "out of memory" in record["eval_error"] and np.isfinite(record["loss"])
 
@@ -351,7 +351,7 @@ def test_resume_names_dangling_latest_and_missing_state(tiny_data, tmp_path):
     make_trainer(tiny_data, tmp_path, epochs=2).fit()
     (checkpoints / "latest").write_text("epoch_0007\n")
     with pytest.raises(FileNotFoundError, match="names epoch_0007, which does not exist"):
-        load_checkpoint(checkpoints)
+        load_training_state(checkpoints)
     with pytest.warns(RuntimeWarning, match="latest names epoch_0007.*epoch_0002"):
         assert make_trainer(tiny_data, tmp_path, epochs=3).resume() == 2
     TRIED["bad checkpoint states"] += 1

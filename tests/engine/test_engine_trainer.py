@@ -18,7 +18,7 @@ from dcsd.engine import (
     build_eval_splits,
     build_train_loader,
     evaluate_model,
-    load_checkpoint,
+    load_training_state,
 )
 from dcsd.losses import DCSDLoss
 from dcsd.models import ReIDOutput
@@ -103,7 +103,7 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
     interrupted.criterion = failing_criterion
     with pytest.raises(Interrupt):
         interrupted.fit()
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints").epoch == 1
+    assert load_training_state(tmp_path / "resumed" / "checkpoints").epoch == 1
 
     resumed = make_trainer(tiny_data, tmp_path / "resumed", num_workers=2, seed=0)
     assert resumed.resume() == 1
@@ -175,7 +175,7 @@ def test_two_process_gloo_ddp(tiny_data, tmp_path):
     assert len(seen[0]) == len(seen[1]) > 0
     assert all(len(batch) == 8 for batch in seen[0] + seen[1])
     assert rank0.isdisjoint(rank1)
-    assert load_checkpoint(tmp_path / "checkpoints").epoch == 2
+    assert load_training_state(tmp_path / "checkpoints").epoch == 2
     log = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(log) == 2
 

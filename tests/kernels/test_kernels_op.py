@@ -1,5 +1,7 @@
 """The public op on its CPU paths: the reference against independent oracles, the custom-op
-registration (fake, autograd, compile, FLOP count) and argument checks."""
+registration (per-device kernels, fake, autograd, compile, FLOP count) and argument checks."""
+
+import os
 
 import pytest
 import torch
@@ -106,13 +108,11 @@ def test_custom_op_matches_reference_forward_and_backward(shape):
 def test_opcheck_custom_ops():
     x, spatial, channel, padding = make_inputs(2, 3, 6, 5, 3, 1, 1, None, dtype=torch.float32)
     inputs = [t.requires_grad_() for t in (x, spatial, channel)]
-    torch.library.opcheck(
-        torch.ops.dcsd.decoupled_dwconv2d.default, (*inputs, 3, 1, padding, 1, "reference")
-    )
+    torch.library.opcheck(torch.ops.dcsd.decoupled_dwconv2d.default, (*inputs, 3, 1, padding, 1))
     grad_out = torch.randn(2, 3, 6, 5)
     torch.library.opcheck(
         torch.ops.dcsd.decoupled_dwconv2d_backward.default,
-        (grad_out, x.detach(), spatial.detach(), channel.detach(), 3, 1, padding, 1, "reference"),
+        (grad_out, x.detach(), spatial.detach(), channel.detach(), 3, 1, padding, 1),
     )
 
 
@@ -178,6 +178,94 @@ def test_flop_counter_counts_forward_and_backward():
     with FlopCounterMode(display=False) as counter:
         decoupled_dwconv2d(*inputs, 3, stride=2).sum().backward()
     assert counter.get_total_flops() == 4 * forward_flops
+
+
+OP_ARGUMENTS = ["x", "spatial", "channel", "kernel_size", "stride", "padding", "dilation"]
+
+
+@pytest.mark.parametrize(
+    ("op", "arguments"),
+    [
+        ("decoupled_dwconv2d", OP_ARGUMENTS),
+        ("decoupled_dwconv2d_backward", ["grad_out", *OP_ARGUMENTS]),
+    ],
+)
+def test_custom_ops_have_a_kernel_per_device_and_no_impl_argument(op, arguments):
+    """The dispatcher, not an argument, picks the implementation: a CPU and a CUDA kernel."""
+    overload = getattr(torch.ops.dcsd, op).default
+    assert [argument.name for argument in overload._schema.arguments] == arguments
+    for key in ("CPU", "CUDA", "Meta", "Autograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dcsd::{op}", key), key
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"dcsd::{op}", "CompositeExplicitAutograd"
+    )
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_cpu_kernel_of_custom_op_is_the_reference(layout):
+    """Called directly, the custom op gives exactly the reference's output and gradients on CPU
+    tensors, in the input's memory format."""
+    x, spatial, channel, padding = make_inputs(2, 3, 7, 6, 3, 2, 1, None, dtype=torch.float32)
+    x, spatial = (t.contiguous(memory_format=layout) for t in (x, spatial))
+    options = (3, 2, padding, 1)
+    inputs = [t.clone().requires_grad_() for t in (x, spatial, channel)]
+    out = torch.ops.dcsd.decoupled_dwconv2d(*inputs, *options)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    assert out.is_contiguous(memory_format=layout)
+    assert torch.equal(out, decoupled_dwconv2d_reference(x, spatial, channel, *options))
+    expected = decoupled_dwconv2d_backward_reference(grad_out, x, spatial, channel, *options)
+    for got, want in zip(grads, expected, strict=True):
+        assert torch.equal(got, want)
+    direct = torch.ops.dcsd.decoupled_dwconv2d_backward(grad_out, x, spatial, channel, *options)
+    for got, want in zip(direct, expected, strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="Triton on CPU needs TRITON_INTERPRET=1"
+)
+def test_triton_backend_on_cpu_runs_the_triton_launchers(monkeypatch):
+    """backend="triton" on CPU tensors runs the Triton forward and, through the same autograd
+    formula, the Triton backward; backend="auto" on CPU runs neither."""
+    from dcsd.kernels import op
+
+    launchers = pytest.importorskip("dcsd.kernels.triton_decoupled_dwconv")
+    calls = {"forward": 0, "backward": 0}
+
+    def counted(name):
+        launcher = getattr(launchers, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return launcher(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(launchers, name, counted(name))
+    x, spatial, channel, padding = make_inputs(1, 3, 5, 4, 3, 1, 1, None, dtype=torch.float32)
+    results = {}
+    for backend in ("auto", "triton"):
+        inputs = [t.clone().requires_grad_() for t in (x, spatial, channel)]
+        out = decoupled_dwconv2d(*inputs, 3, backend=backend)
+        assert calls == {"forward": int(backend == "triton"), "backward": 0}
+        assert not op._CPU_RUNS_TRITON.get()
+        # The backward runs outside the public function: it must still take the forward's path.
+        out.backward(torch.ones_like(out))
+        assert calls == {"forward": int(backend == "triton"), "backward": int(backend == "triton")}
+        assert not op._CPU_RUNS_TRITON.get()
+        results[backend] = (out.detach(), *(t.grad for t in inputs))
+    for a, b in zip(results["triton"], results["auto"], strict=True):
+        torch.testing.assert_close(a, b)
+
+    # Each op call's backward runs the kernel its forward ran, whatever is called in between.
+    calls.update(forward=0, backward=0)
+    inputs = [t.clone().requires_grad_() for t in (x, spatial, channel)]
+    loss = decoupled_dwconv2d(*inputs, 3, backend="triton").sum()
+    loss = loss + decoupled_dwconv2d(*inputs, 3, backend="auto").sum()
+    loss.backward()
+    assert calls == {"forward": 1, "backward": 1}
 
 
 def _valid():

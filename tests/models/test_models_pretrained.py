@@ -14,7 +14,6 @@ import dcsd
 from dcsd.models import (
     CheckpointMismatchError,
     ReIDResNet,
-    load_checkpoint,
     load_imagenet_backbone,
 )
 from dcsd.models import pretrained as pretrained_module
@@ -74,7 +73,11 @@ def offline_hub_cache(tmp_path, monkeypatch) -> Path:
 def test_save_pretrained_writes_config_and_safetensors(saved):
     model, folder = saved
     assert {"config.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
-    assert json.loads((folder / "config.json").read_text()) == model.config
+    saved_config = json.loads((folder / "config.json").read_text())
+    assert saved_config.pop("pretrained_cfg") == json.loads(
+        json.dumps(model.pretrained_cfg.to_dict())
+    )
+    assert saved_config == model.config
     tensors = safetensors.torch.load_file(folder / "model.safetensors")
     assert set(tensors) == set(model.state_dict())
 
@@ -99,7 +102,7 @@ def test_num_classes_zero_drops_the_classifier_only(saved):
     model, folder = saved
     for loaded in (
         dcsd.create_model("resnet50_dcsd", pretrained=folder),
-        dcsd.load_model(folder, num_classes=0, op_backend="reference"),
+        dcsd.load_model(folder, num_classes=0, backend="reference"),
     ):
         assert loaded.num_classes == 0
         # Every tensor of the embedding path is the checkpoint's: the embedding is unchanged.
@@ -152,11 +155,11 @@ def test_only_safetensors_checkpoints_are_read(saved, tmp_path):
     pickled = tmp_path / "model.pth"
     torch.save(model.state_dict(), pickled)
     with pytest.raises(ValueError, match="pickled checkpoints"):
-        load_checkpoint(model, pickled)
+        dcsd.create_model("resnet50_dcsd", pretrained=pickled, num_classes=NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
-        load_checkpoint(model, tmp_path)
+        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path, num_classes=NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_checkpoint(model, tmp_path / "missing")
+        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
         dcsd.load_model(str(tmp_path / "missing"))
     with pytest.raises(TypeError, match="pretrained must be False, True, 'imagenet'"):
@@ -180,7 +183,9 @@ def test_push_to_hub_uploads_config_and_weights(saved, monkeypatch):
     model.push_to_hub("user/resnet50_dcsd-test")
     files = uploads["user/resnet50_dcsd-test"]
     assert {"config.json", "model.safetensors"} <= set(files)
-    assert json.loads(files["config.json"]) == model.config
+    uploaded_config = json.loads(files["config.json"])
+    assert uploaded_config.pop("pretrained_cfg")["input_size"] == [3, 256, 128]
+    assert uploaded_config == model.config
     tensors = safetensors.torch.load(files["model.safetensors"])
     assert torch.equal(tensors["conv1.weight"], model.conv1.weight)
 

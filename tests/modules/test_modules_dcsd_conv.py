@@ -128,6 +128,42 @@ def test_filter_norm_standardises_over_taps():
     torch.testing.assert_close(constant.scale, torch.full((1, 9, 1), 2**0.5 / 3))
 
 
+def test_rms_filter_norm_keeps_each_filter_mean():
+    torch.manual_seed(0)
+    norm = FilterNorm(4, 3, random_init=False, center=False)
+    filters = torch.rand(2, 4, 9, 5) + 0.5  # all-positive: a smoothing filter
+    normalised = norm(filters) / norm.scale.detach()
+    rms = normalised.square().mean(dim=2).sqrt()
+    torch.testing.assert_close(rms, torch.ones(2, 4, 5), rtol=1e-5, atol=0)
+    # Only rescaled: the filter's shape (and so its positive mean) is kept, unlike "ddf".
+    torch.testing.assert_close(normalised / normalised[:, :, :1], filters / filters[:, :, :1])
+    assert bool((normalised.mean(dim=2) > 0.5).all())
+
+
+@pytest.mark.parametrize(
+    ("choice", "name", "center"),
+    [("ddf", "ddf", True), (True, "ddf", True), ("rms", "rms", False), ("none", "none", None)],
+)
+def test_filter_norm_choices(choice, name, center):
+    layer = make_layer(filter_norm=choice)
+    assert layer.filter_norm == name
+    if center is None:
+        assert layer.channel_norm is None and layer.spatial_norm is None
+    else:
+        assert layer.channel_norm.center is center and layer.spatial_norm.center is center
+    assert layer(make_input()).shape == (2, CHANNELS, 8, 6)
+    with pytest.raises(ValueError, match="filter_norm must be one of"):
+        make_layer(filter_norm="batch")
+    with pytest.raises(TypeError, match="filter_norm must be one of"):
+        make_layer(filter_norm=1.0)
+
+
+def test_op_backend_keyword_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="use backend="):
+        layer = make_layer(op_backend="reference")
+    assert layer.backend == "reference"
+
+
 def test_filter_norm_can_be_switched_off():
     layer = make_layer(filter_norm=False)
     assert layer.channel_norm is None and layer.spatial_norm is None
@@ -169,8 +205,8 @@ def test_backends_agree(triton_device):
 def test_set_op_backend_counts_layers_and_checks_the_name():
     model = torch.nn.Sequential(make_layer(), torch.nn.ReLU(), make_layer())
     assert set_op_backend(model, "reference") == 2
-    assert all(layer.op_backend == "reference" for layer in (model[0], model[2]))
-    with pytest.raises(ValueError, match="op_backend must be one of"):
+    assert all(layer.backend == "reference" for layer in (model[0], model[2]))
+    with pytest.raises(ValueError, match="backend must be one of"):
         set_op_backend(model, "cuda")
 
 
@@ -183,7 +219,7 @@ def test_set_op_backend_counts_layers_and_checks_the_name():
         (dict(num_domains=None), TypeError, "num_domains must be an int"),
         (dict(num_cameras=0), ValueError, "num_cameras must be >= 1"),
         (dict(kernel_size=4), ValueError, "kernel_size must be odd"),
-        (dict(op_backend="cuda"), ValueError, "op_backend must be one of"),
+        (dict(backend="cuda"), ValueError, "backend must be one of"),
         (dict(channel_ratio=0), ValueError, "channel_ratio"),
     ],
 )

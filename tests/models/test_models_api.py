@@ -1,0 +1,155 @@
+"""One API: one model folder format (also inside training checkpoints), weights that carry their
+own pretrained config, builders that delegate, and the deprecated names of the old API."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torchvision.transforms import InterpolationMode
+
+import dcsd
+from dcsd.data import build_eval_transforms
+from dcsd.engine import load_training_state, save_training_state
+from dcsd.models import PretrainedCfg, registry
+from dcsd.models.resnet import create_reid_resnet
+
+SMALL = dict(num_classes=4, num_domains=2, num_cameras=3)
+
+
+def fine_tuned() -> torch.nn.Module:
+    """A model fine-tuned at 384x192 on two datasets, with measured metrics."""
+    torch.manual_seed(0)
+    model = dcsd.resnet50_dcsd(**SMALL)
+    model.pretrained_cfg = dataclasses.replace(
+        model.pretrained_cfg.trained_on(["market1501", "dukemtmc"], 3, input_size=(3, 384, 192)),
+        interpolation="bilinear",
+        reported_metrics={"market1501": {"mAP": 12.5}},
+        metrics_source="a test",
+    )
+    return model
+
+
+def test_weights_carry_their_own_pretrained_config(tmp_path):
+    model = fine_tuned()
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["pretrained_cfg"]["input_size"] == [3, 384, 192]
+    for loaded in (
+        dcsd.load_model(tmp_path / "m"),
+        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path / "m", **SMALL),
+    ):
+        cfg = loaded.pretrained_cfg
+        assert cfg == model.pretrained_cfg
+        assert cfg.input_size == (3, 384, 192) and cfg.hub_id == "" and not cfg.published
+        assert cfg.domain_names == ("market1501", "dukemtmc") and cfg.num_cameras == 3
+        assert cfg.reported_metrics == {"market1501": {"mAP": 12.5}}
+    # The zoo's card is untouched, and a fresh model still gets it.
+    assert dcsd.resnet50_dcsd().pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+    assert dcsd.get_pretrained_cfg("resnet50_dcsd").input_size == (3, 256, 128)
+
+
+def test_eval_transforms_are_built_from_the_config():
+    model = fine_tuned()
+    transform = build_eval_transforms(model.pretrained_cfg)
+    resize = transform.transforms[0]
+    assert tuple(resize.size) == (384, 192)
+    assert resize.interpolation == InterpolationMode.BILINEAR
+    image = torch.randint(0, 256, (3, 100, 50), dtype=torch.uint8)
+    assert transform(image).shape == (3, 384, 192)
+    as_dict = build_eval_transforms(model.pretrained_cfg.to_dict())
+    assert tuple(as_dict.transforms[0].size) == (384, 192)
+    with pytest.raises(ValueError, match="must give input_size, mean and std"):
+        build_eval_transforms({"input_size": (3, 8, 4)})
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        build_eval_transforms({**model.pretrained_cfg.to_dict(), "interpolation": "lanczos9"})
+
+
+def test_a_bad_saved_pretrained_config_names_the_file(tmp_path):
+    model = fine_tuned()
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    config["pretrained_cfg"]["colour"] = "red"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"pretrained_cfg has unknown fields \[.colour"):
+        dcsd.load_model(tmp_path)
+    config["pretrained_cfg"] = {"input_size": [3, 0, 4]}
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json pretrained_cfg is not a valid"):
+        dcsd.load_model(tmp_path)
+
+
+def test_training_checkpoints_are_model_folders(tmp_path):
+    model = fine_tuned()
+    path = save_training_state(tmp_path / "checkpoints", model, {"epoch": 1})
+    assert {p.name for p in path.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "training_state.pt",
+        "manifest.json",
+    }
+    # Any checkpoint, or the run's checkpoint folder (its latest), opens with load_model, and
+    # config.json is covered by the manifest like every other file.
+    for source in (path, tmp_path / "checkpoints"):
+        loaded = dcsd.load_model(source)
+        assert loaded.pretrained_cfg.input_size == (3, 384, 192)
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    assert "config.json" in json.loads((path / "manifest.json").read_text())["files"]
+    assert load_training_state(tmp_path / "checkpoints").epoch == 1
+
+
+def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
+    """A new variant is one registered function that delegates; it needs no other change."""
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+    monkeypatch.setattr(registry, "_PRETRAINED_CFGS", dict(registry._PRETRAINED_CFGS))
+
+    @registry.register_model(PretrainedCfg(input_size=(3, 128, 64)))
+    def resnet50_dcsd_s(pretrained=False, **kwargs):
+        """ResNet50-DCSD with the sample factor only (DDF-like) by default."""
+        options = {"dynamic": True, "factors": ("sample",), **kwargs}
+        return create_reid_resnet("resnet50_dcsd_s", pretrained, **options)
+
+    model = dcsd.create_model("resnet50_dcsd_s", num_classes=4)
+    assert model.architecture == "resnet50_dcsd_s"
+    assert model.config["architecture"] == "resnet50_dcsd_s"
+    assert model.config["factors"] == ["sample"] and model.pretrained_cfg.input_size == (3, 128, 64)
+    model.save_pretrained(tmp_path)
+    loaded = dcsd.load_model(tmp_path)
+    assert loaded.architecture == "resnet50_dcsd_s" and loaded.factors == ("sample",)
+    # The stock builders delegate the same way and keep the layer's defaults.
+    assert dcsd.resnet50_dcsd().config["filter_norm"] == "ddf"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'dilation'"):
+        dcsd.resnet50_dcsd(dilation=2)
+
+
+def test_old_configs_with_a_boolean_filter_norm_load(tmp_path):
+    model = dcsd.resnet50_dcsd(**SMALL, filter_norm="none")
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["pretrained_cfg"]  # as dcsd 0.1 wrote it
+    config["filter_norm"] = False
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = dcsd.load_model(tmp_path)
+    assert loaded.filter_norm == "none"
+    assert loaded.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+
+
+def test_old_names_warn_and_still_work(tmp_path):
+    model = dcsd.resnet50_dcsd(**SMALL)
+    with pytest.warns(DeprecationWarning, match="save_model"):
+        dcsd.models.save_checkpoint(model, tmp_path / "m")
+    with pytest.warns(DeprecationWarning, match="create_model"):
+        dcsd.models.load_checkpoint(dcsd.resnet50_dcsd(**SMALL), tmp_path / "m")
+    with pytest.warns(DeprecationWarning, match="save_training_state"):
+        dcsd.engine.save_checkpoint(tmp_path / "run", model, {"epoch": 1})
+    with pytest.warns(DeprecationWarning, match="load_training_state"):
+        assert dcsd.engine.load_checkpoint(tmp_path / "run").epoch == 1
+    with pytest.warns(DeprecationWarning, match="load_latest_training_state"):
+        assert dcsd.engine.load_latest_whole_checkpoint(tmp_path / "run").epoch == 1
+    with pytest.warns(DeprecationWarning, match="use backend="):
+        built = dcsd.resnet50_dcsd(**SMALL, op_backend="reference")
+    assert {layer.backend for layer in built.modules() if isinstance(layer, dcsd.DCSDConv)} == {
+        "reference"
+    }
