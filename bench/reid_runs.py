@@ -133,13 +133,19 @@ def run(
 
     Returns ``{"spec": ..., "seconds": ..., "metrics": {domain: {"mAP", "rank1"}}}``.
     """
-    folder = root / spec.key()
-    result_path = folder / "result.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
     model = build_model(spec, data)
+    key = spec.key()
+    if getattr(model, "dynamic", False):
+        # A DCSD run also depends on the layer defaults of the installed library (say, its
+        # filter_norm), which the spec leaves implicit: they are part of its key.
+        layer_config = json.dumps(model.config, sort_keys=True).encode()
+        key += "-" + hashlib.sha256(layer_config).hexdigest()[:8]
+    folder = root / key
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
     config = TrainConfig(
         epochs=spec.epochs,
         warmup_epochs=1.0,

@@ -10,8 +10,8 @@ For an input X (N, C, H, W):
   filter per channel (N, C, K*K) with two FC layers (C -> C*r -> C*K*K, r = 0.2 as DDF);
 - the spatial branch turns X into one K x K filter per output position (N, K*K, Ho, Wo) with a
   strided 1x1 convolution;
-- both filters are normalised as DDF's FilterNorm and combined by
-  :func:`dcsd.kernels.decoupled_dwconv2d`.
+- both filters are optionally normalised (DDF's FilterNorm or a scale-only variant; off by
+  default) and combined by :func:`dcsd.kernels.decoupled_dwconv2d`.
 """
 
 from __future__ import annotations
@@ -164,9 +164,11 @@ class DCSDConv(nn.Module):
         dilation: dilation of the dynamic filter.
         channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
         mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.
-        filter_norm: how both filters are normalised (:class:`FilterNorm`): ``"ddf"``
-            (DDF's FilterNorm, standardised over the taps; ``True``), ``"rms"`` (divided by
-            their root mean square over the taps, means kept) or ``"none"`` (``False``).
+        filter_norm: how both filters are normalised (:class:`FilterNorm`): ``"none"``
+            (``False``, the default), ``"ddf"`` (DDF's FilterNorm, standardised over the taps;
+            ``True``) or ``"rms"`` (divided by their root mean square over the taps, means
+            kept). The default was chosen on held-out training identities: DDF's FilterNorm
+            cost about 3 mAP there (README, research status).
         backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
             ``"triton"`` or ``"reference"`` (see :func:`set_op_backend`).
         op_backend: deprecated name of ``backend`` (removed in the next release).
@@ -189,7 +191,7 @@ class DCSDConv(nn.Module):
         dilation: int = 1,
         channel_ratio: float = 0.2,
         mlp_ratio: float = 0.25,
-        filter_norm: bool | str = "ddf",
+        filter_norm: bool | str = "none",
         backend: str = "auto",
         op_backend: str | None = None,
     ) -> None:

@@ -12,7 +12,9 @@ from dcsd.modules import DCSDConv
 
 def small_model() -> torch.nn.Module:
     return torch.nn.Sequential(
-        torch.nn.Conv2d(8, 8, 1), torch.nn.BatchNorm2d(8), DCSDConv(8, num_domains=2, num_cameras=3)
+        torch.nn.Conv2d(8, 8, 1),
+        torch.nn.BatchNorm2d(8),
+        DCSDConv(8, num_domains=2, num_cameras=3, filter_norm="ddf"),
     )
 
 

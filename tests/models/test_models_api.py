@@ -119,20 +119,20 @@ def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
     loaded = dcsd.load_model(tmp_path)
     assert loaded.architecture == "resnet50_dcsd_s" and loaded.factors == ("sample",)
     # The stock builders delegate the same way and keep the layer's defaults.
-    assert dcsd.resnet50_dcsd().config["filter_norm"] == "ddf"
+    assert dcsd.resnet50_dcsd().config["filter_norm"] == "none"
     with pytest.raises(TypeError, match="unexpected keyword argument 'dilation'"):
         dcsd.resnet50_dcsd(dilation=2)
 
 
 def test_old_configs_with_a_boolean_filter_norm_load(tmp_path):
-    model = dcsd.resnet50_dcsd(**SMALL, filter_norm="none")
+    model = dcsd.resnet50_dcsd(**SMALL, filter_norm="ddf")
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     del config["pretrained_cfg"]  # as dcsd 0.1 wrote it
-    config["filter_norm"] = False
+    config["filter_norm"] = True
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = dcsd.load_model(tmp_path)
-    assert loaded.filter_norm == "none"
+    assert loaded.filter_norm == "ddf"
     assert loaded.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
 
 

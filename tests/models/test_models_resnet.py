@@ -218,7 +218,7 @@ def test_zoo():
         "head": "agw",
         "factors": ["sample", "domain", "camera"],
         "stop_gradient": True,
-        "filter_norm": "ddf",
+        "filter_norm": "none",
     }
     cfg = model.pretrained_cfg
     assert cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")

@@ -34,19 +34,21 @@ def test_output_and_logit_shapes(stride, height, width, expected):
     torch.testing.assert_close(layer(x), result.output, rtol=0, atol=0)
 
 
-def test_output_is_the_op_on_the_generated_filters():
-    layer = make_layer(stride=2)
+@pytest.mark.parametrize("filter_norm", ["ddf", "none"])
+def test_output_is_the_op_on_the_generated_filters(filter_norm):
+    layer = make_layer(stride=2, filter_norm=filter_norm)
     x = make_input()
     taps = 9
     pooled = x.mean(dim=(2, 3))
     condition = pooled + layer.domain_mlp(pooled) + layer.camera_mlp(pooled)
     channel = layer.channel_branch(condition).view(2, CHANNELS, taps)
     spatial = layer.spatial_branch(x)
-    # FilterNorm by hand: standardise each filter over its taps, then scale.
-    channel = (channel - channel.mean(2, keepdim=True)) / channel.std(2, keepdim=True)
-    channel = channel * layer.channel_norm.scale.view(1, CHANNELS, taps)
-    spatial = (spatial - spatial.mean(1, keepdim=True)) / spatial.std(1, keepdim=True)
-    spatial = spatial * layer.spatial_norm.scale.view(1, taps, 1, 1)
+    if filter_norm == "ddf":
+        # FilterNorm by hand: standardise each filter over its taps, then scale.
+        channel = (channel - channel.mean(2, keepdim=True)) / channel.std(2, keepdim=True)
+        channel = channel * layer.channel_norm.scale.view(1, CHANNELS, taps)
+        spatial = (spatial - spatial.mean(1, keepdim=True)) / spatial.std(1, keepdim=True)
+        spatial = spatial * layer.spatial_norm.scale.view(1, taps, 1, 1)
     expected = decoupled_dwconv2d_reference(x, spatial, channel, 3, stride=2)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
 
@@ -165,6 +167,7 @@ def test_op_backend_keyword_is_a_deprecated_alias():
 
 
 def test_filter_norm_can_be_switched_off():
+    assert make_layer().filter_norm == "none"  # the default, chosen on a validation split
     layer = make_layer(filter_norm=False)
     assert layer.channel_norm is None and layer.spatial_norm is None
     assert layer(make_input()).shape == (2, CHANNELS, 8, 6)
@@ -234,7 +237,7 @@ def test_check_factors_orders_canonically():
 
 def test_filter_norm_needs_more_than_one_tap():
     with pytest.raises(ValueError, match="kernel_size >= 3"):
-        DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3)
+        DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm="ddf")
     layer = DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm=False)
     out = layer(torch.randn(2, 8, 5, 4))
     assert out.shape == (2, 8, 5, 4) and torch.isfinite(out).all()
