@@ -117,14 +117,10 @@ def _jit_function(name: str) -> JITFunction:
     return fn
 
 
-def compile_kernel(name: str, args: tuple, constants: dict, arch: int) -> ResourceUsage:
-    """Compile kernel ``name`` (one of :data:`KERNELS`) for sm_``arch`` as a launch with ``args``
-    and ``constants`` would, and return the cubin's resource usage.
-
-    Raises:
-        ValueError: unknown kernel name.
-        triton.CompilationError / RuntimeError: the kernel does not compile for that target.
-    """
+def _bind(name: str, args: tuple, constants: dict, arch: int) -> tuple:
+    """Bind a launch as Triton's launcher would: (fn, signature, constexprs, attrs, options,
+    target), where the signature and attrs carry the specialisation (unit strides,
+    16-divisibility)."""
     if name not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {name!r}")
     fn = _jit_function(name)
@@ -135,9 +131,26 @@ def compile_kernel(name: str, args: tuple, constants: dict, arch: int) -> Resour
     options, signature, constexprs, attrs = fn._pack_args(
         backend, constants, bound_args, specialization, options
     )
-    key = (name, arch, repr((signature, constexprs, attrs, options)))
+    return fn, signature, constexprs, attrs, options, target
+
+
+def _key(name: str, arch: int, bound: tuple) -> tuple:
+    _, signature, constexprs, attrs, options, _ = bound
+    return (name, arch, repr((signature, constexprs, attrs, options)))
+
+
+def compile_kernel(name: str, args: tuple, constants: dict, arch: int) -> ResourceUsage:
+    """Compile kernel ``name`` (one of :data:`KERNELS`) for sm_``arch`` as a launch with ``args``
+    and ``constants`` would, and return the cubin's resource usage.
+
+    Raises:
+        ValueError: unknown kernel name.
+        triton.CompilationError / RuntimeError: the kernel does not compile for that target.
+    """
+    bound = _bind(name, args, constants, arch)
+    key = _key(name, arch, bound)
     if key not in _COMPILED:
-        _COMPILED[key] = _compile(fn, signature, constexprs, attrs, options, target)
+        _COMPILED[key] = _compile(*bound)
     return _COMPILED[key]
 
 
@@ -203,6 +216,22 @@ def compile_call(
     options = (call.kernel_size, call.stride, call.padding, call.dilation)
     args, constants = launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
     return compile_kernel(kernel, args, constants, arch)
+
+
+def call_specialization(
+    kernel: str,
+    call: OpCall,
+    dtype: torch.dtype,
+    layout: torch.memory_format,
+    config: kernels.TileConfig,
+    arch: int,
+) -> str:
+    """What decides the binary :func:`compile_call` would build (kernel, arch, signature,
+    constants, specialisation attributes, options), without compiling: calls with equal values
+    compile to the same kernel."""
+    options = (call.kernel_size, call.stride, call.padding, call.dilation)
+    args, constants = launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
+    return repr(_key(kernel, arch, _bind(kernel, args, constants, arch)))
 
 
 class _OpCallRecorder(TorchDispatchMode):

@@ -32,9 +32,9 @@ from dcsd.engine import (
     save_training_state,
 )
 from dcsd.engine import checkpoint as checkpoint_module
-from dcsd.models import pretrained as pretrained_module
 from dcsd.evaluate import rank_metrics
 from dcsd.manifest import write_manifest
+from dcsd.models import pretrained as pretrained_module
 
 TRIED: Counter = Counter()
 tiny_data = test_engine_trainer.tiny_data
