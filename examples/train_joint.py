@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import dcsd
@@ -258,9 +256,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
             metrics_source=f"examples/train_joint.py, epoch {records[-1]['epoch']}, test split "
             "of each dataset",
         )
-    model_dir = out_dir / "model"
-    trained.save_pretrained(model_dir)
-    (out_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    model_dir = trainer.export_model()
     print(f"saved {model_dir} (config.json + model.safetensors)")
     return results
 

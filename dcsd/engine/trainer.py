@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dcsd.data import MultiDomainDataset
+from dcsd.models.pretrained import save_model
 from dcsd.modules import DCSDConv
 
 from .checkpoint import (
@@ -109,6 +110,19 @@ class TrainConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(
+                f"keep_checkpoints must be >= 1 (the newest checkpoint is what resume reads), "
+                f"got {self.keep_checkpoints}"
+            )
+        if self.eval_period < 0:
+            raise ValueError(
+                f"eval_period must be >= 0 (0: after the last epoch only), got {self.eval_period}"
+            )
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(
+                f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
@@ -206,6 +220,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "log.jsonl"
+        self.model_dir = self.out_dir / "model"
         self.overwrite = overwrite
         self._resume_requested = False
         self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
@@ -325,19 +340,38 @@ class Trainer:
             used.append(LATEST_FILE)
         if self.log_path.is_file() and self.log_path.stat().st_size > 0:
             used.append(self.log_path.name)
+        if self.model_dir.exists():
+            used.append(self.model_dir.name)
         if not used:
             return
         if not self.overwrite:
             raise FileExistsError(
                 f"{self.out_dir} holds a run ({', '.join(used)}): resume it (Trainer.resume(), "
                 "--resume), or start over with overwrite=True (--overwrite), which deletes its "
-                "checkpoints and log, or pick another folder"
+                "checkpoints, log and exported model, or pick another folder"
             )
         barrier()
         if self.context.is_main:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            shutil.rmtree(self.model_dir, ignore_errors=True)
             self.log_path.unlink(missing_ok=True)
         barrier()
+
+    def export_model(self) -> Path:
+        """Write the trained model as a model folder, ``out_dir/model/`` (``config.json`` +
+        ``model.safetensors``, what ``dcsd.load_model`` and the Hub upload read) with the run's
+        ``train_config.json`` beside them (only the main process writes). Part of the run: a
+        fresh run in the same folder refuses it, ``overwrite`` deletes it.
+
+        Returns:
+            The folder.
+        """
+        if self.context.is_main:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            save_model(self.unwrapped_model, self.model_dir)
+            config = json.dumps(_json_ready(asdict(self.config)), indent=2) + "\n"
+            (self.model_dir / "train_config.json").write_text(config)
+        return self.model_dir
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records."""

@@ -28,7 +28,7 @@ import torch.nn as nn
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from dcsd.manifest import MANIFEST_FILE, verify_manifest
+from dcsd.manifest import MANIFEST_FILE, ChecksumError, verify_manifest
 from dcsd.modules import DCSDConv
 
 from .registry import PretrainedCfg, create_model, get_pretrained_cfg, is_model
@@ -38,6 +38,8 @@ WEIGHTS_NAME = "model.safetensors"
 PRETRAINED_CFG_KEY = "pretrained_cfg"
 # A run's checkpoint folder names its newest checkpoint in this file (see dcsd.engine).
 LATEST_NAME = "latest"
+# What marks a training checkpoint (dcsd.engine), which must carry a manifest.
+TRAINING_STATE_NAME = "training_state.pt"
 CLASSIFIER_KEY = "head.classifier.weight"
 # Parts of the model that exist in torchvision's ResNet50 under the same names.
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
@@ -151,6 +153,12 @@ def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | 
     if path.is_dir():
         if (path / MANIFEST_FILE).is_file():
             verify_manifest(path)
+        elif (path / TRAINING_STATE_NAME).is_file():
+            raise ChecksumError(
+                f"training checkpoint {path} has no {MANIFEST_FILE}: its files cannot be "
+                "verified (a write that never finished, or a copy that left it out); use another "
+                "checkpoint"
+            )
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             found = sorted(p.name for p in path.iterdir())

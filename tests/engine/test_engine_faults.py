@@ -309,14 +309,18 @@ def test_non_finite_weights_are_never_written(tmp_path):
 
 
 def test_used_out_folder_is_refused_then_overwritten_cleanly(tiny_data, tmp_path):
-    make_trainer(tiny_data, tmp_path, epochs=3).fit()
-    with pytest.raises(FileExistsError, match="epoch_0002, epoch_0003, latest, log.jsonl"):
+    first = make_trainer(tiny_data, tmp_path, epochs=3)
+    first.fit()
+    exported = first.export_model()
+    assert {"model.safetensors", "train_config.json"} <= {p.name for p in exported.iterdir()}
+    with pytest.raises(FileExistsError, match="epoch_0002, epoch_0003, latest, log.jsonl, model"):
         make_trainer(tiny_data, tmp_path, epochs=1).fit()
     TRIED["used or bad output folders"] += 1
     assert load_training_state(tmp_path / "checkpoints").epoch == 3
     fresh = make_trainer(tiny_data, tmp_path, epochs=1)
     fresh.overwrite = True
     fresh.fit()
+    assert not exported.exists(), "overwrite must delete the old run's exported model too"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0001", "latest"]
     assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
     assert make_trainer(tiny_data, tmp_path, epochs=2).resume() == 1
@@ -507,6 +511,11 @@ def test_bad_train_config_values_are_named():
         ({"nonfinite": "ignore"}, "nonfinite must be one of"),
         ({"lr": float("nan")}, "lr must be a finite number"),
         ({"lr": 0.0}, "lr must be a finite number"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1"),
+        ({"eval_period": -1}, "eval_period must be >= 0"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs must be a finite number >= 0"),
+        ({"warmup_epochs": float("inf")}, "warmup_epochs must be a finite number >= 0"),
     ):
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)

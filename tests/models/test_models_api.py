@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode
 
 import dcsd
 from dcsd.data import build_eval_transforms
-from dcsd.engine import load_training_state, save_training_state
+from dcsd.engine import ChecksumError, load_training_state, save_training_state
 from dcsd.models import PretrainedCfg, registry
 from dcsd.models.resnet import create_reid_resnet
 
@@ -98,6 +98,10 @@ def test_training_checkpoints_are_model_folders(tmp_path):
             assert torch.equal(loaded.state_dict()[key], value), key
     assert "config.json" in json.loads((path / "manifest.json").read_text())["files"]
     assert load_training_state(tmp_path / "checkpoints").epoch == 1
+    # A training checkpoint that lost its manifest cannot be verified, so it is not loaded.
+    (path / "manifest.json").unlink()
+    with pytest.raises(ChecksumError, match="has no manifest.json"):
+        dcsd.load_model(path)
 
 
 def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
