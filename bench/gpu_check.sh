@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (no network needed), about 20 minutes in all:
-#   bash bench/gpu_check.sh
+# One command for a lent GPU machine (no network needed):
+#   bash bench/gpu_check.sh                        # everything, about 20 minutes
+#   GPU_CHECK_BUDGET=540 bash bench/gpu_check.sh   # what fits in 9 minutes, most important first
+# On the lent machine one command may run 10 minutes and a task has 15 minutes of device time in
+# all, so the steps run in order of importance and each is cut to the budget left (a step that
+# would get under 30 s is skipped and said so). RESULTS chooses the results file (default
+# bench/RESULTS.md); when $OUT is set (the device tool's folder that comes back), the results
+# file and a tarball of the logs are copied there.
 # 1. installs this checkout without dependencies (pip install --no-deps -e .),
-# 2. runs the CUDA tests (pytest -m cuda), then the rest of the suite on the GPU,
-# 3. the kernel benchmark (bf16 and fp32, NCHW; bf16 channels_last),
-# 4. the model benchmark (training step and inference, DCSD vs static),
-# 5. the domain-conflict benchmark in quick mode, if bench/bench_domain_conflict.py exists,
+# 2. runs the CUDA tests (pytest -m cuda),
+# 3. the kernel benchmark in bf16 (NCHW), then the model benchmark (training step and inference,
+#    DCSD vs static),
+# 4. the rest of the suite on the GPU,
+# 5. the kernel benchmark in fp32 and in bf16 channels_last,
+# 6. the domain-conflict benchmark in quick mode, if bench/bench_domain_conflict.py exists,
 # appends every table to bench/RESULTS.md under a heading with device, versions and date, and
 # prints a summary. Each step has its own time limit and a failed step does not stop the next;
 # the exit status is 1 if any step failed. Logs go to $LOG_DIR (default: a fresh temporary folder);
@@ -14,16 +22,25 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
-RESULTS=bench/RESULTS.md
+RESULTS=${RESULTS:-bench/RESULTS.md}
+BUDGET=${GPU_CHECK_BUDGET:-1500}
 LOG_DIR=${LOG_DIR:-$(mktemp -d)}
 mkdir -p "$LOG_DIR"
 declare -a SUMMARY=()
 FAILED=0
 
-# step NAME LIMIT_SECONDS COMMAND...: run with a time limit, log, record status and duration.
+# step NAME LIMIT_SECONDS COMMAND...: run with a time limit (cut to the budget left), log, record
+# status and duration.
 step() {
     local name=$1 limit=$2
     shift 2
+    local left=$((BUDGET - SECONDS - 15))
+    if [ "$left" -lt 30 ]; then
+        SUMMARY+=("$name: skipped (time budget of ${BUDGET}s spent)")
+        echo "=== $name: skipped, budget spent"
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
     local log="$LOG_DIR/$name.log" start=$SECONDS status
     echo "=== $name (limit ${limit}s): $*"
     timeout --kill-after=30 "$limit" "$@" 2>&1 | tee "$log"
@@ -56,11 +73,12 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 } >>"$RESULTS"
 
 step cuda-tests 180 $PYTHON -m pytest -q -m cuda -p no:cacheprovider
+step bench-kernels 180 $PYTHON bench/bench_kernels.py --dtypes bfloat16 --out "$RESULTS"
+step bench-model 240 $PYTHON bench/bench_model.py --out "$RESULTS"
 step suite 420 $PYTHON -m pytest -q -m "not cuda" -p no:cacheprovider
-step bench-kernels 240 $PYTHON bench/bench_kernels.py --dtypes bfloat16 float32 --out "$RESULTS"
+step bench-kernels-fp32 180 $PYTHON bench/bench_kernels.py --dtypes float32 --out "$RESULTS"
 step bench-kernels-nhwc 120 $PYTHON bench/bench_kernels.py --dtypes bfloat16 --channels-last \
     --impls triton cudnn --out "$RESULTS"
-step bench-model 240 $PYTHON bench/bench_model.py --out "$RESULTS"
 if [ -f bench/bench_domain_conflict.py ]; then
     step bench-domain-conflict 240 $PYTHON bench/bench_domain_conflict.py --quick
     {
@@ -85,4 +103,9 @@ fi
     done
 } | tee -a "$RESULTS"
 echo "logs: $LOG_DIR; tables appended to $RESULTS"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    cp "$RESULTS" "$OUT/RESULTS.md"
+    tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOG_DIR" .
+    echo "copied $RESULTS and the logs to $OUT"
+fi
 exit $FAILED
