@@ -12,7 +12,8 @@
 # 3. the kernel benchmark in bf16 (NCHW), then the model benchmark (training step and inference,
 #    DCSD vs static),
 # 4. the rest of the suite on the GPU,
-# 5. the kernel benchmark in fp32 and in bf16 channels_last,
+# 5. the kernel benchmark in fp32 and in bf16 channels_last, then rank_metrics against a stable
+#    torch.sort on the GPU at MSMT17 size (bench/bench_evaluate.py),
 # 6. the domain-conflict benchmark in quick mode, if bench/bench_domain_conflict.py exists,
 # appends every table to bench/RESULTS.md under a heading with device, versions and date, and
 # prints a summary. Each step has its own time limit and a failed step does not stop the next;
@@ -79,6 +80,14 @@ step suite 420 $PYTHON -m pytest -q -m "not cuda" -p no:cacheprovider
 step bench-kernels-fp32 180 $PYTHON bench/bench_kernels.py --dtypes float32 --out "$RESULTS"
 step bench-kernels-nhwc 120 $PYTHON bench/bench_kernels.py --dtypes bfloat16 --channels-last \
     --impls triton cudnn --out "$RESULTS"
+# Is a plain stable torch.sort as fast as rank_metrics' bucketing on the GPU (issue 13)?
+step bench-evaluate 240 $PYTHON bench/bench_evaluate.py --device cuda --methods dcsd,torch_sort
+{
+    echo
+    echo "## rank_metrics on the GPU at MSMT17 size (bench/bench_evaluate.py --device cuda)"
+    echo
+    tail -n 5 "$LOG_DIR/bench-evaluate.log" 2>/dev/null
+} >>"$RESULTS"
 if [ -f bench/bench_domain_conflict.py ]; then
     step bench-domain-conflict 240 $PYTHON bench/bench_domain_conflict.py --quick
     {
