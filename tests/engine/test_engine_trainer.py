@@ -4,6 +4,7 @@ tests/test_end_to_end.py runs it with ResNet50-DCSD."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -221,6 +222,19 @@ def test_evaluate_model_on_unseen_datasets_ranks_on_the_model_device(tiny_data, 
         build_eval_splits([])
     with pytest.raises(ValueError, match="distinct"):
         build_eval_splits([unseen[0], unseen[0]])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_model_on_the_gpu_matches_the_cpu(tiny_data):
+    splits = build_eval_splits(tiny_data, image_size=(32, 16), batch_size=16, num_workers=0)
+    torch.manual_seed(0)
+    model = TinyReIDNet(tiny_data.num_classes, tiny_data.num_domains, tiny_data.num_cameras)
+    on_cpu = evaluate_model(model, splits, amp=False)
+    on_gpu = evaluate_model(model.cuda(), splits, amp=False)
+    for name, metrics in on_cpu.items():
+        assert abs(on_gpu[name]["mAP"] - metrics["mAP"]) < 1e-4, name
+        np.testing.assert_allclose(on_gpu[name]["cmc"], metrics["cmc"], atol=1e-4)
 
 
 def test_trainer_refuses_model_not_sized_for_the_data(tiny_data, tmp_path):

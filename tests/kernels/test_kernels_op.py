@@ -105,11 +105,26 @@ def test_custom_op_matches_reference_forward_and_backward(shape):
         torch.testing.assert_close(a, b)
 
 
-def test_opcheck_custom_ops():
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_custom_ops(device):
+    """On CUDA tensors this checks the op's CUDA kernel (Triton) against its registrations."""
     x, spatial, channel, padding = make_inputs(2, 3, 6, 5, 3, 1, 1, None, dtype=torch.float32)
+    x, spatial, channel = (t.to(device) for t in (x, spatial, channel))
     inputs = [t.requires_grad_() for t in (x, spatial, channel)]
     torch.library.opcheck(torch.ops.dcsd.decoupled_dwconv2d.default, (*inputs, 3, 1, padding, 1))
-    grad_out = torch.randn(2, 3, 6, 5)
+    grad_out = torch.randn(2, 3, 6, 5, device=device)
     torch.library.opcheck(
         torch.ops.dcsd.decoupled_dwconv2d_backward.default,
         (grad_out, x.detach(), spatial.detach(), channel.detach(), 3, 1, padding, 1),
@@ -149,8 +164,10 @@ def test_channels_last_and_non_contiguous_inputs():
     assert x_cl.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_torch_compile_fullgraph_forward_and_backward():
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_forward_and_backward(device):
     x, spatial, channel, _ = make_inputs(2, 3, 6, 5, 3, 1, 1, None, dtype=torch.float32)
+    x, spatial, channel = (t.to(device) for t in (x, spatial, channel))
 
     def layer(a, b, c):
         return torch.relu(decoupled_dwconv2d(a, b * 2.0, c, 3)).sum()
