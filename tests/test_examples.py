@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from dcsd.data import make_synthetic_domains
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -48,11 +50,17 @@ def test_train_resume_and_extract(tmp_path):
     assert [record["epoch"] for record in log] == [1, 2]
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["architecture"] == "resnet50_dcsd" and config["num_domains"] == 3
+    # The weights' card: what they were trained on and at, and the test metrics measured.
+    card = config["pretrained_cfg"]
+    assert card["input_size"] == [3, 32, 16] and card["datasets"] == ["synth0", "synth1", "synth2"]
+    assert card["num_cameras"] == 12 and card["hub_id"] == ""
+    assert set(card["reported_metrics"]) == {"synth1", "synth2"}
+    assert "train_joint.py, epoch 2" in card["metrics_source"]
 
-    out = run(
+    out = run(  # no --image-size: the model's config.json says 32x16
         "extract_features.py",
         "--model", tmp_path / "run" / "model", "--synthetic-domain", "synth1",
-        "--image-size", "32", "16", "--out", tmp_path / "gallery.safetensors",
+        "--out", tmp_path / "gallery.safetensors",
         "--query-index", "0", "--top-k", "3", "--ranked-list", tmp_path / "ranked.png",
         cwd=tmp_path, home=tmp_path,
     )  # fmt: skip
@@ -81,6 +89,22 @@ def test_train_resume_and_extract(tmp_path):
     with safe_open(str(tmp_path / "gallery.safetensors"), "pt") as features:
         paths = json.loads(features.metadata()["paths"])
         assert features.get_tensor("features").shape == (len(paths), 2048)
+
+
+@pytest.mark.slow
+def test_combineall_trains_on_everything_and_tests_on_an_unseen_domain(tmp_path):
+    out = run(
+        "train_joint.py", "--datasets", "synth0,synth1", "--combineall",
+        "--test-datasets", "synth2", "--synthetic-scale", "0.25", "--image-size", "32", "16",
+        "--batch", "4", "2", "--epochs", "1", "--workers", "0", "--device", "cpu",
+        "--no-progress", "--out", tmp_path / "run", cwd=tmp_path, home=tmp_path,
+    )  # fmt: skip
+    # Each combined dataset trains on its train + query + gallery identities.
+    synth0, synth1, _ = make_synthetic_domains(tmp_path / "synthetic", scale=0.25)
+    assert synth0.combine_all().num_train_pids > synth0.num_train_pids
+    identities = synth0.combine_all().num_train_pids + synth1.combine_all().num_train_pids
+    assert f"2 domains, {identities} identities" in out, out
+    assert "| synth2 |" in out and "| synth0 |" not in out and "| synth1 |" not in out
 
 
 def test_combineall_refuses_to_test_on_its_training_images(tmp_path):
