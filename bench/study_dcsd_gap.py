@@ -166,10 +166,12 @@ def main() -> None:
     epochs = 1 if args.quick else args.epochs
     device = torch.device(args.device)
     lines = [
-        "| row | what | seeds | val mAP per domain | mean mAP ± seed std | mean rank-1 | s/run |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| row | what | seeds | val mAP per domain | mean mAP ± seed std | "
+        f"Δ vs {rows[0]}, paired by seed | mean rank-1 | s/run |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     print("\n".join(lines))
+    baseline: dict[int, float] = {}
     for name in rows:
         what, model, kwargs, tweaks, train, row_epochs = ROWS[name]
         results = []
@@ -191,12 +193,18 @@ def main() -> None:
         means = [statistics.mean(r["metrics"][d]["mAP"] for d in per_domain) for r in results]
         rank1 = [statistics.mean(r["metrics"][d]["rank1"] for d in per_domain) for r in results]
         mean, spread = mean_std(means)
+        # The first row is the reference: the same seeds share data order and initial draws,
+        # so per-seed differences are less noisy than the two rows' spreads suggest.
+        baseline = baseline or dict(zip(args.seeds, means, strict=True))
+        delta, delta_spread = mean_std(
+            [value - baseline[seed] for seed, value in zip(args.seeds, means, strict=True)]
+        )
         domains = " / ".join(f"{statistics.mean(v):.1f}" for v in per_domain.values())
         seconds = statistics.mean(r["seconds"] for r in results)
         lines.append(
             f"| {name} | {what} | {len(results)} | {domains} | "
-            f"{mean:.1f} ± {spread:.1f} | {statistics.mean(rank1):.1f} | "
-            f"{seconds:.0f} |"
+            f"{mean:.1f} ± {spread:.1f} | {delta:+.1f} ± {delta_spread:.1f} | "
+            f"{statistics.mean(rank1):.1f} | {seconds:.0f} |"
         )
         print(lines[-1], flush=True)
     if args.results:
