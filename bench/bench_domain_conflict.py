@@ -182,6 +182,7 @@ def draw_figure(results, domains, path: Path) -> None:
     colours = ("#9e9e9e", "#4a7fb5", "#d9822b")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(shown)
+    top = 0.0
     for index, (name, colour) in enumerate(zip(shown, colours, strict=True)):
         stats = [mean_std([m[d]["mAP"] for m in results[name]]) for d in domains]
         positions = [i + (index - 1) * width for i in range(len(domains))]
@@ -194,12 +195,13 @@ def draw_figure(results, domains, path: Path) -> None:
             color=colour,
             label=name,
         )
+        top = max(top, *(mean + std for mean, std in stats))
     ax.set_xticks(range(len(domains)), domains)
     ax.set_ylabel("test mAP (%)")
     seeds = len(results[shown[0]])
     ax.set_title(f"Synthetic domain conflict: mean ± std over {seeds} seeds")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_ylim(0, 100)
+    ax.legend(loc="upper right", ncol=len(shown), fontsize=8)
+    ax.set_ylim(0, top * 1.35)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
