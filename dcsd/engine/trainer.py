@@ -186,8 +186,12 @@ class Trainer:
         evaluate: called with the unwrapped model on the main process; returns per-dataset
             metrics that are logged.
         optimizer: the optimizer over the model's parameters; default
-            :func:`dcsd.engine.build_optimizer` from the config's optimizer fields. The
-            scheduler (warmup, milestones) is always built here over its parameter groups.
+            :func:`dcsd.engine.build_optimizer` from the config's optimizer fields.
+        scheduler: a learning-rate scheduler of ``optimizer``, stepped once per iteration
+            (needs ``optimizer``); default: the config's warmup and step schedule
+            (:func:`dcsd.engine.build_scheduler`) over the optimizer's parameter groups. Its
+            state is checkpointed and resumed like the built one's; a changed ``lr`` on resume
+            is only named then (a scheduler passed in owns the rates).
         overwrite: a fresh run (no :meth:`resume`) in a used ``out_dir`` deletes its
             checkpoints and log first instead of refusing to start.
         data: the training data the loader reads; when given, the model's identity classifier
@@ -209,6 +213,7 @@ class Trainer:
         context: DistributedContext | None = None,
         evaluate: EvaluateFn | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         overwrite: bool = False,
         data: MultiDomainDataset | None = None,
     ) -> None:
@@ -244,7 +249,12 @@ class Trainer:
         self.iters_per_epoch = len(train_loader)
         if self.iters_per_epoch < 1:
             raise ValueError("train_loader yields no batch: too few identities for P x K batches")
-        self.scheduler = build_scheduler(
+        if scheduler is not None and (optimizer is None or scheduler.optimizer is not optimizer):
+            raise ValueError(
+                "scheduler must schedule the optimizer passed with it: pass optimizer= and a "
+                "scheduler built on that optimizer"
+            )
+        self.scheduler = scheduler or build_scheduler(
             self.optimizer,
             self.iters_per_epoch,
             config.warmup_epochs,
@@ -305,8 +315,9 @@ class Trainer:
             if key not in _FREELY_CHANGED and not _same_setting(saved[key], current[key])
         ]
         settings = group_settings(**optimizer_settings(self.config))
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for index, group in enumerate(self.optimizer.param_groups):
+        own_schedule = getattr(self.scheduler, "lr_lambdas", None)
+        factor = own_schedule[0](self.scheduler.last_epoch) if own_schedule else 1.0
+        for index, group in enumerate(self.optimizer.param_groups if own_schedule else ()):
             # Groups of an optimizer passed in by the user keep the rates they were loaded with.
             lr, weight_decay = settings.get(group.get("name"), (group["initial_lr"], None))
             self.scheduler.base_lrs[index] = group["initial_lr"] = lr

@@ -199,6 +199,20 @@ def test_trainer_takes_an_optimizer_or_builds_one_from_the_config(tiny_data, tmp
     assert trainer.optimizer is sgd and sgd.param_groups[0]["lr"] == pytest.approx(0.05)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
+    # A scheduler of one's own, stepped once per iteration, checkpointed with the run.
+    decay = torch.optim.lr_scheduler.MultiplicativeLR(sgd, lambda step: 0.5)
+    trainer = Trainer(
+        model, DCSDLoss(), loader, config, tmp_path / "own", optimizer=sgd, scheduler=decay
+    )
+    trainer.fit()
+    steps = trainer.iters_per_epoch
+    assert trainer.scheduler is decay and sgd.param_groups[0]["lr"] == pytest.approx(
+        0.05 * 0.5**steps
+    )
+    assert decay.last_epoch == steps
+    with pytest.raises(ValueError, match="scheduler must schedule the optimizer passed with it"):
+        Trainer(model, DCSDLoss(), loader, config, tmp_path / "bad", scheduler=decay)
+
 
 def test_evaluate_model_on_unseen_datasets_ranks_on_the_model_device(tiny_data, monkeypatch):
     import dcsd.engine.evaluation as evaluation
