@@ -213,9 +213,12 @@ def compile_call(
 ) -> ResourceUsage:
     """Compile ``kernel`` for sm_``arch`` as the launch for ``call`` in ``dtype`` and ``layout``
     with ``config`` would (picklable arguments: runs in a worker process as well)."""
+    return compile_kernel(kernel, *_call_launch(kernel, call, dtype, layout, config), arch)
+
+
+def _call_launch(kernel: str, call: OpCall, dtype, layout, config) -> tuple[tuple, dict]:
     options = (call.kernel_size, call.stride, call.padding, call.dilation)
-    args, constants = launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
-    return compile_kernel(kernel, args, constants, arch)
+    return launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
 
 
 def call_specialization(
@@ -229,8 +232,7 @@ def call_specialization(
     """What decides the binary :func:`compile_call` would build (kernel, arch, signature,
     constants, specialisation attributes, options), without compiling: calls with equal values
     compile to the same kernel."""
-    options = (call.kernel_size, call.stride, call.padding, call.dilation)
-    args, constants = launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
+    args, constants = _call_launch(kernel, call, dtype, layout, config)
     return repr(_key(kernel, arch, _bind(kernel, args, constants, arch)))
 
 
