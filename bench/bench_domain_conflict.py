@@ -214,6 +214,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, nargs=2, default=[8, 4], metavar=("P", "K"))
     parser.add_argument("--data-seed", type=int, default=0, help="the synthetic data's seed")
+    parser.add_argument(
+        "--test-ids",
+        type=int,
+        help="test identities per domain (default: the preset's, 32); more queries, less noise",
+    )
     parser.add_argument("--static-only", action="store_true", help="Table II's static rows only")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
@@ -221,7 +226,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    size = {}
+    size = {} if args.test_ids is None else {"test_ids_per_domain": args.test_ids}
     args.image_size = (64, 32)
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
@@ -232,6 +237,8 @@ def main() -> None:
     args.data_label = f"conflict preset, data seed {args.data_seed}" + (
         " quick" if args.quick else ""
     )
+    if args.test_ids is not None:
+        args.data_label += f", {args.test_ids} test ids"
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
     rows = STATIC_ROWS if args.static_only else ROWS
@@ -256,6 +263,7 @@ def main() -> None:
         f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- data: synthetic `conflict` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
+        + (f", {args.test_ids} test identities per domain" if args.test_ids else "")
         + f"; {args.epochs} epochs from scratch (per-domain models: as many iterations), "
         f"P x K = {args.batch[0]} x {args.batch[1]}, {args.image_size[0]}x{args.image_size[1]}; "
         f"seeds {args.seeds}",
