@@ -256,7 +256,9 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
             metrics_source=f"examples/train_joint.py, epoch {records[-1]['epoch']}, test split "
             "of each dataset",
         )
-    model_dir = trainer.export_model()
+    model_dir = trainer.model_dir
+    if records:  # a finished run resumed trains nothing: keep its exported model and card
+        trainer.export_model()
     print(f"saved {model_dir} (config.json + model.safetensors)")
     return results
 

@@ -254,6 +254,8 @@ class Trainer:
                 "scheduler must schedule the optimizer passed with it: pass optimizer= and a "
                 "scheduler built on that optimizer"
             )
+        # Only the schedule built here follows the config's rates on resume.
+        self._built_scheduler = scheduler is None
         self.scheduler = scheduler or build_scheduler(
             self.optimizer,
             self.iters_per_epoch,
@@ -315,9 +317,9 @@ class Trainer:
             if key not in _FREELY_CHANGED and not _same_setting(saved[key], current[key])
         ]
         settings = group_settings(**optimizer_settings(self.config))
-        own_schedule = getattr(self.scheduler, "lr_lambdas", None)
-        factor = own_schedule[0](self.scheduler.last_epoch) if own_schedule else 1.0
-        for index, group in enumerate(self.optimizer.param_groups if own_schedule else ()):
+        built = self._built_scheduler
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch) if built else 1.0
+        for index, group in enumerate(self.optimizer.param_groups if built else ()):
             # Groups of an optimizer passed in by the user keep the rates they were loaded with.
             lr, weight_decay = settings.get(group.get("name"), (group["initial_lr"], None))
             self.scheduler.base_lrs[index] = group["initial_lr"] = lr
@@ -371,8 +373,10 @@ class Trainer:
     def export_model(self) -> Path:
         """Write the trained model as a model folder, ``out_dir/model/`` (``config.json`` +
         ``model.safetensors``, what ``dcsd.load_model`` and the Hub upload read) with the run's
-        ``train_config.json`` beside them (only the main process writes). Part of the run: a
-        fresh run in the same folder refuses it, ``overwrite`` deletes it.
+        ``train_config.json`` beside them. Only the main process writes, and without waiting
+        for the others: call it on the main process (as ``train_joint.py`` does), or put a
+        barrier after it before other ranks read the folder. Part of the run: a fresh run in
+        the same folder refuses it, ``overwrite`` deletes it.
 
         Returns:
             The folder.

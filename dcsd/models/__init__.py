@@ -11,7 +11,10 @@ from .pretrained import (
     load_imagenet_backbone,
     load_model,
     load_pretrained,
+    load_weights,
+    model_config_json,
     save_checkpoint,
+    save_model,
 )
 from .registry import (
     PretrainedCfg,
@@ -41,8 +44,11 @@ __all__ = [
     "load_imagenet_backbone",
     "load_model",
     "load_pretrained",
+    "load_weights",
+    "model_config_json",
     "register_model",
     "resnet50_dcsd",
     "resnet50_reid",
     "save_checkpoint",
+    "save_model",
 ]

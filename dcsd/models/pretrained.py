@@ -14,6 +14,7 @@ torchvision's own ImageNet file, which :func:`imagenet_state_dict` loads with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -384,7 +385,15 @@ def load_pretrained(model: nn.Module, pretrained: Any) -> LoadReport | None:
                 "pretrained='imagenet'."
             )
             raise OSError(f"pretrained=True for {architecture!r}: {error}{status}") from error
-        return load_weights(model, folder)
+        report = load_weights(model, folder)
+        # The file's card says what the weights are; where they live is the zoo entry's.
+        model.pretrained_cfg = dataclasses.replace(
+            model.pretrained_cfg,
+            hub_id=cfg.hub_id,
+            hub_revision=cfg.hub_revision,
+            published=cfg.published,
+        )
+        return report
     if pretrained == "imagenet":
         return load_imagenet_backbone(model, imagenet_state_dict())
     if isinstance(pretrained, (str, os.PathLike)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -60,7 +61,9 @@ class PretrainedCfg:
             raise ValueError(
                 f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
             )
-        # JSON gives lists back: store tuples, so cards compare and hash as written.
+        if isinstance(self.datasets, str):
+            raise TypeError(f"datasets must be a sequence of names, got the str {self.datasets!r}")
+        # JSON gives lists back: store tuples, so cards compare equal as written.
         for name in ("input_size", "mean", "std", "datasets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -75,16 +78,20 @@ class PretrainedCfg:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "pretrained_cfg") -> PretrainedCfg:
-        """A card from :meth:`to_dict`'s output; unknown or bad fields raise ``ValueError``
-        naming ``source``."""
+        """A card from :meth:`to_dict`'s output. Unknown fields (a later dcsd's) are ignored
+        with a warning; bad values raise ``ValueError`` naming ``source``."""
         if not isinstance(values, Mapping):
             raise ValueError(f"{source} must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source} has unknown fields {unknown}; known: {sorted(known)}")
+        if unknown:  # a card written by a later dcsd: read what this version knows
+            warnings.warn(
+                f"{source} has fields this dcsd does not know, ignored: {unknown}",
+                UserWarning,
+                stacklevel=2,
+            )
         try:
-            return cls(**values)
+            return cls(**{key: value for key, value in values.items() if key in known})
         except (TypeError, ValueError) as error:
             raise ValueError(f"{source} is not a valid pretrained config: {error}") from error
 

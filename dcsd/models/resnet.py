@@ -164,6 +164,8 @@ class ReIDResNet(
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         _check_dcsd_options(dynamic, dcsd_options)
+        if "op_backend" in dcsd_options and "backend" in dcsd_options:
+            raise TypeError("pass backend= only (op_backend= is its deprecated name)")
         if "op_backend" in dcsd_options:
             warnings.warn(
                 "op_backend=... is deprecated: use backend=... (the op's own word; removed in "
@@ -172,8 +174,10 @@ class ReIDResNet(
                 stacklevel=3,
             )
             dcsd_options["backend"] = dcsd_options.pop("op_backend")
-        self.architecture: str | None = None  # the zoo name, set by the builder
-        self.pretrained_cfg: PretrainedCfg | None = None  # the weights' card, set likewise
+        # The zoo name and the weights' card; a registered builder sets its own
+        # (create_reid_resnet), a model built directly is one of the two stock entries.
+        self.architecture = "resnet50_dcsd" if dynamic else "resnet50_reid"
+        self.pretrained_cfg: PretrainedCfg = get_pretrained_cfg(self.architecture)
         self.dynamic = dynamic
         self.num_domains = num_domains
         self.num_cameras = num_cameras

@@ -196,6 +196,8 @@ class DCSDConv(nn.Module):
         op_backend: str | None = None,
     ) -> None:
         super().__init__()
+        if op_backend is not None and backend != "auto":
+            raise TypeError("pass backend= only (op_backend= is its deprecated name)")
         if op_backend is not None:
             warnings.warn(
                 "DCSDConv(op_backend=...) is deprecated: use backend=... (the op's own word)",

@@ -210,6 +210,13 @@ def test_trainer_takes_an_optimizer_or_builds_one_from_the_config(tiny_data, tmp
         0.05 * 0.5**steps
     )
     assert decay.last_epoch == steps
+    # Resumed, a scheduler of one's own keeps its rates (the config's lr is not applied to it).
+    resumed_decay = torch.optim.lr_scheduler.MultiplicativeLR(sgd, lambda step: 0.5)
+    resumed = Trainer(
+        model, DCSDLoss(), loader, config, tmp_path / "own", optimizer=sgd, scheduler=resumed_decay
+    )
+    assert resumed.resume() == 1
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**steps)
     with pytest.raises(ValueError, match="scheduler must schedule the optimizer passed with it"):
         Trainer(model, DCSDLoss(), loader, config, tmp_path / "bad", scheduler=decay)
 

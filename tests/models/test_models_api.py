@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode
 import dcsd
 from dcsd.data import build_eval_transforms
 from dcsd.engine import ChecksumError, load_training_state, save_training_state
-from dcsd.models import PretrainedCfg, registry
+from dcsd.models import PretrainedCfg, ReIDResNet, registry, save_model
 from dcsd.models.resnet import create_reid_resnet
 
 SMALL = dict(num_classes=4, num_domains=2, num_cameras=3)
@@ -70,10 +70,10 @@ def test_a_bad_saved_pretrained_config_names_the_file(tmp_path):
     model.save_pretrained(tmp_path)
     config_file = tmp_path / "config.json"
     config = json.loads(config_file.read_text())
-    config["pretrained_cfg"]["colour"] = "red"
+    config["pretrained_cfg"]["colour"] = "red"  # a field of a later dcsd: read the rest
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"pretrained_cfg has unknown fields \[.colour"):
-        dcsd.load_model(tmp_path)
+    with pytest.warns(UserWarning, match=r"pretrained_cfg has fields .* ignored: \['colour'"):
+        assert dcsd.load_model(tmp_path).pretrained_cfg == model.pretrained_cfg
     config["pretrained_cfg"] = {"input_size": [3, 0, 4]}
     config_file.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="config.json pretrained_cfg is not a valid"):
@@ -82,6 +82,8 @@ def test_a_bad_saved_pretrained_config_names_the_file(tmp_path):
 
 def test_training_checkpoints_are_model_folders(tmp_path):
     model = fine_tuned()
+    save_model(model, tmp_path / "plain")  # the one writer, also public
+    assert {p.name for p in (tmp_path / "plain").iterdir()} == {"config.json", "model.safetensors"}
     path = save_training_state(tmp_path / "checkpoints", model, {"epoch": 1})
     assert {p.name for p in path.iterdir()} == {
         "config.json",
@@ -140,6 +142,16 @@ def test_old_configs_with_a_boolean_filter_norm_load(tmp_path):
     assert loaded.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
 
 
+def test_a_model_built_directly_is_a_stock_entry(tmp_path):
+    model = ReIDResNet(dynamic=True, num_classes=4, num_domains=2, num_cameras=3)
+    assert model.architecture == "resnet50_dcsd"
+    assert model.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+    model.save_pretrained(tmp_path)  # with its model card
+    assert dcsd.load_model(tmp_path).config == model.config
+    with pytest.raises(TypeError, match="datasets must be a sequence"):
+        PretrainedCfg(datasets="market1501")
+
+
 def test_old_names_warn_and_still_work(tmp_path):
     model = dcsd.resnet50_dcsd(**SMALL)
     with pytest.warns(DeprecationWarning, match="save_model"):
@@ -157,3 +169,5 @@ def test_old_names_warn_and_still_work(tmp_path):
     assert {layer.backend for layer in built.modules() if isinstance(layer, dcsd.DCSDConv)} == {
         "reference"
     }
+    with pytest.raises(TypeError, match="pass backend= only"):
+        dcsd.resnet50_dcsd(**SMALL, op_backend="reference", backend="auto")
