@@ -217,7 +217,9 @@ def main() -> None:
     parser.add_argument(
         "--test-ids",
         type=int,
-        help="test identities per domain (default: the preset's, 32); more queries, less noise",
+        default=64,
+        help="test identities per domain (the preset has 32; with 64 every seed std of the "
+        "3-seed table stayed under 2 mAP)",
     )
     parser.add_argument("--static-only", action="store_true", help="Table II's static rows only")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
@@ -226,7 +228,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    size = {} if args.test_ids is None else {"test_ids_per_domain": args.test_ids}
+    size = {"test_ids_per_domain": args.test_ids}
     args.image_size = (64, 32)
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
@@ -237,7 +239,7 @@ def main() -> None:
     args.data_label = f"conflict preset, data seed {args.data_seed}" + (
         " quick" if args.quick else ""
     )
-    if args.test_ids is not None:
+    if args.test_ids != 32 and not args.quick:  # 32, the preset's own, keeps the cache keys
         args.data_label += f", {args.test_ids} test ids"
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
@@ -263,7 +265,7 @@ def main() -> None:
         f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- data: synthetic `conflict` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
-        + (f", {args.test_ids} test identities per domain" if args.test_ids else "")
+        + ("" if args.quick else f", {args.test_ids} test identities per domain")
         + f"; {args.epochs} epochs from scratch (per-domain models: as many iterations), "
         f"P x K = {args.batch[0]} x {args.batch[1]}, {args.image_size[0]}x{args.image_size[1]}; "
         f"seeds {args.seeds}",
