@@ -26,11 +26,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..manifest import fsync_dir, fsync_file, verify_manifest, write_manifest
-from ..models.pretrained import save_model
+from ..models.pretrained import (
+    LATEST_NAME,
+    TRAINING_STATE_NAME,
+    WEIGHTS_NAME,
+    follow_latest,
+    save_model,
+)
 
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "training_state.pt"
-LATEST_FILE = "latest"
+# The file names, defined once with the model folder format (dcsd.models.pretrained).
+MODEL_FILE = WEIGHTS_NAME
+STATE_FILE = TRAINING_STATE_NAME
+LATEST_FILE = LATEST_NAME
 STAGING_PREFIX = ".staging-"
 
 
@@ -171,14 +178,7 @@ def load_training_state(path: str | Path) -> Checkpoint:
             :class:`ValueError`; the message names the file).
         ValueError: a file is corrupt or incomplete (the message names it).
     """
-    path = Path(path)
-    pointer = path / LATEST_FILE
-    if pointer.is_file():
-        path = latest_checkpoint(path)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"{pointer} names {path.name}, which does not exist (a dangling latest pointer)"
-            )
+    path = follow_latest(path)
     model_file, state_file = path / MODEL_FILE, path / STATE_FILE
     for required in (model_file, state_file):
         if not required.is_file():

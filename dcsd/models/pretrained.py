@@ -118,10 +118,16 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
     return save_model(model, directory)
 
 
-def _follow_latest(path: Path) -> Path:
-    """A run's checkpoint folder (with a ``latest`` pointer) stands for the checkpoint it names."""
+def follow_latest(path: str | os.PathLike) -> Path:
+    """A run's checkpoint folder (with a ``latest`` pointer) stands for the checkpoint it names;
+    any other path is itself.
+
+    Raises:
+        FileNotFoundError: ``latest`` names a folder that does not exist.
+    """
+    path = Path(path)
     pointer = path / LATEST_NAME
-    if path.is_dir() and pointer.is_file() and not (path / WEIGHTS_NAME).exists():
+    if pointer.is_file():
         target = path / pointer.read_text().strip()
         if not target.is_dir():
             raise FileNotFoundError(
@@ -150,7 +156,7 @@ def _local_files(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | 
     A folder with a ``manifest.json`` (training checkpoints) is verified against it first; a
     run's checkpoint folder stands for the checkpoint its ``latest`` names.
     """
-    path = _follow_latest(Path(checkpoint))
+    path = follow_latest(Path(checkpoint))
     if path.is_dir():
         if (path / MANIFEST_FILE).is_file():
             verify_manifest(path)
@@ -267,12 +273,7 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
     Returns:
         A :class:`LoadReport`.
     """
-    weights, config = _local_files(checkpoint)
-    report = _load_weights(model, weights, config)
-    saved_cfg = _saved_pretrained_cfg(weights.parent / CONFIG_NAME, config)
-    if saved_cfg is not None:
-        model.pretrained_cfg = saved_cfg
-    return report
+    return _load_weights(model, *_local_files(checkpoint))
 
 
 def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
@@ -294,6 +295,8 @@ def _saved_pretrained_cfg(config_file: Path, config: dict[str, Any] | None) -> P
 
 
 def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None) -> LoadReport:
+    """Load ``weights`` into ``model`` exactly; the card saved in ``config`` (if any) becomes
+    ``model.pretrained_cfg``."""
     try:
         state = safetensors.torch.load_file(weights)
     except (safetensors.SafetensorError, OSError, ValueError) as error:
@@ -315,6 +318,9 @@ def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None
             _mismatch_message(str(weights), model, config, missing, unexpected, mismatched)
         )
     model.load_state_dict(state, strict=True)
+    saved_cfg = _saved_pretrained_cfg(weights.parent / CONFIG_NAME, config)
+    if saved_cfg is not None:
+        model.pretrained_cfg = saved_cfg
     return LoadReport(loaded=tuple(sorted(state)), fresh=(), ignored=tuple(ignored))
 
 
@@ -442,7 +448,7 @@ def load_model(
         raise TypeError(f"source must be a path or a Hub repo id, got {type(source).__name__}")
     folder = Path(source)
     if folder.exists():
-        folder = _follow_latest(folder)
+        folder = follow_latest(folder)
     else:
         if os.fspath(source).count("/") != 1:
             raise FileNotFoundError(
@@ -477,9 +483,6 @@ def load_model(
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_file} holds options {architecture} refuses: {error}") from error
     _load_weights(model, weights, config)
-    saved_cfg = _saved_pretrained_cfg(config_file, config)
-    if saved_cfg is not None:
-        model.pretrained_cfg = saved_cfg
     return model
 
 
