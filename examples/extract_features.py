@@ -17,7 +17,6 @@ tensors and the image paths as JSON in its metadata.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -136,10 +135,7 @@ def main() -> None:
     items, queries = load_items(args)
     model = load_model(args).to(args.device).eval()
     # The weights' own size, mean/std and interpolation (their config.json), unless overridden.
-    cfg = model.pretrained_cfg
-    if args.image_size:
-        cfg = dataclasses.replace(cfg, input_size=(3, *args.image_size))
-    transform = build_eval_transforms(cfg)
+    transform = build_eval_transforms(model.pretrained_cfg, size=args.image_size)
     features = embed(model, items, args, transform)
     save_file(
         {

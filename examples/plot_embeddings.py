@@ -13,7 +13,6 @@ from its own domain; 1/D when domains are fully mixed). Needs the viz extra.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +89,8 @@ def main() -> None:
     maps = {}
     for name, path in panels.items():
         model = dcsd.load_model(path, num_classes=0).to(args.device).eval()
-        cfg = model.pretrained_cfg
-        if args.image_size:
-            cfg = dataclasses.replace(cfg, input_size=(3, *args.image_size))
-        loader = DataLoader(
-            ImageDataset(items, transform=build_eval_transforms(cfg)), batch_size=args.batch_size
-        )
+        transform = build_eval_transforms(model.pretrained_cfg, size=args.image_size)
+        loader = DataLoader(ImageDataset(items, transform=transform), batch_size=args.batch_size)
         features = extract_features(model, loader, device=args.device).features
         purity = domain_purity(features, domains)
         print(

@@ -80,13 +80,15 @@ def build_test_transforms(
     )
 
 
-def build_eval_transforms(pretrained_cfg: Any) -> v2.Compose:
+def build_eval_transforms(pretrained_cfg: Any, size: Sequence[int] | None = None) -> v2.Compose:
     """The test transforms a model's weights expect, from its pretrained config.
 
     Args:
         pretrained_cfg: ``model.pretrained_cfg`` (a :class:`dcsd.models.PretrainedCfg`), or any
             object or mapping with ``input_size`` (C, H, W), ``mean``, ``std`` and optionally
             ``interpolation`` (``"bicubic"``, ``"bilinear"``, ``"nearest"``).
+        size: (H, W) in place of the config's input size (e.g. a command-line override); the
+            config's normalisation and interpolation still apply.
 
     Returns:
         :func:`build_test_transforms` at that size, normalisation and interpolation.
@@ -111,7 +113,8 @@ def build_eval_transforms(pretrained_cfg: Any) -> v2.Compose:
             f"pretrained_cfg interpolation must be one of {sorted(INTERPOLATIONS)}, got "
             f"{interpolation!r}"
         )
-    return build_test_transforms(input_size[1:], mean, std, INTERPOLATIONS[interpolation])
+    size = input_size[1:] if size is None else size
+    return build_test_transforms(size, mean, std, INTERPOLATIONS[interpolation])
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:

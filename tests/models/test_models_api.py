@@ -59,6 +59,8 @@ def test_eval_transforms_are_built_from_the_config():
     assert transform(image).shape == (3, 384, 192)
     as_dict = build_eval_transforms(model.pretrained_cfg.to_dict())
     assert tuple(as_dict.transforms[0].size) == (384, 192)
+    resized = build_eval_transforms(model.pretrained_cfg, size=(64, 32)).transforms[0]
+    assert tuple(resized.size) == (64, 32) and resized.interpolation == InterpolationMode.BILINEAR
     with pytest.raises(ValueError, match="must give input_size, mean and std"):
         build_eval_transforms({"input_size": (3, 8, 4)})
     with pytest.raises(ValueError, match="interpolation must be one of"):
