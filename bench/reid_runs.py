@@ -53,10 +53,19 @@ class RunSpec:
     image_size: tuple[int, int] = (64, 32)
     split: str = "test"  # "test" or "val" (held-out training identities)
     data: str = ""  # a description of the data (preset, seed, validation ids)
+    balance_domains: bool = False  # the same number of identities of each domain per batch
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True, default=list)
+        fields = asdict(self)
+        # Fields added later enter the key only when set, so earlier runs' caches stay valid.
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = {"balance_domains": False}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -160,6 +169,7 @@ def run(
         image_size=spec.image_size,
         num_identities=spec.batch[0],
         num_instances=spec.batch[1],
+        balance_domains=spec.balance_domains,
         seed=spec.seed,
         num_workers=workers,
     )

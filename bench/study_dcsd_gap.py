@@ -27,9 +27,11 @@ from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 # The DCSD layer as it was before this study (DDF's FilterNorm); every DCSD row changes one thing
 # against it. "dcsd_no_fn" is the library's default since.
 DCSD = ("resnet50_dcsd", {"filter_norm": "ddf"})
+NO_FN = ("resnet50_dcsd", {"filter_norm": "none"})
 NO_DECAY = {"weight_decay_norm": 0.0, "generator_weight_decay": 0.0}
 
-# name -> (description, model, model kwargs, tweaks, TrainConfig overrides, epochs or None)
+# name -> (description, model, model kwargs, tweaks, TrainConfig overrides, epochs or None);
+# a row whose name ends in "_bal" also balances the domains in every batch.
 ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
     "static": ("static ResNet50 (dense 3x3)", "resnet50_reid", {}, (), {}, None),
     "static_dw": (
@@ -114,6 +116,35 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         None,
     ),
     "dcsd_lr2": ("DCSD, all learning rates x2 (7e-4)", *DCSD, (), {"lr": 7e-4}, None),
+    "dcsd_gen_warmup5": (
+        "DCSD (no FilterNorm), generators warm up over 5 epochs (the rest over 1)",
+        *NO_FN,
+        (),
+        {"generator_warmup_epochs": 5.0},
+        None,
+    ),
+    "dcsd_warmup3": (
+        "DCSD (no FilterNorm), every parameter warms up over 3 epochs",
+        *NO_FN,
+        (),
+        {"warmup_epochs": 3.0},
+        None,
+    ),
+    "static_bal": (
+        "static ResNet50, domain-balanced batches",
+        "resnet50_reid",
+        {},
+        (),
+        {},
+        None,
+    ),
+    "dcsd_no_fn_bal": (
+        "DCSD (no FilterNorm), domain-balanced batches",
+        *NO_FN,
+        (),
+        {},
+        None,
+    ),
     "static_30": ("static ResNet50, 30 epochs", "resnet50_reid", {}, (), {}, 30),
     "static_dw_30": (
         "static depthwise ResNet50, 30 epochs",
@@ -131,6 +162,23 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         (),
         {},
         30,
+    ),
+    "static_60": ("static ResNet50, 60 epochs", "resnet50_reid", {}, (), {}, 60),
+    "static_dw_60": (
+        "static depthwise ResNet50, 60 epochs",
+        "resnet50_reid",
+        {},
+        ("depthwise",),
+        {},
+        60,
+    ),
+    "dcsd_no_fn_60": (
+        "DCSD without FilterNorm, 60 epochs",
+        "resnet50_dcsd",
+        {"filter_norm": "none"},
+        (),
+        {},
+        60,
     ),
     "dcsd_rms_30": (
         "DCSD, scale-only FilterNorm, 30 epochs",
@@ -185,6 +233,7 @@ def main() -> None:
                 seed=seed,
                 epochs=epochs if args.quick or row_epochs is None else row_epochs,
                 split="val",
+                balance_domains=name.endswith("_bal"),
                 data=f"default preset seed 0, {val_ids} val ids/domain"
                 + (" quick" if args.quick else ""),
             )

@@ -93,6 +93,14 @@ def parse_args() -> argparse.Namespace:
     train.add_argument("--lr", type=float, default=3.5e-4)
     train.add_argument("--weight-decay", type=float, default=5e-4)
     train.add_argument("--warmup-epochs", type=float)
+    train.add_argument(
+        "--generator-lr-factor", type=float, default=1.0, help="lr x this for the DCSD generators"
+    )
+    train.add_argument(
+        "--generator-warmup-epochs",
+        type=float,
+        help="warmup of the fresh DCSD generators (default: --warmup-epochs)",
+    )
     train.add_argument("--milestones", type=int, nargs="*", help="lr /10 at these epochs")
     train.add_argument(
         "--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="auto: bf16 on CUDA"
@@ -201,6 +209,8 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None else defaults["warmup"],
+        generator_lr_factor=args.generator_lr_factor,
+        generator_warmup_epochs=args.generator_warmup_epochs,
         milestones=tuple(milestones),
         amp=args.amp,
         channels_last=args.channels_last,

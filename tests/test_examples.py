@@ -35,6 +35,7 @@ def test_train_resume_and_extract(tmp_path):
     train_args = [
         "--synthetic-scale", "0.25", "--image-size", "32", "16", "--batch", "4", "2",
         "--workers", "0", "--device", "cpu", "--no-progress", "--out", tmp_path / "run",
+        "--generator-warmup-epochs", "2",
     ]  # fmt: skip
     out = run("train_joint.py", *train_args, "--epochs", "1", cwd=tmp_path, home=tmp_path)
     assert "epoch 1:" in out and "| mean |" in out
@@ -48,6 +49,8 @@ def test_train_resume_and_extract(tmp_path):
     assert "| synth1 |" in out and "| synth0 |" not in out and "TPR@FPR=1e-02" in out
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in log] == [1, 2]
+    train_config = json.loads((tmp_path / "run" / "model" / "train_config.json").read_text())
+    assert train_config["generator_warmup_epochs"] == 2.0
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["architecture"] == "resnet50_dcsd" and config["num_domains"] == 3
     # The weights' card: what they were trained on and at, and the test metrics measured.

@@ -20,6 +20,7 @@ import torch.nn as nn
 from dcsd.modules import DCSDConv, FilterNorm
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+GENERATOR_GROUPS = ("generators", "generators_no_decay")  # the groups of the filter generators
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, FilterNorm)
 
 

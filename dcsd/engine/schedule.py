@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -37,13 +37,31 @@ def build_scheduler(
     milestones: Sequence[int] = (40, 90),
     gamma: float = 0.1,
     warmup_factor: float = 0.1,
+    group_warmup_epochs: Mapping[str, float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler to step once per iteration; its state dict resumes it exactly."""
+    """A scheduler to step once per iteration; its state dict resumes it exactly.
+
+    ``group_warmup_epochs`` gives parameter groups (by their ``"name"``, as
+    :func:`dcsd.engine.build_optimizer` names them) a warmup length of their own, e.g. a longer
+    one for freshly initialised filter generators; the other groups use ``warmup_epochs``.
+    """
     if iters_per_epoch < 1:
         raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
+    lengths = dict(group_warmup_epochs or {})
+    names = {group.get("name") for group in optimizer.param_groups}
+    unknown = sorted(set(lengths) - names, key=str)
+    if unknown:
+        raise ValueError(
+            f"group_warmup_epochs names groups {unknown} that the optimizer does not have "
+            f"(its groups: {sorted(names, key=str)})"
+        )
+
+    def factor(warmup: float) -> Callable[[int], float]:
+        return lambda iteration: warmup_multistep_factor(
+            iteration, iters_per_epoch, warmup, milestones, gamma, warmup_factor
+        )
+
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda iteration: warmup_multistep_factor(
-            iteration, iters_per_epoch, warmup_epochs, milestones, gamma, warmup_factor
-        ),
+        [factor(lengths.get(group.get("name"), warmup_epochs)) for group in optimizer.param_groups],
     )

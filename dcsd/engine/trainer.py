@@ -33,7 +33,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .distributed import DistributedContext, all_reduce_mean, barrier
-from .optim import OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
+from .optim import GENERATOR_GROUPS, OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
 from .schedule import build_scheduler
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -63,6 +63,8 @@ class TrainConfig:
         generator_weight_decay: weight decay of the generators' weights (``None``:
             ``weight_decay``).
         warmup_epochs: linear warmup length, stepped per iteration.
+        generator_warmup_epochs: warmup length of the DCSD filter generators (``None``:
+            ``warmup_epochs``): fresh generators may warm up longer than a pretrained backbone.
         warmup_factor: learning-rate multiplier at the first iteration.
         milestones: epochs at which the learning rate is multiplied by ``gamma``.
         gamma: the step decay factor.
@@ -88,6 +90,7 @@ class TrainConfig:
     generator_lr_factor: float = 1.0
     generator_weight_decay: float | None = None
     warmup_epochs: float = 10
+    generator_warmup_epochs: float | None = None
     warmup_factor: float = 0.1
     milestones: tuple[int, ...] = (40, 90)
     gamma: float = 0.1
@@ -123,8 +126,24 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"
             )
+        generator_warmup = self.generator_warmup_epochs
+        if generator_warmup is not None and not (
+            math.isfinite(generator_warmup) and generator_warmup >= 0
+        ):
+            raise ValueError(
+                "generator_warmup_epochs must be None or a finite number >= 0, "
+                f"got {generator_warmup}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+
+def _generator_warmup(optimizer: torch.optim.Optimizer, config: TrainConfig) -> dict[str, float]:
+    """The generators' own warmup length for those of ``optimizer``'s groups that hold them."""
+    if config.generator_warmup_epochs is None:
+        return {}
+    names = {group.get("name") for group in optimizer.param_groups}
+    return {name: config.generator_warmup_epochs for name in GENERATOR_GROUPS if name in names}
 
 
 def seed_everything(seed: int) -> None:
@@ -263,6 +282,7 @@ class Trainer:
             config.milestones,
             config.gamma,
             config.warmup_factor,
+            group_warmup_epochs=_generator_warmup(self.optimizer, config),
         )
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -318,12 +338,11 @@ class Trainer:
         ]
         settings = group_settings(**optimizer_settings(self.config))
         built = self._built_scheduler
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch) if built else 1.0
         for index, group in enumerate(self.optimizer.param_groups if built else ()):
             # Groups of an optimizer passed in by the user keep the rates they were loaded with.
             lr, weight_decay = settings.get(group.get("name"), (group["initial_lr"], None))
             self.scheduler.base_lrs[index] = group["initial_lr"] = lr
-            group["lr"] = lr * factor
+            group["lr"] = lr * self.scheduler.lr_lambdas[index](self.scheduler.last_epoch)
             if weight_decay is not None:
                 group["weight_decay"] = weight_decay
         if changed and self.context.is_main:

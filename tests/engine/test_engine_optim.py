@@ -88,3 +88,33 @@ def test_bad_arguments_are_named():
         build_optimizer(small_model(), lr=-1.0)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="rmsprop")
+
+
+def test_generators_warm_up_over_their_own_length():
+    optimizer = build_optimizer(small_model(), lr=1.0)
+    scheduler = build_scheduler(
+        optimizer,
+        iters_per_epoch=4,
+        warmup_epochs=1,
+        milestones=(10,),
+        group_warmup_epochs={"generators": 3, "generators_no_decay": 3},
+    )
+    for _ in range(4):  # one epoch: the other groups are warm, the generators a third of the way
+        optimizer.step()
+        scheduler.step()
+    assert group(optimizer, "decay")["lr"] == pytest.approx(1.0)
+    assert group(optimizer, "no_decay")["lr"] == pytest.approx(1.0)
+    assert group(optimizer, "generators")["lr"] == pytest.approx(0.1 * (2 / 3) + 1 / 3)
+    assert group(optimizer, "generators_no_decay")["lr"] == pytest.approx(0.1 * (2 / 3) + 1 / 3)
+    for _ in range(8):
+        optimizer.step()
+        scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1.0] * 4)
+
+
+def test_group_warmup_names_must_exist():
+    optimizer = build_optimizer(dcsd.resnet50_reid(num_classes=4))
+    with pytest.raises(ValueError, match=r"names groups \['generators'\]"):
+        build_scheduler(optimizer, iters_per_epoch=1, group_warmup_epochs={"generators": 2})
+    with pytest.raises(ValueError, match="generator_warmup_epochs must be None or a finite"):
+        TrainConfig(generator_warmup_epochs=-1.0)

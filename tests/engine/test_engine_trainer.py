@@ -2,6 +2,7 @@
 2-process gloo DDP run. A small ReID network keeps these fast; the engine is model-agnostic and
 tests/test_end_to_end.py runs it with ResNet50-DCSD."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -219,6 +220,34 @@ def test_trainer_takes_an_optimizer_or_builds_one_from_the_config(tiny_data, tmp
     assert sgd.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**steps)
     with pytest.raises(ValueError, match="scheduler must schedule the optimizer passed with it"):
         Trainer(model, DCSDLoss(), loader, config, tmp_path / "bad", scheduler=decay)
+
+
+def test_generators_warm_up_longer_and_resume_on_their_own_schedule(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    model = TinyReIDNet(tiny_data.num_classes, tiny_data.num_domains, tiny_data.num_cameras)
+    model.body.insert(3, dcsd.DCSDConv(8, factors=("sample",)))
+    loader = build_train_loader(
+        tiny_data, image_size=(32, 16), num_identities=4, num_instances=2, num_workers=0
+    )
+    config = TrainConfig(
+        epochs=1,
+        lr=1e-2,
+        warmup_epochs=1,
+        generator_warmup_epochs=4,
+        milestones=(9,),
+        progress=False,
+    )
+    Trainer(model, DCSDLoss(), loader, config, tmp_path).fit()
+
+    # Resumed after 1 of 4 warmup epochs: the backbone is warm, the generators a quarter of the
+    # way from warmup_factor (0.1) to 1, each group at its own point of its own schedule.
+    resumed = Trainer(model, DCSDLoss(), loader, dataclasses.replace(config, epochs=2), tmp_path)
+    assert resumed.resume() == 1
+    rates = {g["name"]: g["lr"] for g in resumed.optimizer.param_groups}
+    assert rates["decay"] == pytest.approx(1e-2) and rates["no_decay"] == pytest.approx(1e-2)
+    assert rates["generators"] == pytest.approx(1e-2 * (0.1 * 0.75 + 0.25))
+    resumed.fit()
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)
 
 
 def test_evaluate_model_on_unseen_datasets_ranks_on_the_model_device(tiny_data, monkeypatch):
