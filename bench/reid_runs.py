@@ -131,6 +131,16 @@ def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
     return model
 
 
+def last_train_loss(out_dir: Path) -> dict[str, float] | None:
+    """The identity and triplet losses of a run's last epoch (from its ``log.jsonl``): how well
+    it fits its training identities, to set against how it ranks held-out ones."""
+    log = out_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    last = json.loads(log.read_text().splitlines()[-1])
+    return {"id": last["id"], "triplet": last["triplet"]}
+
+
 def run(
     spec: RunSpec,
     datasets: list[ReIDDataset],
@@ -140,7 +150,8 @@ def run(
 ) -> dict[str, Any]:
     """Train and evaluate ``spec`` on ``datasets`` (or read the cached result).
 
-    Returns ``{"spec": ..., "seconds": ..., "metrics": {domain: {"mAP", "rank1"}}}``.
+    Returns ``{"spec": ..., "seconds": ..., "train_loss": {"id", "triplet"} of the last epoch,
+    "metrics": {domain: {"mAP", "rank1"}}}``.
     """
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
@@ -154,7 +165,10 @@ def run(
     folder = root / key
     result_path = folder / "result.json"
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        result = json.loads(result_path.read_text())
+        # Runs cached before the result recorded the training loss still have it in their log.
+        result.setdefault("train_loss", last_train_loss(folder / "train"))
+        return result
     config = TrainConfig(
         epochs=spec.epochs,
         warmup_epochs=1.0,
@@ -183,6 +197,7 @@ def run(
     result = {
         "spec": asdict(spec),
         "seconds": seconds,
+        "train_loss": last_train_loss(folder / "train"),
         "metrics": {
             name: {"mAP": float(m["mAP"]) * 100, "rank1": float(m["cmc"][0]) * 100}
             for name, m in metrics.items()

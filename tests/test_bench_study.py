@@ -45,7 +45,7 @@ def test_quick_study_prints_paired_rows_and_resumes(tmp_path):
 
     results = tmp_path / "RESULTS.md"
     out = study("--results", str(results))
-    assert "Δ vs static_dw, paired by seed" in out
+    assert "Δ vs static_dw, paired by seed" in out and "train id / triplet loss" in out
     for row in rows.split(","):
         assert f"| {row} |" in out
     assert "domain-balanced batches" in out and "warm up over 5 epochs" in out
