@@ -54,6 +54,7 @@ class RunSpec:
     split: str = "test"  # "test" or "val" (held-out training identities)
     data: str = ""  # a description of the data (preset, seed, validation ids)
     balance_domains: bool = False  # the same number of identities of each domain per batch
+    loss: dict[str, Any] = field(default_factory=dict)  # DCSDLoss arguments
 
     def key(self) -> str:
         fields = asdict(self)
@@ -65,7 +66,7 @@ class RunSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"balance_domains": False}
+_LATER_FIELDS: dict[str, Any] = {"balance_domains": False, "loss": {}}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -188,7 +189,9 @@ def run(
         num_workers=workers,
     )
     splits = build_eval_splits(data, image_size=spec.image_size, num_workers=workers)
-    trainer = Trainer(model.to(device), DCSDLoss(), loader, config, folder / "train", data=data)
+    trainer = Trainer(
+        model.to(device), DCSDLoss(**spec.loss), loader, config, folder / "train", data=data
+    )
     trainer.resume()  # an interrupted run continues from its last epoch
     start = time.perf_counter()
     trainer.fit()

@@ -28,10 +28,12 @@ from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 # against it. "dcsd_no_fn" is the library's default since.
 DCSD = ("resnet50_dcsd", {"filter_norm": "ddf"})
 NO_FN = ("resnet50_dcsd", {"filter_norm": "none"})
+NO_INFO_LOSS = {"domain_weight": 0.0, "camera_weight": 0.0}
 NO_DECAY = {"weight_decay_norm": 0.0, "generator_weight_decay": 0.0}
 
 # name -> (description, model, model kwargs, tweaks, TrainConfig overrides, epochs or None);
-# a row whose name ends in "_bal" also balances the domains in every batch.
+# a row whose name ends in "_bal" also balances the domains in every batch; LOSSES gives a row
+# DCSDLoss arguments of its own.
 ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
     "static": ("static ResNet50 (dense 3x3)", "resnet50_reid", {}, (), {}, None),
     "static_dw": (
@@ -171,6 +173,13 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         30,
     ),
+    "dcsd_no_info_loss_30": (
+        "DCSD S+D+C (no FilterNorm), domain and camera losses off (weight 0), 30 epochs",
+        *NO_FN,
+        (),
+        {},
+        30,
+    ),
     "dcsd_gen_wd10_30": (
         "DCSD (no FilterNorm), generators' weight decay x10 (5e-3), 30 epochs",
         *NO_FN,
@@ -204,6 +213,8 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         30,
     ),
 }
+
+LOSSES = {"dcsd_no_info_loss_30": NO_INFO_LOSS}
 
 
 def main() -> None:
@@ -249,6 +260,7 @@ def main() -> None:
                 epochs=epochs if args.quick or row_epochs is None else row_epochs,
                 split="val",
                 balance_domains=name.endswith("_bal"),
+                loss=LOSSES.get(name, {}),
                 data=f"default preset seed 0, {val_ids} val ids/domain"
                 + (" quick" if args.quick else ""),
             )

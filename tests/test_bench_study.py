@@ -19,11 +19,14 @@ from reid_runs import RunSpec  # noqa: E402
 def test_run_key_keeps_earlier_caches_and_tells_batch_composition_apart():
     spec = RunSpec(model="resnet50_dcsd", domains=("synth0", "synth1"), seed=1, split="val")
     # A field added later is left out of the key while unset: runs cached before it keep theirs.
-    before = {k: v for k, v in dataclasses.asdict(spec).items() if k != "balance_domains"}
+    later = ("balance_domains", "loss")
+    before = {k: v for k, v in dataclasses.asdict(spec).items() if k not in later}
     text = json.dumps(before, sort_keys=True, default=list)
     assert spec.key() == hashlib.sha256(text.encode()).hexdigest()[:16]
     balanced = dataclasses.replace(spec, balance_domains=True)
     assert balanced.key() != spec.key()
+    no_camera_loss = dataclasses.replace(spec, loss={"camera_weight": 0.0})
+    assert no_camera_loss.key() not in (spec.key(), balanced.key())
     assert dataclasses.replace(spec, seed=2).key() != spec.key()
 
 
