@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,12 +33,24 @@ NO_FN = ("resnet50_dcsd", {"filter_norm": "none"})
 NO_INFO_LOSS = {"domain_weight": 0.0, "camera_weight": 0.0}
 NO_DECAY = {"weight_decay_norm": 0.0, "generator_weight_decay": 0.0}
 
-# name -> (description, model, model kwargs, tweaks, TrainConfig overrides, epochs or None);
-# a row whose name ends in "_bal" also balances the domains in every batch; LOSSES gives a row
-# DCSDLoss arguments of its own.
-ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
-    "static": ("static ResNet50 (dense 3x3)", "resnet50_reid", {}, (), {}, None),
-    "static_dw": (
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the study: what it changes against the DCSD default (or the static model)."""
+
+    what: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    tweaks: tuple[str, ...] = ()
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    epochs: int | None = None  # None: --epochs
+    balance_domains: bool = False
+    loss: dict[str, Any] = field(default_factory=dict)  # DCSDLoss arguments
+
+
+ROWS: dict[str, Row] = {
+    "static": Row("static ResNet50 (dense 3x3)", "resnet50_reid", {}, (), {}, None),
+    "static_dw": Row(
         "static ResNet50, depthwise 3x3 (DCSD's connectivity, no dynamic filters)",
         "resnet50_reid",
         {},
@@ -44,14 +58,14 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         None,
     ),
-    "dcsd": (
+    "dcsd": Row(
         "ResNet50-DCSD S+D+C, DDF's FilterNorm (the default before this study)",
         *DCSD,
         (),
         {},
         None,
     ),
-    "dcsd_S": (
+    "dcsd_S": Row(
         "ResNet50-DCSD S only (DDF-like)",
         "resnet50_dcsd",
         {"factors": ("sample",), "filter_norm": "ddf"},
@@ -59,28 +73,28 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         None,
     ),
-    "dcsd_ddf_init": (
+    "dcsd_ddf_init": Row(
         "DCSD + DDF init of generators (Kaiming fan_out, zero bias)",
         *DCSD,
         ("ddf_init",),
         {},
         None,
     ),
-    "dcsd_fixed_scale": (
+    "dcsd_fixed_scale": Row(
         "DCSD + fixed spatial FilterNorm scale (DDF)",
         *DCSD,
         ("fixed_spatial_scale",),
         {},
         None,
     ),
-    "dcsd_ddf": (
+    "dcsd_ddf": Row(
         "DCSD + DDF init + fixed spatial scale",
         *DCSD,
         ("ddf_init", "fixed_spatial_scale"),
         {},
         None,
     ),
-    "dcsd_no_fn": (
+    "dcsd_no_fn": Row(
         "DCSD without FilterNorm (the library default now)",
         "resnet50_dcsd",
         {"filter_norm": "none"},
@@ -88,7 +102,7 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         None,
     ),
-    "dcsd_rms": (
+    "dcsd_rms": Row(
         "DCSD, scale-only FilterNorm (RMS over the taps, filter means kept)",
         "resnet50_dcsd",
         {"filter_norm": "rms"},
@@ -96,59 +110,43 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         None,
     ),
-    "dcsd_no_decay": (
+    "dcsd_no_decay": Row(
         "DCSD, no weight decay on norms, biases, FilterNorm scales, generators",
         *DCSD,
         (),
         NO_DECAY,
         None,
     ),
-    "dcsd_gen_lr3": (
+    "dcsd_gen_lr3": Row(
         "DCSD, generators' learning rate x3",
         *DCSD,
         (),
         {"generator_lr_factor": 3.0},
         None,
     ),
-    "dcsd_gen_lr0.3": (
+    "dcsd_gen_lr0.3": Row(
         "DCSD, generators' learning rate x0.3",
         *DCSD,
         (),
         {"generator_lr_factor": 0.3},
         None,
     ),
-    "dcsd_lr2": ("DCSD, all learning rates x2 (7e-4)", *DCSD, (), {"lr": 7e-4}, None),
-    "dcsd_gen_warmup5": (
+    "dcsd_lr2": Row("DCSD, all learning rates x2 (7e-4)", *DCSD, (), {"lr": 7e-4}, None),
+    "dcsd_gen_warmup5": Row(
         "DCSD (no FilterNorm), generators warm up over 5 epochs (the rest over 1)",
         *NO_FN,
         (),
         {"generator_warmup_epochs": 5.0},
         None,
     ),
-    "dcsd_warmup3": (
-        "DCSD (no FilterNorm), every parameter warms up over 3 epochs",
-        *NO_FN,
-        (),
-        {"warmup_epochs": 3.0},
-        None,
+    "static_bal": Row(
+        "static ResNet50, domain-balanced batches", "resnet50_reid", balance_domains=True
     ),
-    "static_bal": (
-        "static ResNet50, domain-balanced batches",
-        "resnet50_reid",
-        {},
-        (),
-        {},
-        None,
+    "dcsd_no_fn_bal": Row(
+        "DCSD (no FilterNorm), domain-balanced batches", *NO_FN, balance_domains=True
     ),
-    "dcsd_no_fn_bal": (
-        "DCSD (no FilterNorm), domain-balanced batches",
-        *NO_FN,
-        (),
-        {},
-        None,
-    ),
-    "static_30": ("static ResNet50, 30 epochs", "resnet50_reid", {}, (), {}, 30),
-    "static_dw_30": (
+    "static_30": Row("static ResNet50, 30 epochs", "resnet50_reid", {}, (), {}, 30),
+    "static_dw_30": Row(
         "static depthwise ResNet50, 30 epochs",
         "resnet50_reid",
         {},
@@ -156,8 +154,8 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         30,
     ),
-    "dcsd_30": ("ResNet50-DCSD S+D+C, DDF's FilterNorm, 30 epochs", *DCSD, (), {}, 30),
-    "dcsd_no_fn_30": (
+    "dcsd_30": Row("ResNet50-DCSD S+D+C, DDF's FilterNorm, 30 epochs", *DCSD, (), {}, 30),
+    "dcsd_no_fn_30": Row(
         "DCSD without FilterNorm, 30 epochs",
         "resnet50_dcsd",
         {"filter_norm": "none"},
@@ -165,7 +163,7 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         30,
     ),
-    "dcsd_S_no_fn_30": (
+    "dcsd_S_no_fn_30": Row(
         "DCSD S only (no domain/camera branches or losses), no FilterNorm, 30 epochs",
         "resnet50_dcsd",
         {"factors": ("sample",), "filter_norm": "none"},
@@ -173,22 +171,21 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         30,
     ),
-    "dcsd_no_info_loss_30": (
+    "dcsd_no_info_loss_30": Row(
         "DCSD S+D+C (no FilterNorm), domain and camera losses off (weight 0), 30 epochs",
         *NO_FN,
-        (),
-        {},
-        30,
+        epochs=30,
+        loss=NO_INFO_LOSS,
     ),
-    "dcsd_gen_wd10_30": (
+    "dcsd_gen_wd10_30": Row(
         "DCSD (no FilterNorm), generators' weight decay x10 (5e-3), 30 epochs",
         *NO_FN,
         (),
         {"generator_weight_decay": 5e-3},
         30,
     ),
-    "static_60": ("static ResNet50, 60 epochs", "resnet50_reid", {}, (), {}, 60),
-    "static_dw_60": (
+    "static_60": Row("static ResNet50, 60 epochs", "resnet50_reid", {}, (), {}, 60),
+    "static_dw_60": Row(
         "static depthwise ResNet50, 60 epochs",
         "resnet50_reid",
         {},
@@ -196,7 +193,7 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         60,
     ),
-    "dcsd_no_fn_60": (
+    "dcsd_no_fn_60": Row(
         "DCSD without FilterNorm, 60 epochs",
         "resnet50_dcsd",
         {"filter_norm": "none"},
@@ -204,7 +201,7 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         {},
         60,
     ),
-    "dcsd_rms_30": (
+    "dcsd_rms_30": Row(
         "DCSD, scale-only FilterNorm, 30 epochs",
         "resnet50_dcsd",
         {"filter_norm": "rms"},
@@ -213,8 +210,6 @@ ROWS: dict[str, tuple[str, str, dict, tuple, dict, int | None]] = {
         30,
     ),
 }
-
-LOSSES = {"dcsd_no_info_loss_30": NO_INFO_LOSS}
 
 
 def main() -> None:
@@ -247,20 +242,20 @@ def main() -> None:
     print("\n".join(lines))
     baseline: dict[int, float] = {}
     for name in rows:
-        what, model, kwargs, tweaks, train, row_epochs = ROWS[name]
+        row = ROWS[name]
         results = []
         for seed in args.seeds:
             spec = RunSpec(
-                model=model,
-                model_kwargs=kwargs,
-                tweaks=tweaks,
-                train=train,
+                model=row.model,
+                model_kwargs=row.model_kwargs,
+                tweaks=row.tweaks,
+                train=row.train,
                 domains=tuple(d.name for d in datasets),
                 seed=seed,
-                epochs=epochs if args.quick or row_epochs is None else row_epochs,
+                epochs=epochs if args.quick or row.epochs is None else row.epochs,
                 split="val",
-                balance_domains=name.endswith("_bal"),
-                loss=LOSSES.get(name, {}),
+                balance_domains=row.balance_domains,
+                loss=row.loss,
                 data=f"default preset seed 0, {val_ids} val ids/domain"
                 + (" quick" if args.quick else ""),
             )
@@ -285,7 +280,7 @@ def main() -> None:
             else "-"
         )
         lines.append(
-            f"| {name} | {what} | {len(results)} | {domains} | "
+            f"| {name} | {row.what} | {len(results)} | {domains} | "
             f"{mean:.1f} ± {spread:.1f} | {delta:+.1f} ± {delta_spread:.1f} | "
             f"{statistics.mean(rank1):.1f} | {fit} | {seconds:.0f} |"
         )
