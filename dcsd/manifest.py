@@ -11,10 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "dcsd-manifest/1"
+# The Hub's model card: written after the weights by save_pretrained, edited on the Hub,
+# never loaded, so a manifest need not list it.
+UNCHECKED_FILE = "README.md"
+_SHA256_HEX = re.compile("[0-9a-f]{64}")
 _CHUNK_BYTES = 1 << 20
 
 
@@ -57,7 +62,8 @@ def write_manifest(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     files = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_FILE):
+    names = (MANIFEST_FILE, UNCHECKED_FILE)
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in names):
         fsync_file(path)
         files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = folder / MANIFEST_FILE
@@ -67,14 +73,43 @@ def write_manifest(folder: str | os.PathLike) -> Path:
     return manifest
 
 
-def verify_manifest(folder: str | os.PathLike) -> None:
-    """Check every file ``folder/manifest.json`` lists: present, same size, same SHA-256.
+def _manifest_entries(manifest: Path) -> dict[str, tuple[int, str]]:
+    """{file name: (bytes, sha256)} of a manifest, every field checked: a damaged manifest is
+    reported as such, never as a crash of the reader."""
+    try:
+        content = json.loads(manifest.read_bytes())
+    except (OSError, ValueError, RecursionError) as error:
+        # ValueError covers bad JSON and bad UTF-8; RecursionError, absurdly deep nesting.
+        raise ChecksumError(f"{manifest} is unreadable: {type(error).__name__}: {error}") from None
+    if not isinstance(content, dict) or content.get("format") != MANIFEST_FORMAT:
+        raise ChecksumError(f"{manifest} is not a {MANIFEST_FORMAT} manifest")
+    files = content.get("files")
+    if not isinstance(files, dict):
+        raise ChecksumError(f"{manifest} has no 'files' object")
+    entries = {}
+    for name, item in files.items():
+        if name in ("", ".", "..", MANIFEST_FILE) or Path(name).name != name:
+            raise ChecksumError(f"{manifest} lists {name!r}, which is not a file of its folder")
+        size = item.get("bytes") if isinstance(item, dict) else None
+        digest = item.get("sha256") if isinstance(item, dict) else None
+        # type() rather than isinstance(): JSON's true is an int to Python, 4e19904 a float.
+        if type(size) is not int or size < 0:
+            raise ChecksumError(f"{manifest}: {name!r} has no valid byte count ({size!r})")
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise ChecksumError(f"{manifest}: {name!r} has no valid SHA-256 ({digest!r})")
+        entries[name] = (size, digest)
+    return entries
 
-    Files added to the folder later (e.g. a README) are not listed and not checked.
+
+def verify_manifest(folder: str | os.PathLike) -> None:
+    """Check ``folder`` against its ``manifest.json``: every file listed is a regular file of
+    the same size and SHA-256, and every entry of the folder is listed (except ``README.md``,
+    the model card that the Hub writes and edits and that nothing loads).
 
     Raises:
-        ChecksumError: the manifest is missing or unreadable, or a file is missing, has another
-            size or another hash; the message names the file.
+        ChecksumError: the manifest is missing or unreadable, a file is missing, has another
+            size or another hash, or an entry of the folder is not listed; the message names
+            the file.
     """
     folder = Path(folder)
     manifest = folder / MANIFEST_FILE
@@ -83,20 +118,23 @@ def verify_manifest(folder: str | os.PathLike) -> None:
             f"{folder} has no {MANIFEST_FILE}: its write did not finish (the manifest is written "
             "last), or an older dcsd wrote it"
         )
-    try:
-        content = json.loads(manifest.read_text())
-        if content["format"] != MANIFEST_FORMAT:
-            raise ValueError(f"format {content['format']!r} is not {MANIFEST_FORMAT!r}")
-        files = content["files"]
-        entries = [(name, int(item["bytes"]), str(item["sha256"])) for name, item in files.items()]
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
-        raise ChecksumError(f"{manifest} is unreadable: {error!r}") from error
-    for name, size, expected in entries:
+    entries = _manifest_entries(manifest)
+    unlisted = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in entries and p.name not in (MANIFEST_FILE, UNCHECKED_FILE)
+    )
+    if unlisted:
+        raise ChecksumError(
+            f"{folder} holds {unlisted}, which {MANIFEST_FILE} does not list: a manifest must "
+            "cover every file of its folder, so this one cannot vouch for it"
+        )
+    for name, (size, expected) in entries.items():
         path = folder / name
-        if Path(name).name != name:
-            raise ChecksumError(f"{manifest} lists {name!r}, which is not a file of {folder}")
-        if not path.is_file():
-            raise ChecksumError(f"{path} is missing (listed in {MANIFEST_FILE})")
+        if not path.is_file() or path.is_symlink():
+            raise ChecksumError(
+                f"{path} is missing or not a regular file (listed in {MANIFEST_FILE})"
+            )
         if path.stat().st_size != size:
             raise ChecksumError(
                 f"{path} has {path.stat().st_size} bytes, its manifest says {size}: the file "

@@ -15,6 +15,7 @@ from .distributed import DistributedContext, destroy_distributed, init_distribut
 from .evaluation import evaluate_model
 from .loaders import EvalSplit, build_eval_splits, build_train_loader
 from .optim import OPTIMIZERS, build_optimizer
+from .run_lock import RunLock, RunLockedError
 from .schedule import build_scheduler, warmup_multistep_factor
 from .trainer import (
     NonFiniteLossError,
@@ -31,6 +32,8 @@ __all__ = [
     "OPTIMIZERS",
     "EvalSplit",
     "NonFiniteLossError",
+    "RunLock",
+    "RunLockedError",
     "TrainConfig",
     "Trainer",
     "check_model_fits_data",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from ..models.pretrained import (
     TRAINING_STATE_NAME,
     WEIGHTS_NAME,
     follow_latest,
+    read_latest,
     save_model,
 )
 
@@ -85,18 +87,46 @@ def _write_atomically(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
-def remove_stale_staging(directory: str | Path) -> list[Path]:
-    """Remove the temporary folders of checkpoint writes that a crash interrupted.
+def _staging_prefix() -> str:
+    """This process's staging folder names: ``.staging-<host>-<pid>-``, so a cleanup can tell
+    whether a folder's writer still runs."""
+    return f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
 
-    Only the run's own writer may call this (rank 0 before it writes): a staging folder is stale
-    unless a write is under way.
+
+def _writer_gone(folder: Path) -> bool:
+    """Whether the process that made staging ``folder`` has ended (or is this one, which is not
+    writing while it cleans up). A writer on another host cannot be asked: its folder is kept."""
+    try:
+        host, pid, _ = folder.name[len(STAGING_PREFIX) :].rsplit("-", 2)
+        pid = int(pid)
+    except ValueError:
+        return True  # not named by a writer of this format: nobody is writing it
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_staging(directory: str | Path) -> list[Path]:
+    """Remove the temporary folders of checkpoint writes that a crash interrupted: those whose
+    writer process has ended. A folder a live process is writing is left alone.
 
     Returns:
         The folders removed.
     """
-    stale = sorted(Path(directory).glob(f"{STAGING_PREFIX}*"))
+    stale = sorted(p for p in Path(directory).glob(f"{STAGING_PREFIX}*") if _writer_gone(p))
     for folder in stale:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder.is_symlink():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     return stale
 
 
@@ -134,13 +164,13 @@ def save_training_state(
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(directory)
     final = directory / f"epoch_{int(training_state['epoch']):04d}"
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=directory))
     save_model(model, staging)
     torch.save(training_state, staging / STATE_FILE)
     write_manifest(staging)
     if final.exists():
         # Moved aside, not deleted, so a crash here leaves it to the next write's cleanup.
-        replaced = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
+        replaced = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=directory))
         os.replace(final, replaced / final.name)
     os.replace(staging, final)
     fsync_dir(directory)
@@ -152,18 +182,25 @@ def save_training_state(
 
 def _prune(directory: Path, keep: int) -> None:
     protected = latest_checkpoint(directory)
-    checkpoints = sorted(p for p in directory.glob("epoch_*") if p.is_dir())
+    checkpoints = _epoch_folders(directory)[::-1]
     for old in checkpoints[:-keep] if keep > 0 else []:
         if old != protected:
             shutil.rmtree(old)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The folder ``directory/latest`` names (it may be missing), or ``None`` without ``latest``."""
-    pointer = Path(directory) / LATEST_FILE
-    if not pointer.is_file():
-        return None
-    return Path(directory) / pointer.read_text().strip()
+    """The folder ``directory/latest`` names (it may be missing), or ``None`` without ``latest``.
+
+    Raises:
+        ValueError: ``latest`` is unreadable or names no epoch folder of this run.
+    """
+    return read_latest(directory)
+
+
+def _epoch_folders(directory: Path) -> list[Path]:
+    """The run's checkpoint folders, newest first; symlinks are not followed out of the run."""
+    folders = (p for p in directory.glob("epoch_*") if p.is_dir() and not p.is_symlink())
+    return sorted(folders, reverse=True)
 
 
 def load_training_state(path: str | Path) -> Checkpoint:
@@ -197,6 +234,9 @@ def load_training_state(path: str | Path) -> Checkpoint:
         raise ValueError(f"checkpoint state {state_file} is corrupt: {error}") from error
     if not isinstance(training_state, dict) or "epoch" not in training_state:
         raise ValueError(f"checkpoint state {state_file} has no 'epoch': not a dcsd checkpoint")
+    epoch = training_state["epoch"]
+    if type(epoch) is not int or epoch < 0:
+        raise ValueError(f"checkpoint state {state_file} has epoch {epoch!r}, not an int >= 0")
     return Checkpoint(path, model_state, training_state)
 
 
@@ -214,15 +254,19 @@ def load_latest_training_state(directory: str | Path) -> Checkpoint | None:
         ValueError: checkpoints exist but none is whole (the message lists each one's problem).
     """
     directory = Path(directory)
-    candidates = sorted((p for p in directory.glob("epoch_*") if p.is_dir()), reverse=True)
-    latest = latest_checkpoint(directory)
+    candidates = _epoch_folders(directory)
+    problems = []
+    try:
+        latest = latest_checkpoint(directory)
+    except ValueError as error:
+        latest = None
+        problems.append(f"{LATEST_FILE}: {error}")
     if latest is not None:
         candidates = [latest, *(p for p in candidates if p != latest)]
-    problems = []
     for candidate in candidates:
         try:
             checkpoint = load_training_state(candidate)
-        except (FileNotFoundError, ValueError) as error:
+        except (OSError, ValueError) as error:
             reason = str(error)
             if candidate == latest and not candidate.is_dir():
                 reason = f"{directory / LATEST_FILE} names {latest.name}, which does not exist"

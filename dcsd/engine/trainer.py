@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ from .checkpoint import (
 )
 from .distributed import DistributedContext, all_reduce_mean, barrier
 from .optim import GENERATOR_GROUPS, OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
+from .run_lock import RunLock
 from .schedule import build_scheduler
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -41,6 +43,22 @@ NONFINITE_POLICIES = ("raise", "skip")
 # Saved with each checkpoint; on resume these may change without a word (a longer run, quiet bars).
 _FREELY_CHANGED = ("epochs", "progress", "eval_period", "keep_checkpoints")
 _RESUME_KEYS = ("optimizer", "scheduler", "scaler")
+# A resumed run must keep what gives the weights their meaning; each entry names the flag of
+# examples/train_joint.py that sets it. Other model options have no flag (None).
+_MODEL_FLAGS = {
+    "architecture": "--model",
+    "head": "--head",
+    "factors": "--factors",
+    "stop_gradient": "--no-stop-gradient",
+    "num_classes": "the identity count: --datasets, --synthetic-scale, --combineall",
+    "num_domains": "--datasets",
+    "num_cameras": "--datasets",
+}
+_DATA_FLAGS = "--datasets, their order, --synthetic-scale, --combineall"
+# Saved with each checkpoint too; a change keeps the weights' meaning and is only named.
+_SOFT_RUN_FLAGS = {"batch": "--batch", "input_size": "--image-size"}
+LOG_SET_ASIDE_SUFFIX = ".set-aside"
+_MAX_SEED = 2**32
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,6 +154,19 @@ class TrainConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("gamma", "warmup_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        milestones = tuple(self.milestones)
+        if not all(type(m) is int and m >= 1 for m in milestones) or any(
+            b <= a for a, b in zip(milestones, milestones[1:], strict=False)
+        ):
+            raise ValueError(
+                f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
+            )
+        if type(self.seed) is not int or not 0 <= self.seed < _MAX_SEED:
+            raise ValueError(f"seed must be an int in 0..2**32-1, got {self.seed!r}")
 
 
 def _generator_warmup(optimizer: torch.optim.Optimizer, config: TrainConfig) -> dict[str, float]:
@@ -246,10 +277,13 @@ class Trainer:
         self.log_path = self.out_dir / "log.jsonl"
         self.model_dir = self.out_dir / "model"
         self.overwrite = overwrite
+        self.data = data
         self._resume_requested = False
         self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
         if self.context.is_main:
             _check_writable_folder(self.out_dir)
+        # One run per folder: taken by resume() or fit(), held until fit() ends.
+        self._lock = RunLock(self.out_dir) if self.context.is_main else None
         self.train_loader = train_loader
         self.criterion = criterion
         self.evaluate = evaluate
@@ -297,16 +331,30 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> int:
         """Load the latest checkpoint of this run (or ``path``); returns the epoch to start at.
 
-        Returns 0, and changes nothing, when the run has no checkpoint yet. Without ``path``, a
-        damaged latest checkpoint is passed over for the newest whole one, with a warning. The
-        config's ``lr`` and ``weight_decay`` apply even when the checkpoint was trained with
-        others; every setting that differs from the checkpoint's is named in a warning.
+        Takes the output folder's run lock (held until :meth:`fit` ends). Returns 0, and
+        changes nothing, when the run has no checkpoint yet. Without ``path``, a damaged latest
+        checkpoint is passed over for the newest whole one, with a warning. The config's ``lr``
+        and ``weight_decay`` apply even when the checkpoint was trained with others; every
+        setting that differs from the checkpoint's is named in a warning.
 
         Raises:
-            ValueError: the checkpoint is damaged (``path``), none is whole, or its training
-                state lacks the optimizer, scheduler or scaler (the message names the file).
+            RunLockedError: another run holds the output folder.
+            ValueError: the checkpoint is damaged (``path``), none is whole, its training
+                state lacks the optimizer, scheduler or scaler (the message names the file), or
+                it was trained with another model, head, factors or other datasets (their order
+                and identity counts included): the message names the setting, its flag and the
+                saved value.
         """
         self._resume_requested = True
+        self._take_lock()
+        try:
+            return self._resume(path)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _resume(self, path: str | Path | None) -> int:
+        self._check_output_tree()
         if path is None:
             checkpoint = load_latest_training_state(self.checkpoint_dir)
             if checkpoint is None:
@@ -320,18 +368,98 @@ class Trainer:
                 f"{checkpoint.path / STATE_FILE} lacks {missing}: it cannot resume training "
                 f"(it needs {list(_RESUME_KEYS)}); load its model with dcsd.load_model instead"
             )
+        soft_changes = self._check_same_run(checkpoint.path, state.get("run", {}))
+        self._check_same_tensors(checkpoint.path, checkpoint.model_state)
         self.unwrapped_model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self._apply_changed_settings(checkpoint.path, state.get("config", {}))
+        self._apply_changed_settings(checkpoint.path, state.get("config", {}), soft_changes)
         self.start_epoch = checkpoint.epoch
         return self.start_epoch
 
-    def _apply_changed_settings(self, path: Path, saved: dict[str, Any]) -> None:
+    def _run_identity(self) -> dict[str, Any]:
+        """What gives the weights their meaning (model options; datasets in domain order with
+        their identity and camera counts) and what does not (batch, image size)."""
+        model = self.unwrapped_model
+        run: dict[str, Any] = {}
+        if isinstance(getattr(model, "config", None), dict):
+            run["model"] = _json_ready(dict(model.config))
+        if self.data is not None:
+            run["datasets"] = [
+                [d.name, d.num_train_pids, d.num_cameras] for d in self.data.datasets
+            ]
+        sampler = getattr(self.train_loader, "batch_sampler", None)
+        if hasattr(sampler, "num_identities") and hasattr(sampler, "num_instances"):
+            run["batch"] = [sampler.num_identities, sampler.num_instances]
+        card = getattr(model, "pretrained_cfg", None)
+        if card is not None and hasattr(card, "input_size"):
+            run["input_size"] = list(card.input_size)
+        return run
+
+    def _check_same_run(self, path: Path, saved: dict[str, Any]) -> list[str]:
+        """Refuse a checkpoint whose weights mean something else; returns the harmless changes
+        (batch, image size) for the settings warning."""
+        current = self._run_identity()
+        refused = []
+        saved_model, model = saved.get("model"), current.get("model")
+        if isinstance(saved_model, dict) and model is not None:
+            for key in sorted(saved_model.keys() | model.keys()):
+                if not _same_setting(saved_model.get(key), model.get(key)):
+                    flag = _MODEL_FLAGS.get(key)
+                    refused.append(
+                        f"{key}{f' ({flag})' if flag else ''}: checkpoint "
+                        f"{saved_model.get(key)!r}, this run {model.get(key)!r}"
+                    )
+        if "datasets" in saved and "datasets" in current:
+            if not _same_setting(saved["datasets"], current["datasets"]):
+                refused.append(
+                    f"datasets as [name, identities, cameras] in domain order ({_DATA_FLAGS}): "
+                    f"checkpoint {saved['datasets']}, this run {current['datasets']}"
+                )
+        if refused:
+            raise ValueError(
+                f"cannot resume {path}: it was trained with other settings that give its "
+                "weights their meaning (classifier rows, domain and camera heads): "
+                + "; ".join(refused)
+                + ". Resume with the checkpoint's settings, or start a new run (another folder, "
+                "or --overwrite)"
+            )
+        return [
+            f"{key} ({flag}) {saved[key]!r} -> {current[key]!r}"
+            for key, flag in _SOFT_RUN_FLAGS.items()
+            if key in saved and key in current and not _same_setting(saved[key], current[key])
+        ]
+
+    def _check_same_tensors(self, path: Path, state: dict[str, torch.Tensor]) -> None:
+        """Name a model that does not fit the checkpoint in a few words, not load_state_dict's
+        list of hundreds of keys."""
+        own = self.unwrapped_model.state_dict()
+        missing = sorted(own.keys() - state.keys())
+        unexpected = sorted(state.keys() - own.keys())
+        reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+        if missing or unexpected or reshaped:
+            parts = [
+                f"{len(keys)} {what} (e.g. {keys[0]})"
+                for what, keys in (
+                    ("tensors missing from the checkpoint", missing),
+                    ("tensors the model lacks", unexpected),
+                    ("tensors of other shapes", reshaped),
+                )
+                if keys
+            ]
+            raise ValueError(
+                f"cannot resume {path}: its weights are not this model's ({', '.join(parts)}); "
+                "was it trained with another --model, --head or --factors? Resume with the "
+                "checkpoint's model, or start a new run"
+            )
+
+    def _apply_changed_settings(
+        self, path: Path, saved: dict[str, Any], changed_data: list[str]
+    ) -> None:
         """Make the current lr and weight decay rule (the checkpoint's optimizer holds its own)."""
         current = asdict(self.config)
-        changed = [
+        changed = changed_data + [
             f"{key} {saved[key]!r} -> {current[key]!r}"
             for key in sorted(saved.keys() & current.keys())
             if key not in _FREELY_CHANGED and not _same_setting(saved[key], current[key])
@@ -361,33 +489,111 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "config": asdict(self.config),
+            "run": self._run_identity(),
         }
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.acquire()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def _run_entries(self) -> dict[Path, str]:
+        """The run's own entries of ``out_dir`` and the kind each must be."""
+        return {self.checkpoint_dir: "folder", self.model_dir: "folder", self.log_path: "file"}
+
+    def _misplaced_entries(self) -> list[str]:
+        """The run's entries that are symlinks or of the wrong kind, described."""
+        found = []
+        for path, kind in self._run_entries().items():
+            if path.is_symlink():
+                found.append(f"{path.name} (a symlink to {os.readlink(path)})")
+            elif path.exists() and (path.is_dir() if kind == "folder" else path.is_file()) is False:
+                found.append(f"{path.name} (not a {'folder' if kind == 'folder' else 'file'})")
+        return found
+
+    def _check_output_tree(self) -> None:
+        """Before any training: the run's entries are what the run writes, and none is a
+        symlink, which would take checkpoints (or a fall-back) out of the run."""
+        if not self.context.is_main:
+            return
+        misplaced = self._misplaced_entries()
+        if misplaced:
+            raise FileExistsError(
+                f"{self.out_dir} holds {', '.join(misplaced)} where the run keeps its own: "
+                "a run never follows a symlink out of its folder. Move it away, or start over "
+                "with overwrite=True (--overwrite), which removes the link, not its target"
+            )
 
     def _claim_out_dir(self) -> None:
         """Refuse (or, with ``overwrite``, clear) a used folder when starting a fresh run."""
         if self._resume_requested:
+            self._check_output_tree()
             return
-        used = sorted(p.name for p in self.checkpoint_dir.glob("epoch_*"))
-        if (self.checkpoint_dir / LATEST_FILE).exists():
-            used.append(LATEST_FILE)
+        used = self._misplaced_entries()
+        if self.checkpoint_dir.is_dir() and not self.checkpoint_dir.is_symlink():
+            used += sorted(p.name for p in self.checkpoint_dir.glob("epoch_*"))
+            if os.path.lexists(self.checkpoint_dir / LATEST_FILE):
+                used.append(LATEST_FILE)
         if self.log_path.is_file() and self.log_path.stat().st_size > 0:
             used.append(self.log_path.name)
-        if self.model_dir.exists():
+        if self.model_dir.is_dir():
             used.append(self.model_dir.name)
         if not used:
             return
         if not self.overwrite:
             raise FileExistsError(
-                f"{self.out_dir} holds a run ({', '.join(used)}): resume it (Trainer.resume(), "
-                "--resume), or start over with overwrite=True (--overwrite), which deletes its "
-                "checkpoints, log and exported model, or pick another folder"
+                f"{self.out_dir} holds a run ({', '.join(dict.fromkeys(used))}): resume it "
+                "(Trainer.resume(), --resume), or start over with overwrite=True (--overwrite), "
+                "which deletes its checkpoints, log and exported model, or pick another folder"
             )
         barrier()
         if self.context.is_main:
-            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-            shutil.rmtree(self.model_dir, ignore_errors=True)
-            self.log_path.unlink(missing_ok=True)
+            for path in self._run_entries():
+                _remove_in_place(path)
         barrier()
+
+    def _repair_log(self) -> None:
+        """On resume: keep one line per epoch up to the resumed one (the last written, which
+        belongs to the weights resumed), and set aside a torn line, lines of epochs after it
+        (a fall-back), and lines of another run, saying so."""
+        if not self.context.is_main or not self.log_path.is_file():
+            return
+        lines = self.log_path.read_bytes().split(b"\n")
+        kept: dict[int, bytes] = {}
+        aside: list[bytes] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+                fits = type(epoch) is int and 1 <= epoch <= self.start_epoch
+            except (ValueError, KeyError, TypeError, RecursionError):
+                fits = False
+            if not fits:
+                aside.append(line)
+                continue
+            if epoch in kept:
+                aside.append(kept.pop(epoch))
+            kept[epoch] = line
+        repaired = b"".join(kept[epoch] + b"\n" for epoch in sorted(kept))
+        if repaired == self.log_path.read_bytes():
+            return
+        set_aside = self.log_path.with_name(self.log_path.name + LOG_SET_ASIDE_SUFFIX)
+        with set_aside.open("ab") as handle:
+            handle.write(b"".join(line + b"\n" for line in aside))
+        tmp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+        tmp.write_bytes(repaired)
+        os.replace(tmp, self.log_path)
+        warnings.warn(
+            f"{self.log_path}: kept one line per epoch up to the resumed epoch "
+            f"{self.start_epoch} ({len(kept)} lines); set {len(aside)} other line(s) aside in "
+            f"{set_aside} (a torn last line, epochs after the resumed one, or repeats)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def export_model(self) -> Path:
         """Write the trained model as a model folder, ``out_dir/model/`` (``config.json`` +
@@ -408,8 +614,22 @@ class Trainer:
         return self.model_dir
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records."""
-        self._claim_out_dir()
+        """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records.
+
+        Holds the output folder's run lock throughout (another run in the folder is refused
+        at once, :class:`RunLockedError`, naming its process), and checks the folder before
+        the first epoch.
+        """
+        self._take_lock()
+        try:
+            self._claim_out_dir()
+            if self._resume_requested:
+                self._repair_log()
+            return self._fit()
+        finally:
+            self._release_lock()
+
+    def _fit(self) -> list[dict[str, Any]]:
         records = []
         for epoch in range(self.start_epoch, self.config.epochs):
             seed_everything(self.config.seed + 1000 * epoch + self.context.rank)
@@ -618,6 +838,16 @@ def check_model_fits_data(model: torch.nn.Module, data: MultiDomainDataset) -> N
             + "; ".join(problems)
             + "); build the model with **data.model_kwargs()"
         )
+
+
+def _remove_in_place(path: Path) -> None:
+    """Delete a run's entry without following a symlink: a link is removed, not its target."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
 
 
 def _check_writable_folder(folder: Path) -> None:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ CLASSIFIER_KEY = "head.classifier.weight"
 # Parts of the model that exist in torchvision's ResNet50 under the same names.
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 _MAX_LISTED_KEYS = 8
+_EPOCH_FOLDER = re.compile(r"epoch_\d{4,}")
+_MAX_LATEST_BYTES = 256
 
 logger = logging.getLogger(__name__)
 
@@ -118,23 +121,52 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
     return save_model(model, directory)
 
 
+def read_latest(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint folder ``directory/latest`` names, or ``None`` without ``latest``.
+
+    ``latest`` may only name an epoch folder of this run (``epoch_XXXX``): never a path, an
+    absolute path or ``..``, so a pointer cannot lead out of the run.
+
+    Raises:
+        ValueError: ``latest`` is unreadable (not a file, not ASCII) or names anything else;
+            the message names it.
+    """
+    pointer = Path(directory) / LATEST_NAME
+    if not os.path.lexists(pointer):
+        return None
+    try:
+        if pointer.is_symlink() or not pointer.is_file():
+            raise ValueError("not a regular file")
+        with open(pointer, "rb") as handle:
+            name = handle.read(_MAX_LATEST_BYTES).decode("ascii").strip()
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{pointer} is unreadable: {error}") from None
+    if not _EPOCH_FOLDER.fullmatch(name):
+        raise ValueError(
+            f"{pointer} names {name[:80]!r}, which is not an epoch folder of this run "
+            "(epoch_XXXX, no path)"
+        )
+    return Path(directory) / name
+
+
 def follow_latest(path: str | os.PathLike) -> Path:
     """A run's checkpoint folder (with a ``latest`` pointer) stands for the checkpoint it names;
     any other path is itself.
 
     Raises:
-        FileNotFoundError: ``latest`` names a folder that does not exist.
+        FileNotFoundError: ``latest`` names a folder that does not exist (or a symlink).
+        ValueError: ``latest`` is unreadable or names no epoch folder (see :func:`read_latest`).
     """
     path = Path(path)
-    pointer = path / LATEST_NAME
-    if pointer.is_file():
-        target = path / pointer.read_text().strip()
-        if not target.is_dir():
-            raise FileNotFoundError(
-                f"{pointer} names {target.name}, which does not exist (a dangling latest pointer)"
-            )
-        return target
-    return path
+    target = read_latest(path)
+    if target is None:
+        return path
+    if target.is_symlink() or not target.is_dir():
+        raise FileNotFoundError(
+            f"{path / LATEST_NAME} names {target.name}, which does not exist (a dangling latest "
+            "pointer)"
+        )
+    return target
 
 
 def _read_config(config_file: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +25,10 @@ from dcsd.data import ImageDataset, Market1501, ReIDItem, check_images
 from dcsd.engine import (
     ChecksumError,
     NonFiniteLossError,
+    RunLock,
+    RunLockedError,
     TrainConfig,
+    Trainer,
     build_eval_splits,
     latest_checkpoint,
     load_latest_training_state,
@@ -33,6 +37,7 @@ from dcsd.engine import (
 )
 from dcsd.engine import checkpoint as checkpoint_module
 from dcsd.evaluate import rank_metrics
+from dcsd.losses import DCSDLoss
 from dcsd.manifest import write_manifest
 from dcsd.models import pretrained as pretrained_module
 
@@ -520,3 +525,269 @@ def test_bad_train_config_values_are_named():
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)
         TRIED["bad arguments"] += 1
+
+
+def hold_lock_in_child(folder: Path):
+    """A child process holding ``folder``'s run lock until killed; returns its pid."""
+    ready_read, ready_write = os.pipe()
+
+    def hold():
+        lock = RunLock(folder)
+        lock.acquire()
+        os.write(ready_write, b"x")
+        time.sleep(600)
+        lock.release()
+
+    pid = in_child(hold)
+    os.read(ready_read, 1)
+    os.close(ready_read)
+    os.close(ready_write)
+    return pid
+
+
+def test_a_second_run_in_one_folder_is_refused_naming_the_holder(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    pid = hold_lock_in_child(tmp_path)
+    try:
+        holder = rf"in use by another run \(pid {pid} on host {re.escape(socket.gethostname())}"
+        started = time.perf_counter()
+        with pytest.raises(RunLockedError, match=holder):
+            make_trainer(tiny_data, tmp_path, epochs=2).resume()
+        fresh = make_trainer(tiny_data, tmp_path, epochs=1)
+        fresh.overwrite = True
+        with pytest.raises(RunLockedError, match=holder):
+            fresh.fit()
+        assert time.perf_counter() - started < 5, "refused at once, not after waiting"
+        TRIED["concurrent runs refused"] += 2
+        # Nothing of the first run was touched by the refused ones.
+        assert load_training_state(tmp_path / "checkpoints").epoch == 1
+        assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    # The kernel dropped the dead holder's lock: the run resumes.
+    resumed = make_trainer(tiny_data, tmp_path, epochs=2)
+    assert resumed.resume() == 1
+    resumed.fit()
+    assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1, 2]
+
+
+def test_two_trainers_of_one_process_cannot_share_a_folder(tiny_data, tmp_path):
+    first = make_trainer(tiny_data, tmp_path, epochs=1)
+    assert first.resume() == 0  # holds the lock until its fit() ends
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()} "):
+        make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    TRIED["concurrent runs refused"] += 1
+    first.fit()
+    make_trainer(tiny_data, tmp_path, epochs=2).resume()  # released by fit()
+
+
+def test_staging_cleanup_keeps_folders_of_live_writers(tmp_path):
+    save_epoch(tmp_path, 1)
+    host = socket.gethostname()
+    (tmp_path / "elsewhere").mkdir()
+    pid = hold_lock_in_child(tmp_path / "elsewhere")  # a live process of this host
+    dead = in_child(lambda: None)
+    os.waitpid(dead, 0)
+    try:
+        live = tmp_path / f".staging-{host}-{pid}-abc"
+        gone = tmp_path / f".staging-{host}-{dead}-abc"
+        other_host = tmp_path / f".staging-{host}x-{dead}-abc"
+        for folder in (live, gone, other_host):
+            folder.mkdir()
+            (folder / "model.safetensors").write_bytes(b"being written")
+        save_epoch(tmp_path, 2)
+        assert live.is_dir() and other_host.is_dir() and not gone.exists()
+        TRIED["concurrent runs refused"] += 1
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    save_epoch(tmp_path, 3)
+    assert not live.exists() and other_host.is_dir()
+
+
+def damage_manifest(folder: Path, edit) -> None:
+    manifest = folder / "manifest.json"
+    content = json.loads(manifest.read_text())
+    manifest.write_text(edit(content))
+
+
+def test_no_damage_to_latest_or_a_manifest_defeats_the_fall_back(tmp_path):
+    save_epoch(tmp_path, 1)
+    newest = save_epoch(tmp_path, 2)
+    latest = tmp_path / "latest"
+    manifest = newest / "manifest.json"
+    originals = {latest: latest.read_bytes(), manifest: manifest.read_bytes()}
+
+    def big_bytes(content):
+        text = json.dumps(content)
+        return text.replace(str(content["files"]["model.safetensors"]["bytes"]), "4e19904", 1)
+
+    def unlisted_weights(content):
+        content["files"] = {}
+        return json.dumps(content)
+
+    latest_cases = {
+        b"epoch_\xff0002\n": "latest is unreadable",
+        b"/etc\n": "names '/etc', which is not an epoch folder of this run",
+        b"../epoch_0002\n": "names '../epoch_0002', which is not an epoch folder",
+        b"epoch_0002/../epoch_0001\n": "not an epoch folder",
+    }
+    for content, message in latest_cases.items():
+        latest.write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            load_training_state(tmp_path)
+        with pytest.warns(RuntimeWarning, match=re.escape(message) + ".*newest whole.*epoch_0002"):
+            assert load_latest_training_state(tmp_path).epoch == 2
+        TRIED["bad checkpoint states"] += 1
+    latest.write_bytes(originals[latest])
+    manifest_cases = {
+        big_bytes: "no valid byte count",
+        lambda c: "[" * 100_000 + "]" * 100_000: "manifest.json is unreadable: RecursionError",
+        lambda c: '{"format": "dcsd-manifest/1", "files": ' * 50_000: "RecursionError",
+        unlisted_weights: r"holds \['model.safetensors', 'training_state.pt'\], which",
+        lambda c: json.dumps(c).replace('"bytes": ', '"bytes": true, "x": ', 1): "byte count",
+        lambda c: json.dumps(c).replace('"sha256": "', '"sha256": "zz', 1): "no valid SHA-256",
+    }
+    for edit, message in manifest_cases.items():
+        damage_manifest(newest, edit)
+        flip_byte(newest / "model.safetensors", 200_000)
+        with pytest.raises(ChecksumError, match=message):
+            load_training_state(newest)
+        with pytest.warns(RuntimeWarning, match=message + ".*newest whole.*epoch_0001"):
+            assert load_latest_training_state(tmp_path).epoch == 1
+        flip_byte(newest / "model.safetensors", 200_000)
+        manifest.write_bytes(originals[manifest])
+        TRIED["bad checkpoint states"] += 1
+    assert assert_whole(tmp_path) == 2
+
+
+def test_latest_and_epoch_folders_never_lead_out_of_the_run(tmp_path):
+    other = tmp_path / "other"
+    save_epoch(other, 5)
+    run = tmp_path / "run"
+    save_epoch(run, 1)
+    newest = save_epoch(run, 2)
+    flip_byte(newest / "model.safetensors", 1000)  # damaged: the fall-back looks for others
+    (run / "epoch_0009").symlink_to(other / "epoch_0005")
+    with pytest.warns(RuntimeWarning, match="newest whole checkpoint.*epoch_0001"):
+        assert load_latest_training_state(run).epoch == 1
+    (run / "latest").write_text("epoch_0009\n")
+    with pytest.raises(FileNotFoundError, match="names epoch_0009, which does not exist"):
+        load_training_state(run)
+    TRIED["bad checkpoint states"] += 2
+
+
+class ConfiguredNet(test_engine_trainer.TinyReIDNet):
+    """The tiny net with a dcsd model's ``config``."""
+
+    def __init__(self, *sizes, head="bot"):
+        super().__init__(*sizes)
+        self.config = {"architecture": "tiny", "head": head, "num_classes": sizes[0]}
+
+
+def test_resume_with_settings_that_change_the_weights_meaning_is_refused(tiny_data, tmp_path):
+    def trainer(data=tiny_data, head="bot", epochs=2):
+        model = ConfiguredNet(data.num_classes, data.num_domains, data.num_cameras, head=head)
+        loader = dcsd.engine.build_train_loader(
+            data, image_size=(32, 16), num_identities=4, num_instances=2, num_workers=0
+        )
+        config = TrainConfig(epochs, lr=1e-2, warmup_epochs=1, milestones=(2,), progress=False)
+        return Trainer(model, DCSDLoss(), loader, config, tmp_path, data=data)
+
+    trainer(epochs=1).fit()
+    reordered = dcsd.data.MultiDomainDataset(list(reversed(tiny_data.datasets)))
+    fewer_ids = dcsd.data.MultiDomainDataset(
+        dcsd.data.make_synthetic_domains(
+            root=tmp_path / "fewer",
+            num_domains=2,
+            train_ids_per_domain=5,
+            test_ids_per_domain=4,
+            image_size=(32, 16),
+        )
+    )
+    names = [d.name for d in tiny_data.datasets]
+    for kwargs, message in (
+        ({"data": reordered}, rf"\(--datasets, their order.*checkpoint \[\['{names[0]}'"),
+        ({"data": fewer_ids}, r"checkpoint \[\['synth0', 6, .* this run \[\['synth0', 5"),
+        ({"head": "agw"}, r"head \(--head\): checkpoint 'bot', this run 'agw'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            trainer(**kwargs).resume()
+        TRIED["resumes with changed settings refused"] += 1
+    assert trainer().resume() == 1
+
+
+def test_resume_into_another_model_names_it_in_a_few_words(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    other = make_trainer(tiny_data, tmp_path, epochs=2)
+    other.model.neck = torch.nn.BatchNorm1d(16, affine=False)
+    with pytest.raises(ValueError, match=r"not this model's \(2 tensors the model lacks") as error:
+        other.resume()
+    assert len(str(error.value)) < 400
+    TRIED["resumes with changed settings refused"] += 1
+
+
+def test_resume_with_another_batch_is_named_in_a_warning(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    resumed = make_trainer(tiny_data, tmp_path, epochs=2)
+    resumed.train_loader.batch_sampler.num_instances = 3
+    with pytest.warns(RuntimeWarning, match=r"batch \(--batch\) \[4, 2\] -> \[4, 3\]"):
+        assert resumed.resume() == 1
+    TRIED["resumes with changed settings refused"] += 1
+
+
+def test_resume_sets_a_torn_or_stale_log_aside_and_keeps_one_line_per_epoch(tiny_data, tmp_path):
+    log = tmp_path / "log.jsonl"
+    make_trainer(tiny_data, tmp_path, epochs=3).fit()
+    lines = log.read_text().splitlines(keepends=True)
+    # A fall-back to epoch 2 after epoch 3's line was written, then a write torn mid-line.
+    log.write_text("".join(lines) + lines[2][:25])
+    (tmp_path / "checkpoints" / "latest").write_text("epoch_0002\n")
+    resumed = make_trainer(tiny_data, tmp_path, epochs=4)
+    assert resumed.resume() == 2
+    with pytest.warns(RuntimeWarning, match=r"up to the resumed epoch 2 .*set 2 other line"):
+        resumed.fit()
+    assert [record["epoch"] for record in read_log(log)] == [1, 2, 3, 4]
+    aside = (tmp_path / "log.jsonl.set-aside").read_text()
+    assert aside == lines[2] + lines[2][:25] + "\n"
+    TRIED["torn or stale logs"] += 1
+    # A stale line of another run (epoch 7) before this one's.
+    log.write_text('{"epoch": 7, "loss": 1.0}\n' + log.read_text())
+    with pytest.warns(RuntimeWarning, match="set 1 other line"):
+        again = make_trainer(tiny_data, tmp_path, epochs=5)
+        assert again.resume() == 4
+        again.fit()
+    assert [record["epoch"] for record in read_log(log)] == [1, 2, 3, 4, 5]
+    TRIED["torn or stale logs"] += 1
+
+
+def test_overwrite_never_follows_a_symlink_out_of_the_run(tiny_data, tmp_path):
+    other = tmp_path / "other"
+    make_trainer(tiny_data, other, epochs=2).fit()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(other / "checkpoints")
+    with pytest.raises(FileExistsError, match=r"checkpoints \(a symlink to .*other/checkpoints"):
+        make_trainer(tiny_data, run, epochs=1).fit()
+    with pytest.raises(FileExistsError, match="never follows a symlink"):
+        make_trainer(tiny_data, run, epochs=3).resume()
+    fresh = make_trainer(tiny_data, run, epochs=1)
+    fresh.overwrite = True
+    fresh.fit()
+    assert not (run / "checkpoints").is_symlink()
+    assert load_training_state(run / "checkpoints").epoch == 1
+    assert load_training_state(other / "checkpoints").epoch == 2, "the link's target is kept"
+    TRIED["used or bad output folders"] += 3
+
+
+def test_a_file_in_place_of_the_checkpoints_folder_is_found_before_training(tiny_data, tmp_path):
+    (tmp_path / "checkpoints").write_text("not a folder")
+    trainer = make_trainer(tiny_data, tmp_path, epochs=1)
+    with mock.patch.object(trainer, "train_one_epoch") as train_one_epoch:
+        with pytest.raises(FileExistsError, match=r"checkpoints \(not a folder\)"):
+            trainer.fit()
+        with pytest.raises(FileExistsError, match=r"checkpoints \(not a folder\)"):
+            make_trainer(tiny_data, tmp_path, epochs=1).resume()
+    assert not train_one_epoch.called
+    TRIED["used or bad output folders"] += 2
