@@ -38,9 +38,11 @@ from dcsd.losses import DCSDLoss
 # Real data follows the paper's recipe; the synthetic default is sized for a CPU demo.
 REAL_DEFAULTS = {"epochs": 120, "size": (256, 128), "batch": (16, 4), "warmup": 10.0}
 SYNTHETIC_DEFAULTS = {"epochs": 10, "size": (64, 32), "batch": (8, 4), "warmup": 1.0}
+# ResNet50 reduces an image 16-fold: below this the feature map is a pixel or less.
+MIN_IMAGE_SIZE = (32, 16)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, help="folder holding the datasets' folders")
@@ -126,7 +128,25 @@ def parse_args() -> argparse.Namespace:
     )
     train.add_argument("--out", type=Path, default=Path("runs/joint"))
     train.add_argument("--no-progress", action="store_true")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    # Every value is checked before any data is built or any seed drawn.
+    if args.batch is not None and min(args.batch) < 2:
+        parser.error(
+            f"--batch P K must have P >= 2 identities of K >= 2 images each (a batch-hard "
+            f"triplet needs a positive and a negative), got {args.batch[0]} {args.batch[1]}"
+        )
+    if args.image_size is not None and (
+        args.image_size[0] < MIN_IMAGE_SIZE[0] or args.image_size[1] < MIN_IMAGE_SIZE[1]
+    ):
+        parser.error(
+            f"--image-size H W must be at least {MIN_IMAGE_SIZE[0]} {MIN_IMAGE_SIZE[1]}, got "
+            f"{args.image_size[0]} {args.image_size[1]}"
+        )
+    try:
+        train_config(args)
+    except ValueError as error:
+        parser.error(f"{error} (see --help)")
+    return args
 
 
 def load_domains(args: argparse.Namespace) -> tuple[list, list]:
@@ -175,14 +195,34 @@ def load_domains(args: argparse.Namespace) -> tuple[list, list]:
     return train, [build(name) for name in test_names]
 
 
-def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=()) -> dict:
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: the flags, with the real-data or synthetic defaults."""
     defaults = SYNTHETIC_DEFAULTS if args.data_root is None else REAL_DEFAULTS
-    epochs = args.epochs or defaults["epochs"]
-    image_size = tuple(args.image_size or defaults["size"])
-    num_identities, num_instances = args.batch or defaults["batch"]
+    epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     milestones = args.milestones
     if milestones is None:
         milestones = [40, 90] if args.data_root is not None else [max(1, epochs * 7 // 10)]
+    return TrainConfig(
+        epochs=epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None else defaults["warmup"],
+        generator_lr_factor=args.generator_lr_factor,
+        generator_warmup_epochs=args.generator_warmup_epochs,
+        milestones=tuple(milestones),
+        amp=args.amp,
+        channels_last=args.channels_last,
+        seed=args.seed,
+        eval_period=args.eval_period,
+        progress=not args.no_progress,
+        nonfinite=args.nonfinite,
+    )
+
+
+def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=()) -> dict:
+    defaults = SYNTHETIC_DEFAULTS if args.data_root is None else REAL_DEFAULTS
+    image_size = tuple(args.image_size or defaults["size"])
+    num_identities, num_instances = args.batch or defaults["batch"]
     pretrained = args.pretrained or ("imagenet" if args.data_root is not None else "none")
 
     data = MultiDomainDataset(datasets)
@@ -204,21 +244,7 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
     model.pretrained_cfg = model.pretrained_cfg.trained_on(
         data.domain_names, data.num_cameras, input_size=(3, *image_size)
     )
-    config = TrainConfig(
-        epochs=epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None else defaults["warmup"],
-        generator_lr_factor=args.generator_lr_factor,
-        generator_warmup_epochs=args.generator_warmup_epochs,
-        milestones=tuple(milestones),
-        amp=args.amp,
-        channels_last=args.channels_last,
-        seed=args.seed,
-        eval_period=args.eval_period,
-        progress=not args.no_progress,
-        nonfinite=args.nonfinite,
-    )
+    config = train_config(args)
     train_loader = build_train_loader(
         data,
         image_size=image_size,

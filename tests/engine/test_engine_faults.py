@@ -3,6 +3,7 @@ folders, bad files and bad arguments. Each test counts what it tried and asserts
 the module prints the tally (``pytest -s``) that the README's reliability section quotes.
 """
 
+import importlib.util
 import json
 import os
 import random
@@ -791,3 +792,46 @@ def test_a_file_in_place_of_the_checkpoints_folder_is_found_before_training(tiny
             make_trainer(tiny_data, tmp_path, epochs=1).resume()
     assert not train_one_epoch.called
     TRIED["used or bad output folders"] += 2
+
+
+def test_train_config_refuses_values_that_would_do_something_else():
+    for kwargs, message in (
+        ({"milestones": (5, 2)}, r"milestones must be increasing epochs >= 1, got \[5, 2\]"),
+        ({"milestones": (3, 3)}, "milestones must be increasing"),
+        ({"milestones": (0,)}, "milestones must be increasing epochs >= 1"),
+        ({"gamma": float("nan")}, "gamma must be a finite number > 0"),
+        ({"warmup_factor": float("nan")}, "warmup_factor must be a finite number > 0"),
+        ({"warmup_factor": 0.0}, "warmup_factor must be a finite number > 0"),
+        ({"seed": 2**70}, r"seed must be an int in 0..2\*\*32-1"),
+        ({"seed": -1}, "seed must be an int"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**kwargs)
+        TRIED["bad arguments"] += 1
+
+
+def train_joint_module():
+    spec = importlib.util.spec_from_file_location(
+        "train_joint", Path(__file__).resolve().parents[2] / "examples" / "train_joint.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("--milestones 5 2", r"milestones must be increasing epochs >= 1, got \[5, 2\]"),
+        ("--epochs 0", "epochs must be >= 1, got 0"),
+        ("--batch 1 1", "--batch P K must have P >= 2 identities of K >= 2 images"),
+        ("--batch 8 1", "--batch P K must have P >= 2"),
+        ("--image-size 1 1", "--image-size H W must be at least 32 16, got 1 1"),
+        (f"--seed {2**70}", "seed must be an int in 0..2"),
+    ],
+)
+def test_train_joint_refuses_arguments_naming_them(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_joint_module().parse_args(argv.split())
+    assert re.search(message, capsys.readouterr().err)
+    TRIED["bad arguments"] += 1
