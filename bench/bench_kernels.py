@@ -34,20 +34,29 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.testing
 
-from dcsd.kernels import decoupled_dwconv2d, decoupled_dwconv2d_reference, output_size
-from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, _filter_grad_grid
+from dcsd.kernels import (
+    decoupled_dwconv2d,
+    decoupled_dwconv2d_reference,
+    output_size,
+    triton_decoupled_dwconv,
+)
+from dcsd.kernels.offline_compile import OpCall, plan
 
 KERNEL_SIZE = 3
 IMPLEMENTATIONS = ("triton", "reference", "unfold", "compile", "cudnn")
@@ -210,26 +219,55 @@ def op_bytes(layer: Layer, batch: int, element_size: int, name: str) -> tuple[in
     return element_size * forward, element_size * (forward + backward)
 
 
-def triton_moved_bytes(layer: Layer, batch: int, dtype: torch.dtype) -> tuple[int, int]:
-    """(forward, forward + backward) bytes the Triton implementation reads and writes, kernel by
-    kernel, with the default tile config: forward; dx; dspatial/dchannel with its float32
-    workspaces; the sums over channel groups and position blocks and the casts that finish them."""
-    n = sizes(layer, batch)
-    element = torch.empty((), dtype=dtype).element_size()
+def op_call(layer: Layer, batch: int) -> OpCall:
+    """The op call of ``layer`` at ``batch`` (K=3, padding 1, dilation 1)."""
+    padding = (KERNEL_SIZE - 1) // 2
+    height_out, width_out = output_size(
+        layer.height, layer.width, KERNEL_SIZE, layer.stride, padding, 1
+    )
     taps = KERNEL_SIZE * KERNEL_SIZE
-    positions = n.spatial // (batch * taps)
-    blocks, groups = _filter_grad_grid(batch, layer.channels, positions, DEFAULT_CONFIG, None)
-    forward = element * (n.x + n.spatial + n.channel + n.out)
-    grad_input = element * (n.out + n.spatial + n.channel + n.x)
-    grad_filters = element * (n.out + n.x + n.spatial + n.channel)
-    spatial_part, channel_part = 4 * groups * n.spatial, 4 * blocks * n.channel
-    grad_filters += spatial_part + channel_part
-    # torch.sum reads each workspace and writes a float32 result; a cast to a 16-bit dtype reads
-    # that and writes the gradient.
-    finish = spatial_part + 4 * n.spatial + channel_part + 4 * n.channel
-    if dtype != torch.float32:
-        finish += (4 + element) * (n.spatial + n.channel)
-    return forward, forward + grad_input + grad_filters + finish
+    return OpCall(
+        (batch, layer.channels, layer.height, layer.width),
+        (batch, taps, height_out, width_out),
+        KERNEL_SIZE,
+        layer.stride,
+        padding,
+        1,
+    )
+
+
+def kernels_at(revision: str) -> ModuleType:
+    """The Triton kernel module as it was at git ``revision``, imported beside today's (as
+    ``dcsd.kernels._triton_at_<revision>``), for before/after comparisons in one run."""
+    path = Path(triton_decoupled_dwconv.__file__)
+    source = subprocess.run(
+        ["git", "-C", str(path.parent), "show", f"{revision}:./{path.name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # Triton reads a kernel's source back from its file, so the file must outlive this call.
+    folder = Path(tempfile.mkdtemp(prefix="dcsd_kernels_"))
+    file = folder / f"triton_at_{revision}.py"
+    file.write_text(source)
+    name = f"dcsd.kernels._triton_at_{revision.replace('~', '_').replace('^', '_')}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def triton_moved_bytes(
+    layer: Layer, batch: int, dtype: torch.dtype, module: ModuleType = triton_decoupled_dwconv
+) -> tuple[int, int]:
+    """(forward, forward + backward) bytes the Triton implementation reads and writes, launch by
+    launch (``launch_plan``: each tensor argument of a kernel once, plus the torch passes that
+    finish a gradient), with the default tile config of ``module``."""
+    launches = plan(
+        op_call(layer, batch), dtype, torch.contiguous_format, module.DEFAULT_CONFIG, module
+    )
+    forward = sum(launch.moved_bytes for launch in launches if not launch.backward)
+    return forward, sum(launch.moved_bytes for launch in launches)
 
 
 @dataclass
@@ -379,29 +417,40 @@ def report(timings: list[Timing], dtype_name: str, batch: int, copy_gbps: float)
     return "\n".join(text)
 
 
-def bytes_report(dtype_names: list[str], batch: int) -> str:
-    """Per layer and in total: MB that must move and MB the Triton implementation moves."""
-    header = ["dtype", "layer", "x", "must MB fwd / fwd+bwd", "moved MB fwd / fwd+bwd", "ratio"]
+def bytes_report(dtype_names: list[str], batch: int, baseline: str | None = None) -> str:
+    """Per layer and in total: MB that must move and MB the Triton implementation moves (and, with
+    ``baseline``, what the kernels at that git revision moved)."""
+    modules = {"now": triton_decoupled_dwconv}
+    if baseline is not None:
+        modules = {baseline: kernels_at(baseline), **modules}
+    header = ["dtype", "layer", "x", "must MB fwd / fwd+bwd"]
+    header += [f"moved MB fwd / fwd+bwd ({name})" for name in modules]
+    header += [f"ratio ({name})" for name in modules]
     rows, totals = [], {}
     for dtype_name in dtype_names:
         dtype = DTYPES[dtype_name]
         element = torch.empty((), dtype=dtype).element_size()
         for layer in LAYERS:
             must = op_bytes(layer, batch, element, "triton")
-            moved = triton_moved_bytes(layer, batch, dtype)
+            moved = [triton_moved_bytes(layer, batch, dtype, m) for m in modules.values()]
             rows.append(
-                [dtype_name, layer.name, str(layer.count), megabytes(must), megabytes(moved)]
-                + [f"{moved[1] / must[1]:.2f}"]
+                [dtype_name, layer.name, str(layer.count), megabytes(must)]
+                + [megabytes(pair) for pair in moved]
+                + [f"{pair[1] / must[1]:.2f}" for pair in moved]
             )
-            total = totals.setdefault(dtype_name, [0, 0])
+            total = totals.setdefault(dtype_name, [0] * (1 + len(modules)))
             total[0] += layer.count * must[1]
-            total[1] += layer.count * moved[1]
+            for index, pair in enumerate(moved):
+                total[1 + index] += layer.count * pair[1]
     title = f"batch {batch}, K={KERNEL_SIZE}, default tile config"
     lines = [title, "", markdown_table(header, rows)]
-    for dtype_name, (must, moved) in totals.items():
+    for dtype_name, (must, *moved) in totals.items():
         lines.append(
-            f"{dtype_name}, 16 layers, forward+backward: {must / 1e6:.0f} MB must move, "
-            f"triton moves {moved / 1e6:.0f} MB ({moved / must:.2f}x)"
+            f"{dtype_name}, 16 layers, forward+backward: {must / 1e6:.0f} MB must move; triton "
+            + ", ".join(
+                f"{name}: {total / 1e6:.0f} MB ({total / must:.2f}x)"
+                for name, total in zip(modules, moved, strict=True)
+            )
         )
     return "\n".join(lines)
 
@@ -434,11 +483,16 @@ def main() -> None:
         action="store_true",
         help="only print the bytes that must move and the bytes Triton moves (no device needed)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="with --count-bytes: also count the kernels at this git revision",
+    )
     parser.add_argument("--out", type=Path, default=None, help="append the tables to this file")
     args = parser.parse_args()
 
     if args.count_bytes:
-        print(bytes_report(args.dtypes, args.batch or 64))
+        print(bytes_report(args.dtypes, args.batch or 64, args.baseline))
         return
     device = torch.device(args.device)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import triton
@@ -28,16 +29,15 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 from . import triton_decoupled_dwconv as kernels
-from .shapes import memory_format
 
-KERNELS = ("forward", "grad_input", "grad_filters")
-_TUNED = {
-    "forward": kernels._forward_tuned,
-    "grad_input": kernels._grad_input_tuned,
-    "grad_filters": kernels._grad_filters_tuned,
-}
 _USAGE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+# One SASS instruction as cuobjdump prints it: /*address*/ [@[!]Pn] OPCODE[.MODIFIERS] operands ;
+_SASS_LINE = re.compile(
+    r"^\s*/\*(?P<address>[0-9a-f]{4,})\*/\s+(?P<predicate>@!?U?P\w+\s+)?"
+    r"(?P<opcode>[A-Z0-9_]+)(?P<modifiers>(?:\.[A-Z0-9_]+)*)\s*(?P<operands>[^;]*);"
+)
+_BRANCH_TARGET = re.compile(r"0x([0-9a-f]+)")
 
 
 def _run(command: list) -> str:
@@ -62,103 +62,163 @@ class ResourceUsage:
         return self.spill_bytes > 0
 
 
-def launch_arguments(
-    x: torch.Tensor,
-    spatial: torch.Tensor,
-    channel: torch.Tensor,
-    kernel_size: int,
-    stride: int,
-    padding: int,
-    dilation: int,
+@dataclass(frozen=True)
+class SassInstruction:
+    address: int
+    opcode: str  # e.g. "LDG"
+    modifiers: str  # e.g. ".E.128"
+    predicated: bool
+    branch_target: int | None  # the address a BRA jumps to
+
+
+def parse_sass(text: str) -> list[SassInstruction]:
+    """The instructions of ``cuobjdump -sass`` output (one kernel), NOPs left out."""
+    instructions = []
+    for line in text.splitlines():
+        match = _SASS_LINE.match(line)
+        if match is None or match["opcode"] == "NOP":
+            continue
+        target = None
+        if match["opcode"] == "BRA":
+            found = _BRANCH_TARGET.search(match["operands"])
+            target = int(found.group(1), 16) if found else None
+        instructions.append(
+            SassInstruction(
+                int(match["address"], 16),
+                match["opcode"],
+                match["modifiers"],
+                match["predicate"] is not None,
+                target,
+            )
+        )
+    return instructions
+
+
+@dataclass(frozen=True)
+class SassProfile:
+    """Instructions one thread issues in one program, from the SASS and the programs' loop trip
+    count: an instruction inside ``k`` nested loops (backward branches) counts ``trips**k`` times;
+    branches skipped over and predicated-off instructions count as issued (an upper bound)."""
+
+    static: int
+    issued: float
+    loops: int
+    global_loads: float  # LDG issued
+    vector_loads: float  # LDG issued that load more than one element
+    barriers: float  # BAR issued
+    shuffles: float  # SHFL issued
+
+    @classmethod
+    def from_sass(cls, text: str, loop_trips: int, element_bytes: int) -> SassProfile:
+        instructions = parse_sass(text)
+        loops = [
+            (i.branch_target, i.address)
+            for i in instructions
+            if i.branch_target is not None and i.branch_target < i.address
+        ]
+        counts = {"all": 0.0, "LDG": 0.0, "vector": 0.0, "BAR": 0.0, "SHFL": 0.0}
+        for instruction in instructions:
+            if instruction.branch_target == instruction.address:
+                continue  # the trap loop after EXIT
+            depth = sum(start <= instruction.address <= end for start, end in loops)
+            weight = float(loop_trips) ** depth
+            counts["all"] += weight
+            if instruction.opcode in ("BAR", "SHFL"):
+                counts[instruction.opcode] += weight
+            if instruction.opcode == "LDG":
+                counts["LDG"] += weight
+                if load_bits(instruction.modifiers) > 8 * element_bytes:
+                    counts["vector"] += weight
+        return cls(
+            static=sum(1 for i in instructions if i.branch_target != i.address),
+            issued=counts["all"],
+            loops=len(loops),
+            global_loads=counts["LDG"],
+            vector_loads=counts["vector"],
+            barriers=counts["BAR"],
+            shuffles=counts["SHFL"],
+        )
+
+
+def load_bits(modifiers: str) -> int:
+    """Bits one thread's LDG with these modifiers loads (``.E.U16``: 16; ``.E``: 32; ``.E.128``)."""
+    for bits in ("128", "64", "U16", "S16", "U8", "S8"):
+        if f".{bits}" in modifiers:
+            return {"U16": 16, "S16": 16, "U8": 8, "S8": 8}.get(bits) or int(bits)
+    return 32
+
+
+@dataclass(frozen=True)
+class Compiled:
+    usage: ResourceUsage
+    sass: str
+
+
+def plan(
+    call: OpCall,
+    dtype: torch.dtype,
+    layout: torch.memory_format,
     config: kernels.TileConfig,
-) -> dict[str, tuple[tuple, dict]]:
-    """Runtime arguments and compile-time constants of each kernel for one call of the op.
-
-    ``grad_out`` and the results are allocated as the launchers allocate them (in x's memory
-    format); tensors may live on the meta device.
-    """
-    batch, channels, height, width = x.shape
-    height_out, width_out = spatial.shape[2:]
-    taps = kernel_size * kernel_size
-    like_x = {"dtype": x.dtype, "device": x.device, "memory_format": memory_format(x)}
-    out = torch.empty(batch, channels, height_out, width_out, **like_x)
-    grad_x = torch.empty(batch, channels, height, width, **like_x)
-    blocks, groups = kernels._filter_grad_grid(
-        batch, channels, height_out * width_out, config, None
-    )
-    workspace = {"dtype": torch.float32, "device": x.device}
-    grad_spatial_part = torch.empty(batch, groups, taps, height_out * width_out, **workspace)
-    grad_channel_part = torch.empty(batch, blocks, channels, taps, **workspace)
-    constants = {
-        **kernels._constants(kernel_size, stride, padding, dilation, x.dtype),
-        "BLOCK_C": config.block_c,
-        "BLOCK_P": config.block_p,
-        "num_warps": config.num_warps,
-        "maxnreg": config.max_registers,
-    }
-    grad_input_args, grad_filters_args = kernels.backward_launch_args(
-        out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
-    )
-    return {
-        "forward": (kernels.forward_launch_args(x, spatial, channel, out), constants),
-        "grad_input": (grad_input_args, constants),
-        "grad_filters": (grad_filters_args, constants),
-    }
+    module: ModuleType = kernels,
+) -> list:
+    """``module.launch_plan`` (the launches of one forward and backward) for ``call`` on meta
+    tensors; ``module`` is the Triton kernel module (another revision of it for comparisons)."""
+    options = (call.kernel_size, call.stride, call.padding, call.dilation)
+    return module.launch_plan(*call.inputs(dtype, layout), *options, config)
 
 
-def _jit_function(name: str) -> JITFunction:
-    fn = _TUNED[name].fn
+def kernel_names(module: ModuleType = kernels) -> tuple[str, ...]:
+    """The Triton kernels of one forward and backward, in launch order."""
+    call = OpCall((1, 1, 3, 3), (1, 9, 3, 3), 3, 1, 1, 1)
+    launches = plan(call, torch.float32, torch.contiguous_format, module.DEFAULT_CONFIG, module)
+    return tuple(launch.name for launch in launches if launch.kernel is not None)
+
+
+def _bind(launch, arch: int) -> tuple:
+    """Bind a launch as Triton's launcher would: (fn, signature, constexprs, attrs, options,
+    target), where the signature and attrs carry the specialisation (unit strides,
+    16-divisibility)."""
+    fn = launch.kernel
     if not isinstance(fn, JITFunction):
         # Under the interpreter triton.language's own helpers (tl.cdiv, tl.sum) are interpreted
         # functions too, which code generation cannot call.
         raise RuntimeError(
             "compiling for a GPU target needs a process started without TRITON_INTERPRET=1"
         )
-    return fn
-
-
-def _bind(name: str, args: tuple, constants: dict, arch: int) -> tuple:
-    """Bind a launch as Triton's launcher would: (fn, signature, constexprs, attrs, options,
-    target), where the signature and attrs carry the specialisation (unit strides,
-    16-divisibility)."""
-    if name not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {name!r}")
-    fn = _jit_function(name)
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    bound_args, specialization, options = binder(*args, **constants)
+    bound_args, specialization, options = binder(*launch.args, **launch.constants)
     options, signature, constexprs, attrs = fn._pack_args(
-        backend, constants, bound_args, specialization, options
+        backend, launch.constants, bound_args, specialization, options
     )
     return fn, signature, constexprs, attrs, options, target
 
 
-def _key(name: str, arch: int, bound: tuple) -> tuple:
-    _, signature, constexprs, attrs, options, _ = bound
-    return (name, arch, repr((signature, constexprs, attrs, options)))
+def _key(bound: tuple) -> tuple:
+    fn, signature, constexprs, attrs, options, target = bound
+    source = fn.fn.__code__.co_filename
+    return (source, fn.__name__, target.arch, repr((signature, constexprs, attrs, options)))
 
 
-def compile_kernel(name: str, args: tuple, constants: dict, arch: int) -> ResourceUsage:
-    """Compile kernel ``name`` (one of :data:`KERNELS`) for sm_``arch`` as a launch with ``args``
-    and ``constants`` would, and return the cubin's resource usage.
+def compile_launch(launch, arch: int) -> Compiled:
+    """Compile a Triton launch of :func:`plan` for sm_``arch``: resource usage and SASS.
 
     Raises:
-        ValueError: unknown kernel name.
         triton.CompilationError / RuntimeError: the kernel does not compile for that target.
     """
-    bound = _bind(name, args, constants, arch)
-    key = _key(name, arch, bound)
+    bound = _bind(launch, arch)
+    key = _key(bound)
     if key not in _COMPILED:
         _COMPILED[key] = _compile(*bound)
     return _COMPILED[key]
 
 
 # Layers of one model share most specialisations: compile and inspect each one once per process.
-_COMPILED: dict[tuple, ResourceUsage] = {}
+_COMPILED: dict[tuple, Compiled] = {}
 
 
-def _compile(fn, signature, constexprs, attrs, options, target: GPUTarget) -> ResourceUsage:
+def _compile(fn, signature, constexprs, attrs, options, target: GPUTarget) -> Compiled:
     source = ASTSource(fn, signature, constexprs, attrs)
     compiled = triton.compile(source, target=target, options=options.__dict__)
     tools = Path(get_ptxas(target.arch).path)
@@ -166,7 +226,9 @@ def _compile(fn, signature, constexprs, attrs, options, target: GPUTarget) -> Re
         cubin, ptx = Path(folder) / "kernel.cubin", Path(folder) / "kernel.ptx"
         cubin.write_bytes(compiled.asm["cubin"])
         ptx.write_text(compiled.asm["ptx"])
-        usage = _run([tools.with_name("cuobjdump"), "--dump-resource-usage", cubin])
+        cuobjdump = tools.with_name("cuobjdump")
+        usage = _run([cuobjdump, "--dump-resource-usage", cubin])
+        sass = _run([cuobjdump, "-sass", cubin])
         # ptxas' verbose report of the same PTX names spills (a stack frame alone is not one).
         arch_name = sm_arch_from_capability(target.arch)
         report = _run([tools, "-v", f"--gpu-name={arch_name}", ptx, "-o", cubin.with_suffix(".o")])
@@ -175,7 +237,8 @@ def _compile(fn, signature, constexprs, attrs, options, target: GPUTarget) -> Re
         raise RuntimeError(f"no resource usage for {fn.__name__} in:\n{usage}\n{report}")
     registers, stack, shared, local = (int(value) for value in match.groups())
     spill_bytes = int(spills.group(1)) + int(spills.group(2))
-    return ResourceUsage(registers, stack, local, spill_bytes, shared + compiled.metadata.shared)
+    usage = ResourceUsage(registers, stack, local, spill_bytes, shared + compiled.metadata.shared)
+    return Compiled(usage, sass)
 
 
 @dataclass(frozen=True)
@@ -203,6 +266,13 @@ class OpCall:
         )
 
 
+def _call_launch(kernel: str, call: OpCall, dtype, layout, config):
+    launches = {launch.name: launch for launch in plan(call, dtype, layout, config)}
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    return launches[kernel]
+
+
 def compile_call(
     kernel: str,
     call: OpCall,
@@ -211,14 +281,26 @@ def compile_call(
     config: kernels.TileConfig,
     arch: int,
 ) -> ResourceUsage:
-    """Compile ``kernel`` for sm_``arch`` as the launch for ``call`` in ``dtype`` and ``layout``
-    with ``config`` would (picklable arguments: runs in a worker process as well)."""
-    return compile_kernel(kernel, *_call_launch(kernel, call, dtype, layout, config), arch)
+    """Compile ``kernel`` (one of :data:`KERNELS`) for sm_``arch`` as the launch for ``call`` in
+    ``dtype`` and ``layout`` with ``config`` would (picklable arguments: runs in a worker process
+    as well), and return the cubin's resource usage.
+
+    Raises:
+        ValueError: unknown kernel name.
+    """
+    return compile_launch(_call_launch(kernel, call, dtype, layout, config), arch).usage
 
 
-def _call_launch(kernel: str, call: OpCall, dtype, layout, config) -> tuple[tuple, dict]:
-    options = (call.kernel_size, call.stride, call.padding, call.dilation)
-    return launch_arguments(*call.inputs(dtype, layout), *options, config)[kernel]
+def call_sass(
+    kernel: str,
+    call: OpCall,
+    dtype: torch.dtype,
+    layout: torch.memory_format,
+    config: kernels.TileConfig,
+    arch: int,
+) -> str:
+    """As :func:`compile_call`, but return the SASS (``cuobjdump -sass``)."""
+    return compile_launch(_call_launch(kernel, call, dtype, layout, config), arch).sass
 
 
 def call_specialization(
@@ -232,8 +314,10 @@ def call_specialization(
     """What decides the binary :func:`compile_call` would build (kernel, arch, signature,
     constants, specialisation attributes, options), without compiling: calls with equal values
     compile to the same kernel."""
-    args, constants = _call_launch(kernel, call, dtype, layout, config)
-    return repr(_key(kernel, arch, _bind(kernel, args, constants, arch)))
+    return repr(_key(_bind(_call_launch(kernel, call, dtype, layout, config), arch)))
+
+
+KERNELS = kernel_names()
 
 
 class _OpCallRecorder(TorchDispatchMode):

@@ -592,6 +592,108 @@ def backward_launch_args(
     return grad_input_args, grad_filters_args
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One step of a call of the op as the launchers run it, for the offline compile and the
+    performance model (``bench/bench_compile.py --model``): a Triton kernel, or with ``kernel``
+    ``None`` a torch pass that finishes a gradient."""
+
+    name: str
+    kernel: triton.JITFunction | None
+    grid: tuple[int, int, int]
+    args: tuple
+    constants: dict
+    # How many times each runtime loop of the kernel runs per program (1: it has none).
+    loop_trips: int
+    # Every tensor argument read or written once (tap overlap and filter reuse served on chip);
+    # for a torch pass, what it reads and writes.
+    moved_bytes: int
+    backward: bool
+
+
+def _tensor_bytes(args: tuple) -> int:
+    return sum(arg.numel() * arg.element_size() for arg in args if isinstance(arg, torch.Tensor))
+
+
+def launch_plan(
+    x: torch.Tensor,
+    spatial: torch.Tensor,
+    channel: torch.Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    config: TileConfig,
+) -> list[Launch]:
+    """Every launch and finishing pass of one forward and backward with ``config``, in order,
+    with the arguments the launchers build (``grad_out`` and the results in x's memory format);
+    tensors may live on the meta device."""
+    batch, channels, height, width = x.shape
+    height_out, width_out = spatial.shape[2:]
+    positions = height_out * width_out
+    taps = kernel_size * kernel_size
+    like_x = {"dtype": x.dtype, "device": x.device, "memory_format": memory_format(x)}
+    out = torch.empty(batch, channels, height_out, width_out, **like_x)
+    grad_x = torch.empty(batch, channels, height, width, **like_x)
+    blocks, groups = _filter_grad_grid(batch, channels, positions, config, None)
+    workspace = {"dtype": accumulation_dtype(x.dtype), "device": x.device}
+    grad_spatial_part = torch.empty(batch, groups, taps, positions, **workspace)
+    grad_channel_part = torch.empty(batch, blocks, channels, taps, **workspace)
+    constants = {
+        **_constants(kernel_size, stride, padding, dilation, x.dtype),
+        "BLOCK_C": config.block_c,
+        "BLOCK_P": config.block_p,
+        "num_warps": config.num_warps,
+        "maxnreg": config.max_registers,
+    }
+    forward_args = forward_launch_args(x, spatial, channel, out)
+    grad_input_args, grad_filters_args = backward_launch_args(
+        out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
+    )
+    channel_blocks = triton.cdiv(channels, config.block_c)
+    channels_per_group = triton.cdiv(channels, groups)
+    channel_loop = triton.cdiv(channels_per_group, config.block_c)
+    # torch.sum reads a workspace and writes float32; a cast to a 16-bit dtype reads that and
+    # writes the gradient.
+    cast = 0 if x.dtype == workspace["dtype"] else 4 + x.element_size()
+    finish_spatial = 4 * (groups + 1) * spatial.numel() + cast * spatial.numel()
+    finish_channel = 4 * (blocks + 1) * channel.numel() + cast * channel.numel()
+    return [
+        Launch(
+            "forward",
+            _forward_kernel,
+            (triton.cdiv(positions, config.block_p), channel_blocks, batch),
+            forward_args,
+            constants,
+            1,
+            _tensor_bytes(forward_args),
+            False,
+        ),
+        Launch(
+            "grad_input",
+            _grad_input_kernel,
+            (triton.cdiv(height * width, config.block_p), channel_blocks, batch),
+            grad_input_args,
+            constants,
+            1,
+            _tensor_bytes(grad_input_args),
+            True,
+        ),
+        Launch(
+            "grad_filters",
+            _grad_filters_kernel,
+            (blocks, groups, batch),
+            grad_filters_args,
+            constants,
+            channel_loop,
+            _tensor_bytes(grad_filters_args),
+            True,
+        ),
+        Launch("finish_spatial", None, (0, 0, 0), (), {}, 1, finish_spatial, True),
+        Launch("finish_channel", None, (0, 0, 0), (), {}, 1, finish_channel, True),
+    ]
+
+
 def backward(
     grad_out: torch.Tensor,
     x: torch.Tensor,

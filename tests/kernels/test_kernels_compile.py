@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
@@ -25,9 +26,10 @@ import dcsd
 from dcsd.kernels.offline_compile import (
     KERNELS,
     OpCall,
+    SassProfile,
+    call_sass,
     call_specialization,
     compile_call,
-    compile_kernel,
     record_op_calls,
 )
 from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, TUNING_CONFIGS, TileConfig
@@ -116,9 +118,25 @@ def test_kernel_compiles_without_spills(
     assert not spilled, f"{kernel} {config} spills on sm_{arch}:\n" + "\n".join(spilled)
 
 
-def test_compile_rejects_unknown_kernel() -> None:
+def test_compile_rejects_unknown_kernel(op_calls: list[OpCall]) -> None:
     with pytest.raises(ValueError, match="kernel must be one of"):
-        compile_kernel("dgrad", (), {}, 90)
+        compile_call("dgrad", op_calls[0], torch.bfloat16, LAYOUTS[0], DEFAULT_CONFIG, 90)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sass_profile_of_a_compiled_kernel(kernel: str, compiler: ProcessPoolExecutor) -> None:
+    """The performance model reads the real compiler's SASS: its counts agree with plain text
+    counts of the same listing (no runtime loop in a tiny launch with one channel group)."""
+    call = OpCall((1, 16, 8, 8), (1, 9, 8, 8), 3, 1, 1, 1)
+    job = (kernel, call, torch.bfloat16, LAYOUTS[0], TileConfig(16, 64, 4), 90)
+    sass = compiler.submit(call_sass, *job).result()
+    profile = SassProfile.from_sass(sass, loop_trips=1, element_bytes=2)
+    listing = re.findall(r"^\s*/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", sass, flags=re.M)
+    code = [text for text in listing if text != "NOP"]
+    # Every instruction but the trap branch after EXIT.
+    assert profile.static == len(code) - 1
+    assert profile.global_loads == sum(bool(re.search(r"\bLDG\.", text)) for text in code)
+    assert profile.vector_loads <= profile.global_loads
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter is set only without CUDA")
