@@ -165,7 +165,7 @@ def save_training_state(
     remove_stale_staging(directory)
     final = directory / f"epoch_{int(training_state['epoch']):04d}"
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=directory))
-    save_model(model, staging)
+    save_model(model, staging, manifest=False)
     torch.save(training_state, staging / STATE_FILE)
     write_manifest(staging)
     if final.exists():

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dcsd.data import MultiDomainDataset
+from dcsd.manifest import MANIFEST_FILE
 from dcsd.models.pretrained import save_model
 from dcsd.modules import DCSDConv
 
@@ -598,7 +599,8 @@ class Trainer:
     def export_model(self) -> Path:
         """Write the trained model as a model folder, ``out_dir/model/`` (``config.json`` +
         ``model.safetensors``, what ``dcsd.load_model`` and the Hub upload read) with the run's
-        ``train_config.json`` beside them. Only the main process writes, and without waiting
+        ``train_config.json`` beside them and ``manifest.json`` over all three, which
+        ``load_model`` verifies. Only the main process writes, and without waiting
         for the others: call it on the main process (as ``train_joint.py`` does), or put a
         barrier after it before other ranks read the folder. Part of the run: a fresh run in
         the same folder refuses it, ``overwrite`` deletes it.
@@ -608,9 +610,11 @@ class Trainer:
         """
         if self.context.is_main:
             self.model_dir.mkdir(parents=True, exist_ok=True)
-            save_model(self.unwrapped_model, self.model_dir)
+            (self.model_dir / MANIFEST_FILE).unlink(missing_ok=True)
             config = json.dumps(_json_ready(asdict(self.config)), indent=2) + "\n"
             (self.model_dir / "train_config.json").write_text(config)
+            # Last: its manifest covers train_config.json too.
+            save_model(self.unwrapped_model, self.model_dir)
         return self.model_dir
 
     def fit(self) -> list[dict[str, Any]]:

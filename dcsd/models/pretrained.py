@@ -30,7 +30,7 @@ import torch.nn as nn
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from dcsd.manifest import MANIFEST_FILE, ChecksumError, verify_manifest
+from dcsd.manifest import MANIFEST_FILE, ChecksumError, verify_manifest, write_manifest
 from dcsd.modules import DCSDConv
 
 from .registry import PretrainedCfg, create_model, get_pretrained_cfg, is_model
@@ -88,25 +88,34 @@ def model_config_json(model: nn.Module) -> dict[str, Any]:
     return config
 
 
-def save_model(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write a model folder: ``model.safetensors`` and, for dcsd models (which have
-    ``config``), ``config.json`` (:func:`model_config_json`). The one writer of the format that
-    :func:`load_model` and ``create_model(name, pretrained=folder)`` read.
+def save_model(model: nn.Module, directory: str | os.PathLike, *, manifest: bool = True) -> Path:
+    """Write a model folder: ``model.safetensors``, for dcsd models (which have ``config``)
+    ``config.json`` (:func:`model_config_json`), and last ``manifest.json`` (size and SHA-256 of
+    every file of the folder, :mod:`dcsd.manifest`), which :func:`load_model` verifies. The one
+    writer of the format that :func:`load_model` and ``create_model(name, pretrained=folder)``
+    read.
 
-    Files are written as they are; :mod:`dcsd.engine` makes its training checkpoints atomic and
-    checksummed around this call.
+    Args:
+        model: the model to save.
+        directory: the folder (created if missing).
+        manifest: write the manifest; ``False`` for a writer that adds files of its own and
+            writes the manifest after them (:mod:`dcsd.engine`'s checkpoints).
 
     Returns:
         The directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # A folder rewritten in place must not keep a manifest of its old files while it changes.
+    (directory / MANIFEST_FILE).unlink(missing_ok=True)
     # contiguous() and cpu(): channels_last or CUDA models hold tensors safetensors refuses.
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     safetensors.torch.save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     if hasattr(model, "config"):
         text = json.dumps(model_config_json(model), indent=2, sort_keys=True) + "\n"
         (directory / CONFIG_NAME).write_text(text)
+    if manifest:
+        write_manifest(directory)
     return directory
 
 

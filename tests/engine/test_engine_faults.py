@@ -835,3 +835,29 @@ def test_train_joint_refuses_arguments_naming_them(argv, message, capsys):
         train_joint_module().parse_args(argv.split())
     assert re.search(message, capsys.readouterr().err)
     TRIED["bad arguments"] += 1
+
+
+def test_every_model_folder_the_library_writes_is_verified(reid_model, tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path / "run", epochs=1)
+    trainer.model = reid_model  # export_model writes whatever model the trainer holds
+    exported = trainer.export_model()
+    assert "train_config.json" in json.loads((exported / "manifest.json").read_text())["files"]
+    reid_model.save_pretrained(tmp_path / "saved")  # + README.md, the Hub's card, not listed
+    for folder in (exported, tmp_path / "saved"):
+        listed = json.loads((folder / "manifest.json").read_text())["files"]
+        assert {"model.safetensors", "config.json"} <= set(listed) and "README.md" not in listed
+        dcsd.load_model(folder)
+        weights = folder / "model.safetensors"
+        original = weights.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # 64 bytes of 16 weights zeroed
+        weights.write_bytes(bytes(data))
+        with pytest.raises(ChecksumError, match="model.safetensors does not match its SHA-256"):
+            dcsd.load_model(folder)
+        weights.write_bytes(original)
+        (folder / "extra.safetensors").write_bytes(b"x")
+        with pytest.raises(ChecksumError, match=r"holds \['extra.safetensors'\], which"):
+            dcsd.load_model(folder)
+        (folder / "extra.safetensors").unlink()
+        TRIED["byte flips"] += 1
+        TRIED["bad files"] += 1

@@ -74,6 +74,7 @@ def test_a_bad_saved_pretrained_config_names_the_file(tmp_path):
     config = json.loads(config_file.read_text())
     config["pretrained_cfg"]["colour"] = "red"  # a field of a later dcsd: read the rest
     config_file.write_text(json.dumps(config))
+    (tmp_path / "manifest.json").unlink()  # edited by hand: the manifest no longer holds
     with pytest.warns(UserWarning, match=r"pretrained_cfg has fields .* ignored: \['colour'"):
         assert dcsd.load_model(tmp_path).pretrained_cfg == model.pretrained_cfg
     config["pretrained_cfg"] = {"input_size": [3, 0, 4]}
@@ -85,7 +86,8 @@ def test_a_bad_saved_pretrained_config_names_the_file(tmp_path):
 def test_training_checkpoints_are_model_folders(tmp_path):
     model = fine_tuned()
     save_model(model, tmp_path / "plain")  # the one writer, also public
-    assert {p.name for p in (tmp_path / "plain").iterdir()} == {"config.json", "model.safetensors"}
+    plain = {p.name for p in (tmp_path / "plain").iterdir()}
+    assert plain == {"config.json", "model.safetensors", "manifest.json"}
     path = save_training_state(tmp_path / "checkpoints", model, {"epoch": 1})
     assert {p.name for p in path.iterdir()} == {
         "config.json",
@@ -139,6 +141,7 @@ def test_old_configs_with_a_boolean_filter_norm_load(tmp_path):
     del config["pretrained_cfg"]  # as dcsd 0.1 wrote it
     config["filter_norm"] = True
     (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "manifest.json").unlink()  # dcsd 0.1 wrote none
     loaded = dcsd.load_model(tmp_path)
     assert loaded.filter_norm == "ddf"
     assert loaded.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
