@@ -35,7 +35,7 @@ from dcsd.models.resnet import Bottleneck
 
 # Knobs of a run that are not model-builder arguments: the depthwise control, initialisations
 # and parameter freezes applied to a built model.
-TWEAKS = ("depthwise", "ddf_init", "fixed_spatial_scale")
+TWEAKS = ("depthwise", "ddf_init")
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,6 @@ def ddf_init(model: nn.Module) -> int:
     return len(layers)
 
 
-def fix_spatial_scale(model: nn.Module) -> int:
-    """Freeze the spatial FilterNorm scale at its initial gain / K, as DDF's fixed spatial std."""
-    layers = [m for m in model.modules() if isinstance(m, dcsd.DCSDConv) and m.spatial_norm]
-    for layer in layers:
-        layer.spatial_norm.scale.requires_grad_(False)
-    return len(layers)
-
-
 def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
     kwargs = {**data.model_kwargs(), "zero_init_residual": True, **spec.model_kwargs}
     model = dcsd.create_model(spec.model, **kwargs)
@@ -127,8 +119,6 @@ def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
         raise ValueError("the depthwise control needs the static resnet50_reid")
     if "ddf_init" in spec.tweaks:
         ddf_init(model)
-    if "fixed_spatial_scale" in spec.tweaks:
-        fix_spatial_scale(model)
     return model
 
 

@@ -26,8 +26,8 @@ from reid_runs import RunSpec, mean_std, run  # noqa: E402
 
 from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 
-# The DCSD layer as it was before this study (DDF's FilterNorm); every DCSD row changes one thing
-# against it. "dcsd_no_fn" is the library's default since.
+# The DCSD layer with DDF's FilterNorm (the library default: bounded, and DDF's weights load
+# into it); every DCSD row changes one thing against it.
 DCSD = ("resnet50_dcsd", {"filter_norm": "ddf"})
 NO_FN = ("resnet50_dcsd", {"filter_norm": "none"})
 NO_INFO_LOSS = {"domain_weight": 0.0, "camera_weight": 0.0}
@@ -59,7 +59,7 @@ ROWS: dict[str, Row] = {
         None,
     ),
     "dcsd": Row(
-        "ResNet50-DCSD S+D+C, DDF's FilterNorm (the default before this study)",
+        "ResNet50-DCSD S+D+C, DDF's FilterNorm (fixed spatial scale, as DDF; the default)",
         *DCSD,
         (),
         {},
@@ -80,27 +80,28 @@ ROWS: dict[str, Row] = {
         {},
         None,
     ),
-    "dcsd_fixed_scale": Row(
-        "DCSD + fixed spatial FilterNorm scale (DDF)",
-        *DCSD,
-        ("fixed_spatial_scale",),
-        {},
-        None,
-    ),
-    "dcsd_ddf": Row(
-        "DCSD + DDF init + fixed spatial scale",
-        *DCSD,
-        ("ddf_init", "fixed_spatial_scale"),
-        {},
-        None,
-    ),
     "dcsd_no_fn": Row(
-        "DCSD without FilterNorm (the library default now)",
+        "DCSD without filter bound (unbounded, cubic in its input)",
         "resnet50_dcsd",
         {"filter_norm": "none"},
         (),
         {},
         None,
+    ),
+    "dcsd_si": Row(
+        "DCSD, spatial branch reads X + D + Cam (the paper's literal reading), DDF's FilterNorm",
+        "resnet50_dcsd",
+        {"filter_norm": "ddf", "spatial_information": True},
+    ),
+    "dcsd_gate": Row(
+        "DCSD, static depthwise filter times bounded gates 1 + tanh (DCD/SE-like)",
+        "resnet50_dcsd",
+        {"filter_norm": "gate"},
+    ),
+    "dcsd_gate_si": Row(
+        "DCSD, gates, spatial branch reads X + D + Cam",
+        "resnet50_dcsd",
+        {"filter_norm": "gate", "spatial_information": True},
     ),
     "dcsd_rms": Row(
         "DCSD, scale-only FilterNorm (RMS over the taps, filter means kept)",

@@ -1,5 +1,6 @@
 """ReID models: ResNet50-DCSD and the static baseline, the model zoo and checkpoint loading."""
 
+from .ddf import load_ddf_backbone, read_ddf_checkpoint, read_ddf_weights
 from .heads import BNNeckHead
 from .output import ReIDOutput
 from .pretrained import (
@@ -41,11 +42,14 @@ __all__ = [
     "is_model",
     "list_models",
     "load_checkpoint",
+    "load_ddf_backbone",
     "load_imagenet_backbone",
     "load_model",
     "load_pretrained",
     "load_weights",
     "model_config_json",
+    "read_ddf_checkpoint",
+    "read_ddf_weights",
     "register_model",
     "resnet50_dcsd",
     "resnet50_reid",

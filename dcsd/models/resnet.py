@@ -241,10 +241,24 @@ class ReIDResNet(
         """The DCSD filter normalisation (None for the static model)."""
         return self._first_dcsd_layer.filter_norm if self.dynamic else None
 
+    @property
+    def spatial_information(self) -> bool | None:
+        """Whether the spatial branch reads X + D + Cam (None for the static model)."""
+        return self._first_dcsd_layer.spatial_information if self.dynamic else None
+
     def _init_backbone(self, zero_init_residual: bool) -> None:
-        """torchvision's ResNet initialisation (DCSD's spatial 1x1 convs included, as DDF)."""
+        """torchvision's ResNet initialisation; each DCSD layer initialises its own generators
+        (:meth:`DCSDConv.reset_parameters`)."""
+        dcsd_parts = {
+            id(part)
+            for layer in self.modules()
+            if isinstance(layer, DCSDConv)
+            for part in layer.modules()
+        }
         for part in (self.conv1, self.bn1, *(getattr(self, stage) for stage in STAGES)):
             for module in part.modules():
+                if id(module) in dcsd_parts:
+                    continue
                 if isinstance(module, nn.Conv2d):
                     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 elif isinstance(module, nn.BatchNorm2d):
@@ -277,6 +291,7 @@ class ReIDResNet(
                 "factors": list(self.factors),
                 "stop_gradient": self.stop_gradient,
                 "filter_norm": self.filter_norm,
+                "spatial_information": self.spatial_information,
             }
         return config
 
@@ -443,7 +458,8 @@ def resnet50_dcsd(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -
             ResNet50 backbone, fresh DCSD generators) or a local folder / ``.safetensors``.
         **kwargs: :class:`ReIDResNet` options (``num_classes``, ``num_domains``,
             ``num_cameras``, ``last_stride``, ``head``, ``zero_init_residual``) and the DCSD
-            layer options (``factors``, ``stop_gradient``, ``filter_norm``, ``backend``).
+            layer options (``factors``, ``stop_gradient``, ``filter_norm``,
+            ``spatial_information``, ``backend``).
     """
     return create_reid_resnet("resnet50_dcsd", pretrained, dynamic=True, **kwargs)
 
@@ -474,7 +490,14 @@ def resnet50_reid(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -
     return create_reid_resnet("resnet50_reid", pretrained, dynamic=False, **kwargs)
 
 
-_DCSD_OPTIONS = ("factors", "stop_gradient", "filter_norm", "backend", "op_backend")
+_DCSD_OPTIONS = (
+    "factors",
+    "stop_gradient",
+    "filter_norm",
+    "spatial_information",
+    "backend",
+    "op_backend",
+)
 
 
 def _check_dcsd_options(dynamic: bool, options: dict[str, Any]) -> None:

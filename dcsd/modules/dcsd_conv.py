@@ -10,8 +10,12 @@ For an input X (N, C, H, W):
   filter per channel (N, C, K*K) with two FC layers (C -> C*r -> C*K*K, r = 0.2 as DDF);
 - the spatial branch turns X into one K x K filter per output position (N, K*K, Ho, Wo) with a
   strided 1x1 convolution;
-- both filters are optionally normalised (DDF's FilterNorm or a scale-only variant; off by
-  default) and combined by :func:`dcsd.kernels.decoupled_dwconv2d`.
+- with ``spatial_information=True`` the spatial branch reads X + D + Cam, as the paper writes
+  it, computed as conv1x1(X) + W (D + Cam) without materialising the broadcast sum;
+- both filters are bounded (``filter_norm``: DDF's FilterNorm by default, a scale-only variant,
+  or bounded gates on a static depthwise filter) and combined by
+  :func:`dcsd.kernels.decoupled_dwconv2d`. Bounded filters keep the layer's output linear in
+  its input, as a convolution's; unbounded ones (``"none"``) make it cubic.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from dcsd.kernels import BACKENDS, decoupled_dwconv2d
 from dcsd.kernels._validation import check_bool, check_int
 
 FACTORS = ("sample", "domain", "camera")
-# Filter normalisations: DDF's (standardise over the taps, then scale), scale-only (divide by the
-# root mean square over the taps, keeping each filter's mean, so a smoothing filter stays
-# reachable), or none.
-FILTER_NORMS = ("ddf", "rms", "none")
+# How the generated filters are bounded: DDF's FilterNorm (standardise over the taps, then
+# scale), scale-only (divide by the root mean square over the taps, keeping each filter's mean),
+# gates (a learned static depthwise filter times 1 + tanh of each generated filter, as DCD's
+# static filter plus a bounded dynamic residual), or none (unbounded: the output is cubic in the
+# input, and a fresh model overflows to NaN in eval mode).
+FILTER_NORMS = ("ddf", "rms", "gate", "none")
+DEFAULT_FILTER_NORM = "ddf"
 
 # DDF initialises the filter scale from the gain of the nonlinearity that follows the layer
 # (bn2 + ReLU in a bottleneck) over the kernel size.
@@ -108,21 +115,31 @@ class FilterNorm(nn.Module):
     filter stays reachable, which a zero-mean filter never is.
 
     Filters come in as (N, F, K*K, P): F filters per sample, each with K*K taps, repeated over
-    P positions (P = 1 for channel filters, F = 1 for spatial filters). The learnable scale has
-    one value per (filter, tap), initialised to ``gain / K`` (constant, as DDF's fixed spatial
-    scale) or ``N(0, 1) * gain / K`` (``random_init``, as DDF's learnable channel scale).
+    P positions (P = 1 for channel filters, F = 1 for spatial filters). The scale has one value
+    per (filter, tap), initialised to ``gain / K`` (constant, as DDF's spatial scale) or
+    ``N(0, 1) * gain / K`` (``random_init``, as DDF's learnable channel scale); with
+    ``learnable=False`` it is a fixed buffer, as DDF's spatial scale (a plain float there).
     Statistics are computed in float32 whatever the input dtype; the result has the input dtype.
     """
 
     def __init__(
-        self, num_filters: int, kernel_size: int, *, random_init: bool, center: bool = True
+        self,
+        num_filters: int,
+        kernel_size: int,
+        *,
+        random_init: bool,
+        center: bool = True,
+        learnable: bool = True,
     ) -> None:
         super().__init__()
         taps = kernel_size * kernel_size
         scale = torch.full((num_filters, taps, 1), _RELU_GAIN / kernel_size)
         if random_init:
             scale = scale * torch.randn(num_filters, taps, 1)
-        self.scale = nn.Parameter(scale)
+        if learnable:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
         self.center = center
 
     def forward(self, filters: torch.Tensor) -> torch.Tensor:
@@ -164,11 +181,20 @@ class DCSDConv(nn.Module):
         dilation: dilation of the dynamic filter.
         channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
         mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.
-        filter_norm: how both filters are normalised (:class:`FilterNorm`): ``"none"``
-            (``False``, the default), ``"ddf"`` (DDF's FilterNorm, standardised over the taps;
-            ``True``) or ``"rms"`` (divided by their root mean square over the taps, means
-            kept). The default was chosen on held-out training identities: DDF's FilterNorm
-            cost about 3 mAP there (README, research status).
+        filter_norm: how the generated filters are bounded: ``"ddf"`` (the default; DDF's
+            FilterNorm, :class:`FilterNorm`: each filter standardised over its taps, a learnable
+            channel scale and DDF's fixed spatial scale sqrt(2)/K; the one that loads DDF's
+            ImageNet weights), ``"rms"`` (divided by the root mean square over the taps, means
+            kept, learnable scales), ``"gate"`` (a learned static depthwise filter times
+            ``1 + tanh`` of both generated filters; the gates' last layers start at zero, so the
+            layer starts as a static depthwise convolution) or ``"none"`` (unbounded: the output
+            is cubic in the input, and a fresh model in eval mode overflows to NaN by layer3;
+            kept for the study that measured it). The first three keep the output linear in
+            the input; the choice was made on held-out training identities (docs, research).
+        spatial_information: the spatial branch reads X + D + Cam (detached as for the channel
+            branch under ``stop_gradient``), as the paper's text writes it, instead of X alone;
+            the 1x1 convolution of the broadcast D + Cam is a per-sample offset of each tap.
+            Needs the domain or the camera factor.
         backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
             ``"triton"`` or ``"reference"`` (see :func:`set_op_backend`).
         op_backend: deprecated name of ``backend`` (removed in the next release).
@@ -191,7 +217,8 @@ class DCSDConv(nn.Module):
         dilation: int = 1,
         channel_ratio: float = 0.2,
         mlp_ratio: float = 0.25,
-        filter_norm: bool | str = "none",
+        filter_norm: bool | str = DEFAULT_FILTER_NORM,
+        spatial_information: bool = False,
         backend: str = "auto",
         op_backend: str | None = None,
     ) -> None:
@@ -217,6 +244,7 @@ class DCSDConv(nn.Module):
                 raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
         _check_backend(backend)
         check_bool("stop_gradient", stop_gradient)
+        check_bool("spatial_information", spatial_information)
         filter_norm = check_filter_norm(filter_norm)
         if filter_norm == "ddf" and kernel_size == 1:
             raise ValueError(
@@ -230,6 +258,7 @@ class DCSDConv(nn.Module):
         self.dilation = dilation
         self.padding = dilation * (kernel_size - 1) // 2
         self.stop_gradient = stop_gradient
+        self.spatial_information = spatial_information
         self.backend = backend
         self.filter_norm = filter_norm
         taps = kernel_size * kernel_size
@@ -248,14 +277,41 @@ class DCSDConv(nn.Module):
             self.camera_mlp = _mlp(channels, mlp_hidden, channels)
             self.camera_classifier = nn.Linear(channels, num_cameras)
 
+        if spatial_information and self.factors == ("sample",):
+            raise ValueError(
+                "spatial_information=True feeds D + Cam to the spatial branch, so it needs the "
+                f"'domain' or 'camera' factor; got factors={self.factors}"
+            )
+
         self.channel_branch = _mlp(channels, max(1, int(channels * channel_ratio)), channels * taps)
         self.spatial_branch = nn.Conv2d(channels, taps, kernel_size=1, stride=stride)
         self.channel_norm: FilterNorm | None = None
         self.spatial_norm: FilterNorm | None = None
-        if filter_norm != "none":
-            center = filter_norm == "ddf"
-            self.channel_norm = FilterNorm(channels, kernel_size, random_init=True, center=center)
-            self.spatial_norm = FilterNorm(1, kernel_size, random_init=False, center=center)
+        if filter_norm in ("ddf", "rms"):
+            ddf = filter_norm == "ddf"
+            self.channel_norm = FilterNorm(channels, kernel_size, random_init=True, center=ddf)
+            self.spatial_norm = FilterNorm(
+                1, kernel_size, random_init=False, center=ddf, learnable=not ddf
+            )
+        self.static_filter: nn.Parameter | None = None
+        if filter_norm == "gate":
+            self.static_filter = nn.Parameter(torch.empty(channels, taps))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The generators' initialisation: the spatial 1x1 convolution Kaiming normal (fan_out,
+        as DDF and torchvision's ResNet); with ``filter_norm="gate"`` the static filter Kaiming
+        normal as a static depthwise convolution, and both gates' last layers zero, so the layer
+        starts as that static depthwise convolution."""
+        nn.init.kaiming_normal_(self.spatial_branch.weight, mode="fan_out", nonlinearity="relu")
+        if self.static_filter is not None:
+            taps = self.kernel_size * self.kernel_size
+            # A depthwise conv's fan_out is C * K * K (torchvision's MobileNet convention).
+            std = math.sqrt(2.0 / (self.channels * taps))
+            nn.init.normal_(self.static_filter, std=std)
+            for module in (self.spatial_branch, self.channel_branch[-1]):
+                nn.init.zeros_(module.weight)
+                nn.init.zeros_(module.bias)
 
     @property
     def num_domains(self) -> int | None:
@@ -271,7 +327,7 @@ class DCSDConv(nn.Module):
         batch, channels = x.shape[0], x.shape[1]
         taps = self.kernel_size * self.kernel_size
         pooled = x.mean(dim=(2, 3))
-        condition = pooled
+        information: torch.Tensor | None = None
         logits: dict[str, torch.Tensor | None] = {"domain": None, "camera": None}
         for name, mlp, classifier in (
             ("domain", self.domain_mlp, self.domain_classifier),
@@ -279,18 +335,28 @@ class DCSDConv(nn.Module):
         ):
             if mlp is None:
                 continue
-            information = mlp(pooled)
+            predicted = mlp(pooled)
             if with_logits:
-                logits[name] = classifier(information)
-            condition = condition + (information.detach() if self.stop_gradient else information)
+                logits[name] = classifier(predicted)
+            predicted = predicted.detach() if self.stop_gradient else predicted
+            information = predicted if information is None else information + predicted
 
+        condition = pooled if information is None else pooled + information
         channel = self.channel_branch(condition).reshape(batch, channels, taps, 1)
         spatial = self.spatial_branch(x)
+        if self.spatial_information and information is not None:
+            # conv1x1(X + D + Cam) = conv1x1(X) + W (D + Cam): one (N, K*K) offset per sample.
+            weight = self.spatial_branch.weight.reshape(taps, channels)
+            offset = information.to(spatial.dtype) @ weight.to(spatial.dtype).t()
+            spatial = spatial + offset[:, :, None, None]
         height_out, width_out = spatial.shape[2], spatial.shape[3]
         spatial = spatial.reshape(batch, 1, taps, height_out * width_out)
         if self.channel_norm is not None:
             channel = self.channel_norm(channel)
             spatial = self.spatial_norm(spatial)
+        elif self.static_filter is not None:
+            channel = self.static_filter[:, :, None] * (1.0 + torch.tanh(channel))
+            spatial = 1.0 + torch.tanh(spatial)
         # Under autocast the convolution and the linear layers may return different dtypes
         # than x; the op takes one dtype.
         output = decoupled_dwconv2d(
@@ -318,7 +384,8 @@ class DCSDConv(nn.Module):
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"factors={self.factors}, stop_gradient={self.stop_gradient}, "
-            f"filter_norm={self.filter_norm!r}, backend={self.backend!r}"
+            f"filter_norm={self.filter_norm!r}, spatial_information={self.spatial_information}, "
+            f"backend={self.backend!r}"
         )
 
 

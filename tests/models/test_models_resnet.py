@@ -218,7 +218,8 @@ def test_zoo():
         "head": "agw",
         "factors": ["sample", "domain", "camera"],
         "stop_gradient": True,
-        "filter_norm": "none",
+        "filter_norm": "ddf",
+        "spatial_information": False,
     }
     cfg = model.pretrained_cfg
     assert cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
@@ -228,6 +229,29 @@ def test_zoo():
     assert cfg.reported_metrics["market1501"]["mAP"] == 89.5
     with pytest.raises(ValueError, match="unknown model 'resnet18'"):
         dcsd.create_model("resnet18")
+
+
+@pytest.mark.parametrize(
+    "factors",
+    [("sample",), ("sample", "domain"), ("sample", "camera"), ("sample", "domain", "camera")],
+)
+def test_fresh_model_embeds_finitely_in_eval_mode(factors):
+    """Fresh BatchNorm statistics and the default layer: N(0, 1) images, the same times 100,
+    constant images and zeros all give finite embeddings (an unbounded layer overflows)."""
+    torch.manual_seed(0)
+    model = dcsd.resnet50_dcsd(num_classes=0, factors=factors).eval()
+    x = images(height=128, width=64)
+    with torch.no_grad():
+        for batch in (x, 100 * x, torch.full_like(x, 0.7), torch.zeros_like(x)):
+            assert torch.isfinite(model(batch)).all()
+
+
+def test_unbounded_layer_overflows_in_eval_mode():
+    """The risk written beside filter_norm="none": the same check fails without a bound."""
+    torch.manual_seed(0)
+    model = dcsd.resnet50_dcsd(num_classes=0, filter_norm="none").eval()
+    with torch.no_grad():
+        assert not torch.isfinite(model(images(height=128, width=64))).all()
 
 
 def test_zero_init_residual_starts_blocks_as_identity():

@@ -34,23 +34,101 @@ def test_output_and_logit_shapes(stride, height, width, expected):
     torch.testing.assert_close(layer(x), result.output, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("filter_norm", ["ddf", "none"])
-def test_output_is_the_op_on_the_generated_filters(filter_norm):
-    layer = make_layer(stride=2, filter_norm=filter_norm)
+@pytest.mark.parametrize("spatial_information", [False, True])
+@pytest.mark.parametrize("filter_norm", ["ddf", "gate", "none"])
+def test_output_is_the_op_on_the_generated_filters(filter_norm, spatial_information):
+    layer = make_layer(stride=2, filter_norm=filter_norm, spatial_information=spatial_information)
+    if filter_norm == "gate":  # leave the zero start, so the gates are not all one
+        for parameter in (*layer.channel_branch.parameters(), *layer.spatial_branch.parameters()):
+            torch.nn.init.normal_(parameter, std=0.3)
     x = make_input()
     taps = 9
     pooled = x.mean(dim=(2, 3))
-    condition = pooled + layer.domain_mlp(pooled) + layer.camera_mlp(pooled)
-    channel = layer.channel_branch(condition).view(2, CHANNELS, taps)
-    spatial = layer.spatial_branch(x)
+    information = layer.domain_mlp(pooled) + layer.camera_mlp(pooled)
+    channel = layer.channel_branch(pooled + information).view(2, CHANNELS, taps)
+    # The paper's literal reading: X + D + Cam, broadcast over H x W, into the 1x1 conv.
+    spatial_input = x + information[:, :, None, None] if spatial_information else x
+    spatial = layer.spatial_branch(spatial_input)
     if filter_norm == "ddf":
-        # FilterNorm by hand: standardise each filter over its taps, then scale.
+        # DDF's FilterNorm by hand: standardise each filter over its taps, then scale; the
+        # spatial scale is DDF's fixed sqrt(2) / 3.
         channel = (channel - channel.mean(2, keepdim=True)) / channel.std(2, keepdim=True)
         channel = channel * layer.channel_norm.scale.view(1, CHANNELS, taps)
         spatial = (spatial - spatial.mean(1, keepdim=True)) / spatial.std(1, keepdim=True)
-        spatial = spatial * layer.spatial_norm.scale.view(1, taps, 1, 1)
+        spatial = spatial * 2**0.5 / 3
+    elif filter_norm == "gate":
+        channel = layer.static_filter * (1 + torch.tanh(channel))
+        spatial = 1 + torch.tanh(spatial)
     expected = decoupled_dwconv2d_reference(x, spatial, channel, 3, stride=2)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def _randomise_generators(layer: DCSDConv) -> None:
+    """Away from the initialisation, as a trained layer is (the gates' zero start included)."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in layer.named_parameters():
+            if "classifier" not in name and name != "static_filter":
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+@pytest.mark.parametrize("spatial_information", [False, True])
+@pytest.mark.parametrize("filter_norm", ["ddf", "rms", "gate"])
+def test_output_grows_at_most_linearly_with_the_input(filter_norm, spatial_information):
+    layer = make_layer(filter_norm=filter_norm, spatial_information=spatial_information)
+    _randomise_generators(layer)
+    x = make_input()
+    with torch.no_grad():
+        base = layer(x).norm()
+        # x times 10 gives at most about 10 times the output, as a convolution's; at larger
+        # factors the filters are bounded (FilterNorm: scale-free; gates: at most 2 each).
+        assert layer(10 * x).norm() <= 10 * 1.2 * base
+        for factor in (100.0, 1e4, 1e6):
+            output = layer(factor * x)
+            assert torch.isfinite(output).all()
+            assert output.norm() <= factor * 4 * base
+
+
+def test_unbounded_filters_grow_cubically():
+    """The contrast that shows the bound above is not vacuous: without a bound, x times 1000
+    gives more than 1000**2 times the output (1000**3 once the biases are negligible)."""
+    layer = make_layer(filter_norm="none")
+    _randomise_generators(layer)
+    x = make_input()
+    with torch.no_grad():
+        assert layer(1000 * x).norm() > 1000**2 * layer(x).norm()
+
+
+def test_gate_layer_starts_as_its_static_depthwise_filter():
+    layer = make_layer(stride=2, filter_norm="gate")
+    x = make_input()
+    expected = torch.nn.functional.conv2d(
+        x, layer.static_filter.view(CHANNELS, 1, 3, 3), stride=2, padding=1, groups=CHANNELS
+    )
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_information_without_domain_or_camera_is_refused():
+    with pytest.raises(ValueError, match="needs the 'domain' or 'camera' factor"):
+        make_layer(factors=("sample",), spatial_information=True)
+    with pytest.raises(TypeError, match="spatial_information must be a bool"):
+        make_layer(spatial_information=1)
+
+
+def test_spatial_information_off_in_effect_equals_todays_layer():
+    """With D and Cam switched off (their MLPs' last layers zero) the spatial-information layer
+    computes the layer without it."""
+    plain = make_layer(seed=3)
+    informed = make_layer(seed=3, spatial_information=True)
+    informed.load_state_dict(plain.state_dict())
+    x = make_input()
+    assert not torch.allclose(informed(x), plain(x))
+    with torch.no_grad():
+        for layer in (plain, informed):
+            for mlp in (layer.domain_mlp, layer.camera_mlp):
+                mlp[-1].weight.zero_()
+                mlp[-1].bias.zero_()
+    torch.testing.assert_close(informed(x), plain(x), rtol=0, atol=0)
 
 
 def test_every_parameter_gets_a_gradient():
@@ -144,7 +222,13 @@ def test_rms_filter_norm_keeps_each_filter_mean():
 
 @pytest.mark.parametrize(
     ("choice", "name", "center"),
-    [("ddf", "ddf", True), (True, "ddf", True), ("rms", "rms", False), ("none", "none", None)],
+    [
+        ("ddf", "ddf", True),
+        (True, "ddf", True),
+        ("rms", "rms", False),
+        ("gate", "gate", None),
+        ("none", "none", None),
+    ],
 )
 def test_filter_norm_choices(choice, name, center):
     layer = make_layer(filter_norm=choice)
@@ -167,10 +251,17 @@ def test_op_backend_keyword_is_a_deprecated_alias():
 
 
 def test_filter_norm_can_be_switched_off():
-    assert make_layer().filter_norm == "none"  # the default, chosen on a validation split
-    layer = make_layer(filter_norm=False)
+    layer = make_layer(filter_norm="none")
     assert layer.channel_norm is None and layer.spatial_norm is None
+    assert layer.static_filter is None
     assert layer(make_input()).shape == (2, CHANNELS, 8, 6)
+
+
+def test_ddf_spatial_scale_is_fixed_as_in_ddf():
+    layer = make_layer(filter_norm="ddf")
+    names = dict(layer.named_parameters())
+    assert "spatial_norm.scale" not in names and "channel_norm.scale" in names
+    assert "spatial_norm.scale" in layer.state_dict()
 
 
 def test_bfloat16_autocast_keeps_one_dtype_for_the_op():
