@@ -48,6 +48,8 @@ _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4
 _MAX_LISTED_KEYS = 8
 _EPOCH_FOLDER = re.compile(r"epoch_\d{4,}")
 _MAX_LATEST_BYTES = 256
+_MAX_CONFIG_BYTES = 1 << 20
+_HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +181,28 @@ def follow_latest(path: str | os.PathLike) -> Path:
 
 
 def _read_config(config_file: Path) -> dict[str, Any]:
-    """A checkpoint's ``config.json`` as a dict; errors name the file."""
+    """A checkpoint's ``config.json`` as a dict; errors name the file. The file is data from
+    strangers (the Hub): its size and nesting are bounded before it is trusted with anything."""
+    if config_file.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{config_file} has {config_file.stat().st_size} bytes, more than a model config "
+            f"ever needs ({_MAX_CONFIG_BYTES})"
+        )
     try:
-        config = json.loads(config_file.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+        config = json.loads(config_file.read_bytes())
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad JSON and bad UTF-8; RecursionError, absurdly deep nesting.
+        raise ValueError(
+            f"{config_file} is not valid JSON: {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(config, dict):
         raise ValueError(
             f"{config_file} must hold a JSON object of model options, got a {type(config).__name__}"
+        )
+    if "pretrained" in config:
+        raise ValueError(
+            f"{config_file} holds 'pretrained' ({str(config['pretrained'])[:80]!r}): a folder's "
+            "config describes an architecture and never says what else to load"
         )
     return config
 
@@ -358,6 +374,16 @@ def _load_weights(model: nn.Module, weights: Path, config: dict[str, Any] | None
         raise CheckpointMismatchError(
             _mismatch_message(str(weights), model, config, missing, unexpected, mismatched)
         )
+    non_finite = [
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if non_finite:
+        raise ValueError(
+            f"checkpoint weights {weights} hold NaN or inf in {len(non_finite)} tensor(s) "
+            f"({_listing(non_finite)}): a diverged or damaged model, refused"
+        )
     model.load_state_dict(state, strict=True)
     saved_cfg = _saved_pretrained_cfg(weights.parent / CONFIG_NAME, config)
     if saved_cfg is not None:
@@ -483,7 +509,10 @@ def load_model(
         FileNotFoundError: no such folder (nor Hub id shape), or no ``config.json``.
         ValueError: ``config.json`` or the weights are unreadable, or do not fit together; a
             folder with a ``manifest.json`` (a training checkpoint) has a file that does not
-            match it (:class:`dcsd.manifest.ChecksumError`). Every message names the file.
+            match it (:class:`dcsd.manifest.ChecksumError`); ``config.json`` holds
+            ``"pretrained"`` (a folder never says what else to load), sizes that do not fit the
+            weights' shapes (checked before anything is allocated) or a card out of bounds; the
+            weights hold NaN or inf. Every message names the file.
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path or a Hub repo id, got {type(source).__name__}")
@@ -491,10 +520,9 @@ def load_model(
     if folder.exists():
         folder = follow_latest(folder)
     else:
-        if os.fspath(source).count("/") != 1:
+        if not _HUB_REPO_ID.fullmatch(os.fspath(source)) or ".." in os.fspath(source):
             raise FileNotFoundError(
-                f"source {os.fspath(source)!r} is neither an existing folder nor a Hub repo id "
-                "('owner/name')"
+                f"no such folder: {os.fspath(source)!r} (and it is not a Hub repo id, 'owner/name')"
             )
         folder = download_checkpoint(
             os.fspath(source),
@@ -519,12 +547,51 @@ def load_model(
             f"{config_file} names architecture {architecture!r}, which is not a registered "
             "model (see dcsd.list_models())"
         )
+    options = {**options, **overrides}
     try:
-        model = create_model(architecture, **{**options, **overrides})
-    except (TypeError, ValueError) as error:
+        # Built without memory first: the config's sizes are checked against the weights'
+        # shapes before anything of that size is allocated.
+        with torch.device("meta"):
+            skeleton = create_model(architecture, **options)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
         raise ValueError(f"{config_file} holds options {architecture} refuses: {error}") from error
+    _check_shapes(skeleton, _weights_shapes(weights), weights, config)
+    model = create_model(architecture, **options)
     _load_weights(model, weights, config)
     return model
+
+
+def _weights_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, read from the safetensors header alone."""
+    try:
+        with safetensors.safe_open(weights, "pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"checkpoint weights {weights} are corrupt: {error}") from error
+
+
+def _check_shapes(
+    model: nn.Module,
+    shapes: dict[str, tuple[int, ...]],
+    weights: Path,
+    config: dict[str, Any] | None,
+) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``shapes`` fill ``model`` exactly (the
+    identity classifier may be dropped by a model with ``num_classes=0``)."""
+    if model.num_classes == 0:
+        shapes = {key: shape for key, shape in shapes.items() if key != CLASSIFIER_KEY}
+    own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(own.keys() - shapes.keys())
+    unexpected = sorted(shapes.keys() - own.keys())
+    mismatched = [
+        (key, shapes[key], own[key])
+        for key in sorted(own.keys() & shapes.keys())
+        if shapes[key] != own[key]
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(
+            _mismatch_message(str(weights), model, config, missing, unexpected, mismatched)
+        )
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:

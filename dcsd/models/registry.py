@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import torch.nn as nn
 from dcsd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+# Larger than any ReID crop; a card asking for more would make extraction run out of memory.
+MAX_INPUT_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class PretrainedCfg:
         reported_metrics: {dataset: {metric: value}} for these weights; for unpublished entries
             the numbers the paper reports for this configuration (see ``metrics_source``).
         metrics_source: where ``reported_metrics`` come from.
+        source: where the weights come from when not from training on ``datasets`` (e.g. the
+            DDF ImageNet checkpoint a folder was converted from); "" otherwise.
     """
 
     hub_id: str = ""
@@ -53,10 +58,33 @@ class PretrainedCfg:
     num_cameras: int = 0
     reported_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics_source: str = ""
+    source: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.input_size) != 3 or min(self.input_size) < 1:
-            raise ValueError(f"input_size must be (C, H, W) >= 1, got {self.input_size!r}")
+        # A card may come from a stranger's config.json: every size is bounded, every number
+        # finite, before transforms are built from it.
+        size = self.input_size
+        if (
+            len(size) != 3
+            or not all(type(n) is int for n in size)
+            or size[0] != 3
+            or not all(1 <= n <= MAX_INPUT_SIDE for n in size[1:])
+        ):
+            raise ValueError(
+                f"input_size must be (3, H, W) with H, W in 1..{MAX_INPUT_SIDE}, got {size!r}"
+            )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (
+                isinstance(values, str)
+                or len(values) != 3
+                or not all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+            ):
+                raise ValueError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be > 0 for each channel, got {self.std!r}")
+        if type(self.num_cameras) is not int or self.num_cameras < 0:
+            raise ValueError(f"num_cameras must be an int >= 0, got {self.num_cameras!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
@@ -114,6 +142,7 @@ class PretrainedCfg:
             num_cameras=num_cameras,
             reported_metrics={},
             metrics_source="",
+            source="",
         )
 
 

@@ -17,6 +17,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import safetensors.torch
 import test_engine_trainer
 import torch
 from PIL import Image
@@ -861,3 +862,89 @@ def test_every_model_folder_the_library_writes_is_verified(reid_model, tiny_data
         (folder / "extra.safetensors").unlink()
         TRIED["byte flips"] += 1
         TRIED["bad files"] += 1
+
+
+@pytest.fixture()
+def stranger_folder(reid_model, tmp_path):
+    """A model folder as a stranger's Hub repo may hold it: no manifest, config.json editable."""
+    reid_model.save_pretrained(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    return tmp_path
+
+
+def edit_config(folder: Path, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("value", [True, "imagenet", "/etc/passwd", "../other"])
+def test_a_folder_config_never_triggers_loading(stranger_folder, value):
+    edit_config(stranger_folder, lambda c: c.update(pretrained=value))
+    loaders = ("download_checkpoint", "imagenet_state_dict", "load_weights")
+    patches = [mock.patch.object(pretrained_module, name) for name in loaders]
+    mocks = [patch.start() for patch in patches]
+    try:
+        with pytest.raises(ValueError, match="config.json holds 'pretrained'"):
+            dcsd.load_model(stranger_folder)
+    finally:
+        for patch in patches:
+            patch.stop()
+    assert not any(called.called for called in mocks)
+    TRIED["untrusted model folders"] += 1
+
+
+def test_config_sizes_are_checked_against_the_weights_before_allocating(stranger_folder):
+    real_create_model = pretrained_module.create_model
+    devices = []
+
+    def recording_create_model(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # the default device in force
+        return real_create_model(*args, **kwargs)
+
+    edit_config(stranger_folder, lambda c: c.update(num_classes=250_000))
+    with mock.patch.object(pretrained_module, "create_model", recording_create_model):
+        with pytest.raises(ValueError, match="identity classifier has 4 classes, the model 250000"):
+            dcsd.load_model(stranger_folder)
+    assert devices == ["meta"], "nothing of the config's size may be allocated"
+    edit_config(stranger_folder, lambda c: c.update(num_classes=1e9))
+    with pytest.raises(ValueError, match="config.json holds options resnet50_reid refuses"):
+        dcsd.load_model(stranger_folder)
+    TRIED["untrusted model folders"] += 2
+
+
+@pytest.mark.parametrize(
+    "card, message",
+    [
+        ({"input_size": [3, 200000, 100000]}, r"input_size must be \(3, H, W\) with H, W in"),
+        ({"mean": [float("nan"), 0.4, 0.4]}, "mean must be 3 finite numbers"),
+        ({"mean": [0.4, 0.4]}, "mean must be 3 finite numbers"),
+        ({"std": [0.2, 0.0, 0.2]}, "std must be > 0"),
+        ({"num_cameras": -3}, "num_cameras must be an int >= 0"),
+    ],
+)
+def test_a_card_of_unbounded_or_non_finite_values_is_refused(stranger_folder, card, message):
+    edit_config(stranger_folder, lambda c: c["pretrained_cfg"].update(card))
+    with pytest.raises(ValueError, match=message) as error:
+        dcsd.load_model(stranger_folder)
+    assert "config.json pretrained_cfg" in str(error.value)
+    TRIED["untrusted model folders"] += 1
+
+
+def test_deep_config_missing_folders_and_nan_weights_are_named(stranger_folder, tmp_path):
+    config = stranger_folder / "config.json"
+    good = config.read_text()
+    config.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(ValueError, match="config.json is not valid JSON: RecursionError"):
+        dcsd.load_model(stranger_folder)
+    config.write_text(good)
+    for missing in ("/no/such/folder", "/missing", "../missing", "./missing", "a/../b"):
+        with pytest.raises(FileNotFoundError, match=f"no such folder: '{re.escape(missing)}'"):
+            dcsd.load_model(missing)
+        TRIED["untrusted model folders"] += 1
+    weights = safetensors.torch.load_file(stranger_folder / "model.safetensors")
+    weights["bn1.weight"][3] = float("nan")
+    safetensors.torch.save_file(weights, stranger_folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"hold NaN or inf in 1 tensor\(s\) \(bn1.weight\)"):
+        dcsd.load_model(stranger_folder)
+    TRIED["untrusted model folders"] += 2

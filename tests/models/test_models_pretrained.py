@@ -160,7 +160,7 @@ def test_only_safetensors_checkpoints_are_read(saved, tmp_path):
         dcsd.create_model("resnet50_dcsd", pretrained=tmp_path, num_classes=NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         dcsd.create_model("resnet50_dcsd", pretrained=tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
+    with pytest.raises(FileNotFoundError, match="no such folder: .*not a Hub repo id"):
         dcsd.load_model(str(tmp_path / "missing"))
     with pytest.raises(TypeError, match="pretrained must be False, True, 'imagenet'"):
         dcsd.create_model("resnet50_reid", pretrained=1)
