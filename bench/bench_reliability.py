@@ -5,10 +5,13 @@ checksummed, fsynced checkpoint.
 of the loss, and one host sync (``bool``). This times that check alone on the step's own
 gradients, and the whole step (forward, DCSD loss, backward, check, Adam). Then it times
 ``save_training_state`` (with fsync and the SHA-256 manifest), hashing alone, and a verified
-``load_training_state`` of the model with its Adam state.
+``load_training_state`` of the model with its Adam state. Last, the pre-training image check
+(``check_images``, every evaluation image decoded in full) on ``--images`` JPEGs of noise (the
+slowest to decode), extrapolated to MSMT17's 93,820 query + gallery images.
 
     python bench/bench_reliability.py                       # CPU, the demo's 32 x 64x32
     python bench/bench_reliability.py --batch 8 --size 256 128
+    python bench/bench_reliability.py --steps 0 --images 3000   # the image check alone
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import dcsd
+from dcsd.data import check_images
 from dcsd.engine import TrainConfig, Trainer, load_training_state, save_training_state
 from dcsd.losses import DCSDLoss
 from dcsd.manifest import sha256_file
@@ -38,8 +44,39 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="0: skip the model's timings")
+    parser.add_argument("--images", type=int, default=2000, help="JPEGs for the image check")
+    parser.add_argument(
+        "--image-check-size", type=int, nargs=2, default=(256, 128), metavar=("H", "W")
+    )
     args = parser.parse_args()
+    if args.steps > 0:
+        time_model(args)
+    time_image_check(args.images, tuple(args.image_check_size))
+
+
+MSMT17_EVAL_IMAGES = 11_659 + 82_161  # query + gallery
+
+
+def time_image_check(count: int, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index in range(count):
+            path = Path(folder) / f"{index:05d}.jpg"
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+            paths.append(str(path))
+        elapsed = seconds(lambda: check_images(paths))
+    per_image = elapsed / count
+    print(
+        f"check_images (full decode, one process): {count} JPEGs of {size[0]}x{size[1]} noise in "
+        f"{elapsed:.2f} s = {1000 * per_image:.2f} ms each; MSMT17's {MSMT17_EVAL_IMAGES} query "
+        f"+ gallery images: {per_image * MSMT17_EVAL_IMAGES:.0f} s (extrapolated)"
+    )
+
+
+def time_model(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = dcsd.create_model("resnet50_dcsd", num_classes=84, num_domains=3, num_cameras=12)

@@ -8,7 +8,7 @@ from .base import ReIDDataset, ReIDItem
 from .cuhk03 import CUHK03
 from .cuhksysu import CUHKSYSU
 from .dukemtmc import DukeMTMCreID
-from .image_dataset import ImageDataset, check_images
+from .image_dataset import ImageDataset, check_images, read_image
 from .market1501 import Market1501
 from .msmt17 import MSMT17
 from .multi_domain import DomainItem, MultiDomainDataset
@@ -44,6 +44,7 @@ __all__ = [
     "build_test_transforms",
     "build_train_transforms",
     "check_images",
+    "read_image",
     "default_synthetic_root",
     "holdout_identities",
     "list_datasets",

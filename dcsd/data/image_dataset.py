@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
@@ -17,13 +20,70 @@ from .multi_domain import DomainItem
 # unknown format, or an image whose pixel count exceeds Image.MAX_IMAGE_PIXELS twice over.
 _IMAGE_ERRORS = (OSError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _MAX_LISTED_FILES = 10
+_EXIF_ORIENTATION = 0x0112
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a non-regular file is (``None`` for a regular file)."""
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """An image file decoded in full as 8-bit RGB, upright: what every dcsd loader reads.
+
+    Only regular files are opened (a FIFO named ``x.png`` would block forever); the EXIF
+    orientation is applied (as ``PIL.ImageOps.exif_transpose``); 16-bit grey images are scaled
+    to 8 bits (PIL's ``convert`` would clip them to white).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: not a regular file, or unreadable: truncated, not an image, a decompression
+            bomb (the message names the file).
+    """
+    try:
+        kind = _file_kind(os.stat(path).st_mode)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"image not found: {path}") from err
+    if kind is not None:
+        raise OSError(f"cannot read image {path}: it is {kind}, not a regular file")
+    try:
+        with Image.open(path) as raw:
+            raw.load()  # decodes every byte: a truncated file fails here, not mid-training
+            image = _upright(raw)
+            if image.mode.startswith("I;16") or image.mode == "I":
+                image = _sixteen_to_eight_bits(image)
+            return image.convert("RGB")
+    except _IMAGE_ERRORS as err:
+        raise OSError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _sixteen_to_eight_bits(image: Image.Image) -> Image.Image:
+    """Grey levels of 0..65535 as 0..255 (PNG stores 16-bit grey as PIL mode I;16 or I)."""
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.round(values / 257.0).clip(0, 255).astype(np.uint8), mode="L")
 
 
 def check_images(paths: Iterable[str]) -> int:
-    """Open every image's header (and verify it, as PIL can without decoding) to find bad files.
+    """Read every image in full, as training and evaluation will (:func:`read_image`), to find
+    bad files: missing, truncated anywhere, oversized, not an image, or not a regular file.
 
-    Meant for evaluation images before a long training run: a missing, truncated, oversized or
-    non-image file is found in seconds instead of at the first evaluation.
+    Meant for evaluation images before a long training run: a bad file is found before the
+    first epoch instead of at the first evaluation (about 0.3 ms per 128x64 JPEG on one core).
 
     Returns:
         The number of images checked.
@@ -35,12 +95,11 @@ def check_images(paths: Iterable[str]) -> int:
     for path in paths:
         checked += 1
         try:
-            with Image.open(path) as image:
-                image.verify()
+            read_image(path)
         except FileNotFoundError:
             problems.append(f"{path}: no such file")
-        except _IMAGE_ERRORS as error:
-            problems.append(f"{path}: {type(error).__name__}: {error}")
+        except OSError as error:
+            problems.append(f"{path}: {str(error).removeprefix(f'cannot read image {path}: ')}")
     if problems:
         shown = "\n  ".join(problems[:_MAX_LISTED_FILES])
         more = len(problems) - _MAX_LISTED_FILES
@@ -52,7 +111,7 @@ def check_images(paths: Iterable[str]) -> int:
 
 
 class ImageDataset(Dataset):
-    """Images of ReID items, loaded with PIL as RGB.
+    """Images of ReID items, read with :func:`read_image` (8-bit RGB, upright).
 
     Args:
         items: :class:`ReIDItem` (all given domain ``domain``) or :class:`DomainItem` (each
@@ -83,13 +142,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
-        try:
-            with Image.open(item.path) as raw:
-                image = raw.convert("RGB")
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"image not found: {item.path}") from err
-        except _IMAGE_ERRORS as err:
-            raise OSError(f"cannot read image {item.path}: {type(err).__name__}: {err}") from err
+        image = read_image(item.path)
         if self.transform is None:
             tensor = F.to_dtype(F.to_image(image), torch.float32, scale=True)
             tensor = tensor.as_subclass(torch.Tensor)

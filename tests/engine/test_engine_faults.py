@@ -948,3 +948,52 @@ def test_deep_config_missing_folders_and_nan_weights_are_named(stranger_folder, 
     with pytest.raises(ValueError, match=r"hold NaN or inf in 1 tensor\(s\) \(bn1.weight\)"):
         dcsd.load_model(stranger_folder)
     TRIED["untrusted model folders"] += 2
+
+
+def test_a_truncated_jpeg_and_a_fifo_are_found_before_training(tiny_data, tmp_path):
+    gallery = [item.path for item in next(iter(tiny_data.eval_splits.values()))[1]]
+    truncated, fifo = gallery[0], gallery[1]
+    originals = {path: Path(path).read_bytes() for path in (truncated, fifo)}
+    big = tmp_path / "big.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(big)
+    data = big.read_bytes()
+    Path(truncated).write_bytes(data[: len(data) * 2 // 3])  # header whole, scan data cut
+    with Image.open(truncated) as image:
+        image.verify()  # what the check did before: it passes
+    os.remove(fifo)
+    os.mkfifo(fifo)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(ValueError, match="2 of .* images cannot be read") as error:
+            build_eval_splits(tiny_data, image_size=(32, 16), num_workers=0)
+        assert time.perf_counter() - started < 30, "a FIFO must not be opened"
+        with pytest.raises(OSError, match="it is a FIFO, not a regular file"):
+            ImageDataset([ReIDItem(fifo, 0, 0)])[0]
+    finally:
+        os.remove(fifo)
+        for path, content in originals.items():
+            Path(path).write_bytes(content)
+    assert f"{truncated}: OSError: image file is truncated" in str(error.value)
+    assert f"{fifo}: it is a FIFO, not a regular file" in str(error.value)
+    TRIED["bad files"] += 2
+
+
+def test_sixteen_bit_and_rotated_images_are_read_as_they_look(tmp_path):
+    grey = np.arange(64 * 32, dtype=np.uint16).reshape(64, 32) * 32  # 0..65504
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as raw:
+        assert raw.mode.startswith("I")  # PIL alone clips this to white: mean 0.998
+    loaded = ImageDataset([ReIDItem(str(tmp_path / "grey16.png"), 0, 0)])[0]["image"]
+    expected = torch.from_numpy(np.round(grey / 257.0) / 255.0).float()
+    assert torch.allclose(loaded[0], expected, atol=1e-6) and torch.equal(loaded[0], loaded[2])
+    # A 2x1 image stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise).
+    stored = np.zeros((1, 2, 3), np.uint8)
+    stored[0, 0] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rotated.png", exif=exif.tobytes())
+    upright = ImageDataset([ReIDItem(str(tmp_path / "rotated.png"), 0, 0)])[0]["image"]
+    assert upright.shape == (3, 2, 1)  # rotated clockwise: the red pixel goes on top
+    assert upright[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and upright[:, 1, 0].tolist() == [0, 0, 0]
+    TRIED["bad files"] += 2
