@@ -34,6 +34,7 @@ from dcsd.engine import (
 )
 from dcsd.evaluate import format_report
 from dcsd.losses import DCSDLoss
+from dcsd.models import load_ddf_backbone, read_ddf_weights
 
 # Real data follows the paper's recipe; the synthetic default is sized for a CPU demo.
 REAL_DEFAULTS = {"epochs": 120, "size": (256, 128), "batch": (16, 4), "warmup": 10.0}
@@ -88,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pretrained",
         default=None,
         help="'imagenet' (default with real data), 'none', a local folder or a Hub id",
+    )
+    model.add_argument(
+        "--init-ddf",
+        type=Path,
+        metavar="PATH",
+        help="start ResNet50-DCSD from DDF's ImageNet weights: ddf_mul_resnet50.pth.tar or a "
+        "folder written by examples/convert_ddf.py (sets filter_norm ddf)",
     )
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int)
@@ -236,10 +244,22 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
             "factors": tuple(args.factors.split(",")),
             "stop_gradient": not args.no_stop_gradient,
         }
+    if args.init_ddf is not None:
+        if args.model != "resnet50_dcsd" or args.pretrained is not None:
+            raise SystemExit("--init-ddf starts resnet50_dcsd: drop --pretrained / --model")
+        pretrained = "none"  # every backbone tensor comes from DDF instead
+        model_kwargs["filter_norm"] = "ddf"
     seed_everything(args.seed)
     model = dcsd.create_model(
         args.model, pretrained=False if pretrained == "none" else pretrained, **model_kwargs
     )
+    if args.init_ddf is not None:
+        report = load_ddf_backbone(model, read_ddf_weights(args.init_ddf))
+        if context.is_main:
+            print(
+                f"DDF start {args.init_ddf}: {len(report.loaded)} tensors loaded, "
+                f"{len(report.fresh)} fresh"
+            )
     # The weights' card, saved in every checkpoint's config.json: what they are trained on.
     model.pretrained_cfg = model.pretrained_cfg.trained_on(
         data.domain_names, data.num_cameras, input_size=(3, *image_size)

@@ -1,5 +1,6 @@
 """The example scripts run end to end on tiny synthetic data (a smoke test of their wiring)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -141,3 +142,35 @@ def test_train_joint_knows_registered_datasets(tmp_path):
     assert "--datasets: unknown ['nobody']; known: ['market1501'" in result.stderr
     assert "'msmt17', 'cuhksysu', 'campus']" in result.stderr
     assert "campus factory called" not in result.stderr
+
+
+def test_convert_ddf_then_train_from_it(tmp_path):
+    """DDF's checkpoint, as its authors' timm training saved it, converted to a model folder
+    whose card names its source, then a run started from that folder."""
+    from ddf_transcription import DDFMulResNet50
+
+    ddf = DDFMulResNet50()
+    checkpoint = tmp_path / "ddf_mul_resnet50.pth.tar"
+    torch.save(
+        {
+            "epoch": 299,
+            "arch": "ddf_mul_resnet50",
+            "state_dict": {f"module.{k}": v for k, v in ddf.state_dict().items()},
+            "args": argparse.Namespace(model="ddf_mul_resnet50"),
+        },
+        checkpoint,
+    )
+    out = run("convert_ddf.py", checkpoint, tmp_path / "ddf", cwd=tmp_path, home=tmp_path)
+    assert "fresh" in out and "fc.weight, fc.bias" in out
+    config = json.loads((tmp_path / "ddf" / "config.json").read_text())
+    assert config["filter_norm"] == "ddf" and config["num_classes"] == 0
+    assert "ddf_mul_resnet50.pth.tar" in config["pretrained_cfg"]["source"]
+    train_args = [
+        "--synthetic-scale", "0.25", "--image-size", "32", "16", "--batch", "4", "2",
+        "--workers", "0", "--device", "cpu", "--no-progress", "--out", tmp_path / "run",
+        "--epochs", "1", "--init-ddf", tmp_path / "ddf",
+    ]  # fmt: skip
+    out = run("train_joint.py", *train_args, cwd=tmp_path, home=tmp_path)
+    assert "DDF start" in out and "epoch 1:" in out
+    trained = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert trained["filter_norm"] == "ddf" and trained["num_domains"] == 3
