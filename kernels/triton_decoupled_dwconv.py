@@ -10,8 +10,10 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
 
 - forward: one program per (sample, channel block, output-position block).
 - dx: a gather rather than a scatter. Input row ``y`` receives tap ``i`` from output row ``h``
-  where ``h * s = y + p - i * d``, so each program owns a block of input positions and visits, per
-  tap, the one output position (if any) that reads it.
+  where ``h * s = y + p - i * d``. A program owns a block of cells of s x s input positions and
+  handles each stride parity (``y mod s``, ``x mod s``) of its cells in turn: for one parity a tap
+  reaches all of its positions or none, so only the reaching taps are compiled (at stride 2, 1, 2
+  or 4 of the 9), each reading output positions at a constant offset in cells.
 - dspatial and dchannel: one kernel, since both reduce the same products
   ``grad_out * x_tap``. A program owns (sample, output-position block, channel group): it loops
   over its channel group, reducing over channels for dspatial and over its positions for
@@ -219,51 +221,63 @@ def _grad_input_kernel(
     BLOCK_P: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
+    # Positions are counted on the coarse grid of STRIDE x STRIDE cells; each program handles
+    # BLOCK_P cells, one input position of each parity (row and column modulo STRIDE) per cell.
+    coarse_width = tl.cdiv(width, STRIDE)
     offs_q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     sample = tl.program_id(2).to(tl.int64)
     mask_c = offs_c < channels
-    mask_q = offs_q < height * width
-    in_row = offs_q // width
-    in_col = offs_q % width
+    mask_q = offs_q < tl.cdiv(height, STRIDE) * coarse_width
+    cell_row = offs_q // coarse_width
+    cell_col = offs_q % coarse_width
 
     grad_out_ptr += sample * grad_stride_n
     spatial_ptr += sample * spatial_stride_n
     channel_ptr += sample * channel_stride_n
     grad_x_ptr += sample * x_stride_n
 
-    acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
-    for tap in tl.static_range(taps):
-        # Output row h reads input row h*s + i*d - p through tap i: invert that for h.
-        row_times_stride = in_row + PADDING - (tap // KERNEL_SIZE) * DILATION
-        col_times_stride = in_col + PADDING - (tap % KERNEL_SIZE) * DILATION
-        out_row = row_times_stride // STRIDE
-        out_col = col_times_stride // STRIDE
-        hit = mask_q & (row_times_stride >= 0) & (col_times_stride >= 0)
-        hit = hit & (out_row < height_out) & (out_col < width_out)
-        if STRIDE > 1:
-            hit = hit & (row_times_stride % STRIDE == 0) & (col_times_stride % STRIDE == 0)
-        grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
-        grad_tap = tl.load(
-            grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
-            mask=mask_c[:, None] & hit[None, :],
-            other=0.0,
-        ).to(ACC_DTYPE)
-        spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
-        spatial_tap = tl.load(
-            spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=hit, other=0.0
+    for parity in tl.static_range(STRIDE * STRIDE):
+        row_parity = parity // STRIDE
+        col_parity = parity % STRIDE
+        in_row = cell_row * STRIDE + row_parity
+        in_col = cell_col * STRIDE + col_parity
+        inside = mask_q & (in_row < height) & (in_col < width)
+        acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
+        for tap in tl.static_range(taps):
+            # Output row h reads input row h*s + i*d - p through tap i. For input rows of one
+            # parity, h*s = y + p - i*d is a multiple of s for all of them or for none: only the
+            # taps that reach this parity are compiled, each at a constant offset in cells.
+            row_shift = row_parity + PADDING - (tap // KERNEL_SIZE) * DILATION
+            col_shift = col_parity + PADDING - (tap % KERNEL_SIZE) * DILATION
+            if (row_shift % STRIDE == 0) and (col_shift % STRIDE == 0):
+                out_row = cell_row + row_shift // STRIDE
+                out_col = cell_col + col_shift // STRIDE
+                hit = inside & (out_row >= 0) & (out_row < height_out)
+                hit = hit & (out_col >= 0) & (out_col < width_out)
+                grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
+                grad_tap = tl.load(
+                    grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
+                    mask=mask_c[:, None] & hit[None, :],
+                    other=0.0,
+                ).to(ACC_DTYPE)
+                spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+                spatial_tap = tl.load(
+                    spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=hit, other=0.0
+                )
+                channel_tap = tl.load(
+                    channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t,
+                    mask=mask_c,
+                    other=0.0,
+                )
+                weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
+                acc += grad_tap * weight
+        x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        tl.store(
+            grad_x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
+            acc.to(grad_x_ptr.dtype.element_ty),
+            mask=mask_c[:, None] & inside[None, :],
         )
-        channel_tap = tl.load(
-            channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t, mask=mask_c, other=0.0
-        )
-        weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
-        acc += grad_tap * weight
-    x_offsets = in_row * x_stride_h + in_col * x_stride_w
-    tl.store(
-        grad_x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
-        acc.to(grad_x_ptr.dtype.element_ty),
-        mask=mask_c[:, None] & mask_q[None, :],
-    )
 
 
 @triton.jit
@@ -533,6 +547,11 @@ def forward(
     return out
 
 
+def _cells(height: int, width: int, stride: int) -> int:
+    """Cells of the dx kernel's coarse grid: one input position of each stride parity per cell."""
+    return triton.cdiv(height, stride) * triton.cdiv(width, stride)
+
+
 def _filter_grad_grid(
     batch: int,
     channels: int,
@@ -672,7 +691,7 @@ def launch_plan(
         Launch(
             "grad_input",
             _grad_input_kernel,
-            (triton.cdiv(height * width, config.block_p), channel_blocks, batch),
+            (triton.cdiv(_cells(height, width, stride), config.block_p), channel_blocks, batch),
             grad_input_args,
             constants,
             1,
@@ -760,7 +779,7 @@ def backward(
 
     def grad_input_grid(meta):
         return (
-            triton.cdiv(height * width, meta["BLOCK_P"]),
+            triton.cdiv(_cells(height, width, stride), meta["BLOCK_P"]),
             triton.cdiv(channels, meta["BLOCK_C"]),
             batch,
         )
