@@ -43,11 +43,12 @@ from dcsd.evaluate import (
     re_ranking_features,
     top_matches,
 )
+from dcsd.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="a folder of person crops (searched deeply)")
@@ -71,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("features.safetensors"))
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it is a model's weights"
+    )
+    parser.add_argument(
         "--query-index",
         type=int,
         help="rank the features against query N (the dataset's query split, or the folder's Nth)",
@@ -89,7 +93,27 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) against all queries",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def check_outputs(args: argparse.Namespace, queries: list[ReIDItem]) -> None:
+    """Refuse a bad --out or --query-index before any feature is extracted."""
+    out = args.out
+    if out.is_dir():
+        raise SystemExit(f"--out {out} is a folder: give the features file's path")
+    if not out.parent.is_dir():
+        raise SystemExit(f"--out {out}: no such folder {out.parent}")
+    is_weights = out.name == WEIGHTS_NAME or (out.parent / CONFIG_NAME).is_file()
+    if out.exists() and is_weights and not args.overwrite:
+        raise SystemExit(
+            f"--out {out} is a model's weights (its folder holds {CONFIG_NAME}): writing features "
+            "there destroys the model; pick another file, or pass --overwrite"
+        )
+    if args.query_index is not None and not 0 <= args.query_index < len(queries):
+        raise SystemExit(
+            f"--query-index must be in 0..{len(queries) - 1} ({len(queries)} queries), got "
+            f"{args.query_index}"
+        )
 
 
 def load_items(args: argparse.Namespace) -> tuple[list[ReIDItem], list[ReIDItem]]:
@@ -133,6 +157,7 @@ def embed(model, items, args, transform):
 def main() -> None:
     args = parse_args()
     items, queries = load_items(args)
+    check_outputs(args, queries)
     model = load_model(args).to(args.device).eval()
     # The weights' own size, mean/std and interpolation (their config.json), unless overridden.
     transform = build_eval_transforms(model.pretrained_cfg, size=args.image_size)

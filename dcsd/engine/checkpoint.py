@@ -165,9 +165,20 @@ def save_training_state(
     remove_stale_staging(directory)
     final = directory / f"epoch_{int(training_state['epoch']):04d}"
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=directory))
-    save_model(model, staging, manifest=False)
-    torch.save(training_state, staging / STATE_FILE)
-    write_manifest(staging)
+    try:
+        save_model(model, staging, manifest=False)
+        torch.save(training_state, staging / STATE_FILE)
+        write_manifest(staging)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        # torch.save reports a full disk as "RuntimeError [enforce fail at inline_container.cc]".
+        shutil.rmtree(staging, ignore_errors=True)
+        free = shutil.disk_usage(directory).free / 2**20
+        raise OSError(
+            f"writing checkpoint {final.name} in {directory} failed ({free:.0f} MiB free on its "
+            f"disk; a full disk?): {type(error).__name__}: {error}. The partial write was removed; "
+            f"the previous checkpoint ({_latest_name(directory)}) is intact: free space, then "
+            "resume"
+        ) from error
     if final.exists():
         # Moved aside, not deleted, so a crash here leaves it to the next write's cleanup.
         replaced = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=directory))
@@ -178,6 +189,14 @@ def save_training_state(
     remove_stale_staging(directory)
     _prune(directory, keep)
     return final
+
+
+def _latest_name(directory: Path) -> str:
+    try:
+        latest = latest_checkpoint(directory)
+    except ValueError:
+        return "latest unreadable"
+    return "none yet" if latest is None else latest.name
 
 
 def _prune(directory: Path, keep: int) -> None:

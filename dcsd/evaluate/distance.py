@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 Metric = Literal["euclidean", "cosine"]
+_MAX_LISTED_ROWS = 10
 
 
 def _check_features(name: str, features: torch.Tensor) -> None:
@@ -21,7 +22,8 @@ def _check_features(name: str, features: torch.Tensor) -> None:
 
 
 def check_feature_pair(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -> None:
-    """Check that (Q, D) and (G, D) floating-point features share D and a device."""
+    """Check that (Q, D) and (G, D) floating-point features share D and a device, and are
+    finite (the message names the rows that are not)."""
     _check_features("query_feats", query_feats)
     _check_features("gallery_feats", gallery_feats)
     if query_feats.shape[1] != gallery_feats.shape[1]:
@@ -34,6 +36,15 @@ def check_feature_pair(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -
             f"query_feats and gallery_feats must be on one device, got {query_feats.device} "
             f"and {gallery_feats.device}"
         )
+    for name, features in (("query_feats", query_feats), ("gallery_feats", gallery_feats)):
+        finite = torch.isfinite(features).all(dim=1)
+        if not bool(finite.all()):
+            rows = (~finite).nonzero().flatten().tolist()
+            more = len(rows) - _MAX_LISTED_ROWS
+            raise ValueError(
+                f"{name} rows {rows[:_MAX_LISTED_ROWS]}{f' and {more} more' if more > 0 else ''} "
+                "hold NaN or inf: the model gave non-finite features for those images"
+            )
 
 
 def distance_blocks(

@@ -38,7 +38,7 @@ from dcsd.engine import (
     save_training_state,
 )
 from dcsd.engine import checkpoint as checkpoint_module
-from dcsd.evaluate import rank_metrics
+from dcsd.evaluate import pairwise_distance, rank_metrics
 from dcsd.losses import DCSDLoss
 from dcsd.manifest import write_manifest
 from dcsd.models import pretrained as pretrained_module
@@ -401,8 +401,8 @@ def test_changed_lr_on_resume_is_applied_and_named(tiny_data, tmp_path):
     assert trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
 
 
-def test_load_model_names_the_bad_file(reid_model, tmp_path):
-    reid_model.save_pretrained(tmp_path)
+def test_load_model_names_the_bad_file(stranger_folder):
+    tmp_path = stranger_folder
     config = tmp_path / "config.json"
     good = config.read_text()
     cases = {
@@ -560,7 +560,7 @@ def test_a_second_run_in_one_folder_is_refused_naming_the_holder(tiny_data, tmp_
         with pytest.raises(RunLockedError, match=holder):
             fresh.fit()
         assert time.perf_counter() - started < 5, "refused at once, not after waiting"
-        TRIED["concurrent runs refused"] += 2
+        TRIED["concurrent runs"] += 2
         # Nothing of the first run was touched by the refused ones.
         assert load_training_state(tmp_path / "checkpoints").epoch == 1
         assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
@@ -579,7 +579,7 @@ def test_two_trainers_of_one_process_cannot_share_a_folder(tiny_data, tmp_path):
     assert first.resume() == 0  # holds the lock until its fit() ends
     with pytest.raises(RunLockedError, match=f"pid {os.getpid()} "):
         make_trainer(tiny_data, tmp_path, epochs=1).fit()
-    TRIED["concurrent runs refused"] += 1
+    TRIED["concurrent runs"] += 1
     first.fit()
     make_trainer(tiny_data, tmp_path, epochs=2).resume()  # released by fit()
 
@@ -600,7 +600,7 @@ def test_staging_cleanup_keeps_folders_of_live_writers(tmp_path):
             (folder / "model.safetensors").write_bytes(b"being written")
         save_epoch(tmp_path, 2)
         assert live.is_dir() and other_host.is_dir() and not gone.exists()
-        TRIED["concurrent runs refused"] += 1
+        TRIED["concurrent runs"] += 1
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -997,3 +997,59 @@ def test_sixteen_bit_and_rotated_images_are_read_as_they_look(tmp_path):
     assert upright.shape == (3, 2, 1)  # rotated clockwise: the red pixel goes on top
     assert upright[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and upright[:, 1, 0].tolist() == [0, 0, 0]
     TRIED["bad files"] += 2
+
+
+def test_non_finite_features_are_named_by_row():
+    query, gallery = torch.ones(3, 4), torch.zeros(5, 4)
+    query[1, 2] = float("inf")
+    gallery[[0, 4], 0] = float("nan")
+    with pytest.raises(ValueError, match=r"query_feats rows \[1\] hold NaN or inf"):
+        pairwise_distance(query, gallery)
+    with pytest.raises(ValueError, match=r"gallery_feats rows \[0, 4\] hold NaN or inf"):
+        pairwise_distance(torch.ones(3, 4), gallery)
+    TRIED["bad arguments"] += 2
+
+
+def test_extract_features_checks_its_outputs_before_extracting(reid_model, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "extract_features",
+        Path(__file__).resolve().parents[2] / "examples" / "extract_features.py",
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    reid_model.save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    queries = [ReIDItem(f"q{i}.jpg", i, 0) for i in range(3)]
+    for argv, message in (
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(weights)], "is a model's weights .* pass --overwrite"),
+        (["--out", str(tmp_path / "f.safetensors"), "--query-index", "3"], r"in 0..2 .*got 3"),
+        (["--out", str(tmp_path / "f.safetensors"), "--query-index", "-1"], "got -1"),
+    ):
+        args = script.parse_args(["--images", str(tmp_path), *argv])
+        with pytest.raises(SystemExit, match=message):
+            script.check_outputs(args, queries)
+        TRIED["bad arguments"] += 1
+    script.check_outputs(
+        script.parse_args(["--images", ".", "--out", str(weights), "--overwrite"]), queries
+    )
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_said_and_loses_nothing(tmp_path):
+    save_epoch(tmp_path, 1)
+    full = RuntimeError(
+        "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+        "data/0: file write failed"
+    )
+    for owner, name, error in (
+        (checkpoint_module.torch, "save", full),
+        (pretrained_module.safetensors.torch, "save_file", OSError(28, "No space left on device")),
+    ):
+        with mock.patch.object(owner, name, side_effect=error):
+            with pytest.raises(
+                OSError, match=r"epoch_0002 .*MiB free.*full disk.*\(epoch_0001\) is intact"
+            ):
+                save_epoch(tmp_path, 2)
+        assert not list(tmp_path.glob(".staging-*")), "the partial write frees its space"
+        assert assert_whole(tmp_path) == 1
+        TRIED["full disks"] += 1
