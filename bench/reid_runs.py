@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn as nn
 
@@ -31,6 +32,7 @@ from dcsd.engine import (
     seed_everything,
 )
 from dcsd.losses import DCSDLoss
+from dcsd.models import LoadReport, load_ddf_backbone, load_imagenet_backbone, read_ddf_checkpoint
 from dcsd.models.resnet import Bottleneck
 
 # Knobs of a run that are not model-builder arguments: the depthwise control, initialisations
@@ -55,6 +57,9 @@ class RunSpec:
     data: str = ""  # a description of the data (preset, seed, validation ids)
     balance_domains: bool = False  # the same number of identities of each domain per batch
     loss: dict[str, Any] = field(default_factory=dict)  # DCSDLoss arguments
+    # The start: "" (from scratch) or a name with the cache key of the proxy pretraining that
+    # made it, e.g. "proxy_ddf@<key>" (see ``starts`` of :func:`run`).
+    init: str = ""
 
     def key(self) -> str:
         fields = asdict(self)
@@ -66,7 +71,7 @@ class RunSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS: dict[str, Any] = {"balance_domains": False, "loss": {}}
+_LATER_FIELDS: dict[str, Any] = {"balance_domains": False, "loss": {}, "init": ""}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -132,14 +137,42 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
     return {"id": last["id"], "triplet": last["triplet"]}
 
 
+def run_folder(spec: RunSpec, model: nn.Module, root: Path) -> Path:
+    """Where ``spec``'s run (built as ``model``) lives under ``root``."""
+    key = spec.key()
+    if getattr(model, "dynamic", False):
+        # A DCSD run also depends on the layer defaults of the installed library (say, its
+        # filter_norm), which the spec leaves implicit: they are part of its key.
+        layer_config = json.dumps(model.config, sort_keys=True).encode()
+        key += "-" + hashlib.sha256(layer_config).hexdigest()[:8]
+    return root / key
+
+
+def apply_start(model: nn.Module, start: str, starts: dict[str, Path]) -> LoadReport:
+    """Load the proxy-pretrained start ``start`` (a name of ``starts``) into ``model``: a DDF
+    checkpoint through :func:`dcsd.models.load_ddf_backbone` (what a user does with DDF's
+    file), a dcsd model folder through :func:`dcsd.models.load_imagenet_backbone` (its stem,
+    1x1 convolutions, BatchNorms and downsample; its 3x3 convolutions too if ``model`` is
+    static: today's ImageNet path)."""
+    if start not in starts:
+        raise ValueError(f"unknown start {start!r}; known: {sorted(starts)}")
+    path = starts[start]
+    if path.is_file():
+        return load_ddf_backbone(model, read_ddf_checkpoint(path))
+    state = safetensors.torch.load_file(path / "model.safetensors")
+    return load_imagenet_backbone(model, state)
+
+
 def run(
     spec: RunSpec,
     datasets: list[ReIDDataset],
     root: Path,
     device: torch.device,
     workers: int = 0,
+    starts: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate ``spec`` on ``datasets`` (or read the cached result).
+    """Train and evaluate ``spec`` on ``datasets`` (or read the cached result); ``starts``
+    names the proxy-pretrained starts that ``spec.init`` may name (before its ``@``).
 
     Returns ``{"spec": ..., "seconds": ..., "train_loss": {"id", "triplet"} of the last epoch,
     "metrics": {domain: {"mAP", "rank1"}}}``.
@@ -147,19 +180,15 @@ def run(
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
     model = build_model(spec, data)
-    key = spec.key()
-    if getattr(model, "dynamic", False):
-        # A DCSD run also depends on the layer defaults of the installed library (say, its
-        # filter_norm), which the spec leaves implicit: they are part of its key.
-        layer_config = json.dumps(model.config, sort_keys=True).encode()
-        key += "-" + hashlib.sha256(layer_config).hexdigest()[:8]
-    folder = root / key
+    folder = run_folder(spec, model, root)
     result_path = folder / "result.json"
     if result_path.is_file():
         result = json.loads(result_path.read_text())
         # Runs cached before the result recorded the training loss still have it in their log.
         result.setdefault("train_loss", last_train_loss(folder / "train"))
         return result
+    if spec.init:
+        apply_start(model, spec.init.split("@")[0], starts or {})
     config = TrainConfig(
         epochs=spec.epochs,
         warmup_epochs=1.0,

@@ -1,5 +1,6 @@
-"""Smoke test of the domain-conflict benchmark (tiny data, 1 seed, 1 epoch): every row trains,
-the tables, the goal check and the figure are written, and a second call trains nothing."""
+"""Smoke test of the domain-conflict benchmark (tiny data, 1 seed, 1 epoch): the proxy starts are
+pretrained, every row trains from its start (two at a time), the tables, the checks and the
+figure are written, and a second call trains nothing."""
 
 import subprocess
 import sys
@@ -13,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_conflict.
 def run(tmp_path, *args):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--root", tmp_path / "runs",
-         *map(str, args)],
+         "--proxy-root", tmp_path / "proxy", *map(str, args)],
         cwd=tmp_path,
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
         capture_output=True,
@@ -27,7 +28,7 @@ def run(tmp_path, *args):
 @pytest.mark.slow
 def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     results, figure = tmp_path / "RESULTS.md", tmp_path / "conflict.png"
-    out = run(tmp_path, "--results", results, "--figure", figure)
+    out = run(tmp_path, "--results", results, "--figure", figure, "--jobs", "2")
     for row in (
         "static alone",
         "static joint",
@@ -37,15 +38,22 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         "| S+D |",
         "| S+C |",
         "S+D+C, no stop gradient",
+        "DCSD joint, static start",
+        "DCSD alone, scratch",
+        "spatial branch reads X + D + Cam",
     ):
         assert row in out
     assert "| synth0 | synth1 | synth2 | mean |" in out
     assert "Conflict present:" in out and "DCSD joint" in out and "<= S+D" in out
+    assert "Static alone >= 50 mAP on every domain:" in out
+    # The starts: a static model folder and a DDF-layout checkpoint, loaded as a user would.
+    assert len(list((tmp_path / "proxy").glob("*/static/model.safetensors"))) == 1
+    assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
     assert figure.stat().st_size > 5000
     assert results.read_text().count("## Domain conflict in miniature") == 1
-    # 6 joint rows + 2 per-domain rows of 3 domains, one seed: 12 cached runs.
+    # 9 joint rows + 4 per-domain rows of 3 domains, one seed: 21 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
-    assert len(cached) == 12
+    assert len(cached) == 21
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
