@@ -58,7 +58,7 @@ def main() -> None:
     report = load_ddf_backbone(model, state)
     model.pretrained_cfg = dataclasses.replace(
         model.pretrained_cfg.trained_on((), 0, input_size=(3, 224, 224)),
-        source=f"DDF ddf_mul_resnet50 ImageNet weights, converted from {args.checkpoint.name}",
+        source=f"converted from the DDF ddf_mul_resnet50 checkpoint {args.checkpoint.name}",
     )
     save_model(model, args.out)
     print(
