@@ -245,6 +245,11 @@ class DCSDConv(nn.Module):
         _check_backend(backend)
         check_bool("stop_gradient", stop_gradient)
         check_bool("spatial_information", spatial_information)
+        if spatial_information and self.factors == ("sample",):
+            raise ValueError(
+                "spatial_information=True feeds D + Cam to the spatial branch, so it needs the "
+                f"'domain' or 'camera' factor; got factors={self.factors}"
+            )
         filter_norm = check_filter_norm(filter_norm)
         if filter_norm == "ddf" and kernel_size == 1:
             raise ValueError(
@@ -276,12 +281,6 @@ class DCSDConv(nn.Module):
             check_int("num_cameras", num_cameras, 1)
             self.camera_mlp = _mlp(channels, mlp_hidden, channels)
             self.camera_classifier = nn.Linear(channels, num_cameras)
-
-        if spatial_information and self.factors == ("sample",):
-            raise ValueError(
-                "spatial_information=True feeds D + Cam to the spatial branch, so it needs the "
-                f"'domain' or 'camera' factor; got factors={self.factors}"
-            )
 
         self.channel_branch = _mlp(channels, max(1, int(channels * channel_ratio)), channels * taps)
         self.spatial_branch = nn.Conv2d(channels, taps, kernel_size=1, stride=stride)
