@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dcsd.data import MultiDomainDataset
+from dcsd.kernels._validation import check_int
 from dcsd.manifest import MANIFEST_FILE
 from dcsd.models.pretrained import save_model
 from dcsd.modules import DCSDConv
@@ -159,14 +160,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        milestones = tuple(self.milestones)
-        if not all(type(m) is int and m >= 1 for m in milestones) or any(
-            b <= a for a, b in zip(milestones, milestones[1:], strict=False)
-        ):
-            raise ValueError(
-                f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
-            )
-        if type(self.seed) is not int or not 0 <= self.seed < _MAX_SEED:
+        milestones = [check_int("milestones", m, 1) for m in self.milestones]
+        if any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {milestones}")
+        if check_int("seed", self.seed, 0) >= _MAX_SEED:
             raise ValueError(f"seed must be an int in 0..2**32-1, got {self.seed!r}")
 
 

@@ -799,14 +799,15 @@ def test_train_config_refuses_values_that_would_do_something_else():
     for kwargs, message in (
         ({"milestones": (5, 2)}, r"milestones must be increasing epochs >= 1, got \[5, 2\]"),
         ({"milestones": (3, 3)}, "milestones must be increasing"),
-        ({"milestones": (0,)}, "milestones must be increasing epochs >= 1"),
+        ({"milestones": (0,)}, "milestones must be >= 1, got 0"),
+        ({"milestones": (2.5,)}, "milestones must be an int, got float 2.5"),
         ({"gamma": float("nan")}, "gamma must be a finite number > 0"),
         ({"warmup_factor": float("nan")}, "warmup_factor must be a finite number > 0"),
         ({"warmup_factor": 0.0}, "warmup_factor must be a finite number > 0"),
         ({"seed": 2**70}, r"seed must be an int in 0..2\*\*32-1"),
-        ({"seed": -1}, "seed must be an int"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises((TypeError, ValueError), match=message):
             TrainConfig(**kwargs)
         TRIED["bad arguments"] += 1
 
