@@ -23,6 +23,7 @@ from pathlib import Path
 import dcsd
 from dcsd.data import MultiDomainDataset, build_dataset, list_datasets, make_synthetic_domains
 from dcsd.engine import (
+    RunLock,
     TrainConfig,
     Trainer,
     build_eval_splits,
@@ -322,6 +323,12 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
 def main() -> None:
     args = parse_args()
     context = init_distributed(args.device)
+    if context.is_main and args.out.is_dir() and not args.per_domain:
+        # Fail fast: a run already in --out is named now, not after the data and the image
+        # check are built. The Trainer takes the lock itself for the whole run.
+        probe = RunLock(args.out)
+        probe.acquire()
+        probe.release()
     datasets, test_datasets = load_domains(args)
     if args.per_domain:
         results = {}

@@ -10,6 +10,7 @@ import random
 import re
 import signal
 import socket
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -560,7 +561,16 @@ def test_a_second_run_in_one_folder_is_refused_naming_the_holder(tiny_data, tmp_
         with pytest.raises(RunLockedError, match=holder):
             fresh.fit()
         assert time.perf_counter() - started < 5, "refused at once, not after waiting"
-        TRIED["concurrent runs"] += 2
+        script = train_joint_module()
+        argv = ["train_joint.py", "--out", str(tmp_path), "--resume", "--device", "cpu"]
+        with (
+            mock.patch.object(sys, "argv", argv),
+            mock.patch.object(script, "load_domains") as data,
+        ):
+            with pytest.raises(RunLockedError, match=holder):
+                script.main()
+        assert not data.called, "refused before building any data"
+        TRIED["concurrent runs"] += 3
         # Nothing of the first run was touched by the refused ones.
         assert load_training_state(tmp_path / "checkpoints").epoch == 1
         assert [record["epoch"] for record in read_log(tmp_path / "log.jsonl")] == [1]
