@@ -13,6 +13,7 @@ from dcsd.data import build_eval_transforms
 from dcsd.engine import ChecksumError, load_training_state, save_training_state
 from dcsd.models import PretrainedCfg, ReIDResNet, registry, save_model
 from dcsd.models.resnet import create_reid_resnet
+from dcsd.modules import DCSDConv
 
 SMALL = dict(num_classes=4, num_domains=2, num_cameras=3)
 
@@ -129,7 +130,7 @@ def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
     loaded = dcsd.load_model(tmp_path)
     assert loaded.architecture == "resnet50_dcsd_s" and loaded.factors == ("sample",)
     # The stock builders delegate the same way and keep the layer's defaults.
-    assert dcsd.resnet50_dcsd().config["filter_norm"] == "none"
+    assert dcsd.resnet50_dcsd().config["filter_norm"] == DCSDConv(8, num_domains=1, num_cameras=1).filter_norm
     with pytest.raises(TypeError, match="unexpected keyword argument 'dilation'"):
         dcsd.resnet50_dcsd(dilation=2)
 
