@@ -130,7 +130,8 @@ def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
     loaded = dcsd.load_model(tmp_path)
     assert loaded.architecture == "resnet50_dcsd_s" and loaded.factors == ("sample",)
     # The stock builders delegate the same way and keep the layer's defaults.
-    assert dcsd.resnet50_dcsd().config["filter_norm"] == DCSDConv(8, num_domains=1, num_cameras=1).filter_norm
+    layer_default = DCSDConv(8, num_domains=1, num_cameras=1).filter_norm
+    assert dcsd.resnet50_dcsd().config["filter_norm"] == layer_default
     with pytest.raises(TypeError, match="unexpected keyword argument 'dilation'"):
         dcsd.resnet50_dcsd(dilation=2)
 
