@@ -26,8 +26,9 @@ Exits with status 1 if any kernel spills registers.
   and the 1x1 spatial conv, spatial written; backward: the conv's dX and dW, the mean's gradient
   written out, autograd's two adds of x-sized gradients: 9 x-sized passes and 2 spatial-sized).
 
-"default" rows launch with the default tile, "tuned" with the config of TUNING_CONFIGS the model
-estimates fastest for that kernel and layer (what DCSD_AUTOTUNE=1 should find).
+"default" rows launch with each kernel's default tile, "tuned" with the config of its tuning list
+the model estimates fastest for that kernel and layer (for dspatial/dchannel, with the passes
+that finish it): what DCSD_AUTOTUNE=1 should find.
 """
 
 from __future__ import annotations
@@ -137,28 +138,49 @@ def estimate(launch, config, element_taps: int, element_bytes: int) -> Estimate:
     )
 
 
+def kernel_configs(module: ModuleType, kernel: str) -> tuple:
+    """``kernel``'s default tile and what the tuner may pick (one list for all kernels in older
+    revisions)."""
+    per_kernel = getattr(module, "KERNEL_CONFIGS", None)
+    return per_kernel[kernel] if per_kernel else module.TUNING_CONFIGS
+
+
 def model_layer(layer, module: ModuleType, batch: int, dtype: torch.dtype) -> dict[str, list]:
-    """Per launch of one layer: [default estimate, tuned estimate]."""
+    """Per launch of one layer: [default estimate, tuned estimate]; the passes that finish the
+    filter gradients follow the dspatial/dchannel kernel's config, and a pass that a config does
+    not need is None."""
     call = op_call(layer, batch)
     taps = call.kernel_size**2
     element_taps = batch * layer.channels * call.spatial_shape[2] * call.spatial_shape[3] * taps
     element = torch.empty((), dtype=dtype).element_size()
     layout = torch.contiguous_format
+    kernels = ("forward", "grad_input", "grad_filters")
+    configs = list(dict.fromkeys(c for name in kernels for c in kernel_configs(module, name)))
     by_config = {
         config: {
             launch.name: estimate(launch, config, element_taps, element)
             for launch in plan(call, dtype, layout, config, module)
         }
-        for config in module.TUNING_CONFIGS
+        for config in configs
     }
-    default = by_config[module.DEFAULT_CONFIG]
-    return {
-        name: [
-            default[name],
-            min((per[name] for per in by_config.values()), key=lambda e: e.estimate_us),
-        ]
-        for name in default
-    }
+
+    def cost(config, name: str) -> float:
+        # The dspatial/dchannel kernel's config also decides the passes that finish it.
+        per = by_config[config]
+        if name != "grad_filters":
+            return per[name].estimate_us
+        return sum(e.estimate_us for n, e in per.items() if n not in kernels or n == name)
+
+    chosen = {}
+    for name in kernels:
+        choices = kernel_configs(module, name)
+        best = min(choices, key=lambda c, name=name: cost(c, name))
+        chosen[name] = (choices[0], best)
+    result = {name: [by_config[c][name] for c in chosen[name]] for name in kernels}
+    passes = dict.fromkeys(p for per in by_config.values() for p in per if p not in result)
+    for name in passes:
+        result[name] = [by_config[c].get(name) for c in chosen["grad_filters"]]
+    return result
 
 
 def generator_bytes(layer, batch: int, element: int) -> tuple[int, int]:
@@ -190,7 +212,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
         for layer, launches in per_layer.items():
             for kernel, pair in launches.items():
                 for kind, e in zip(("default", "tuned"), pair, strict=True):
-                    if e.config == "torch" and kind == "tuned":
+                    if e is None:
                         continue
                     torch_pass = e.config == "torch"
                     rows.append(
@@ -198,7 +220,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
                             layer.name,
                             str(layer.count),
                             kernel,
-                            "torch pass" if torch_pass else f"{kind} {e.config}",
+                            f"{kind} torch pass" if torch_pass else f"{kind} {e.config}",
                             *(
                                 ["-"] * 8
                                 if torch_pass
@@ -244,7 +266,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
                 for layer, launches in per_layer.items():
                     forward_floor, op_floor = op_bytes(layer, batch, element, "triton")
                     chosen = [pair[kind_index] for pair in launches.values()]
-                    picked = [e for e in chosen if selected is None or selected(e)]
+                    picked = [e for e in chosen if e and (selected is None or selected(e))]
                     count = layer.count
                     moved += count * sum(e.moved_bytes for e in picked)
                     issue += count * sum(e.issue_us for e in picked)

@@ -24,6 +24,8 @@ the passes that finish them, for the tile config used (the default unless ``DCSD
     python bench/bench_kernels.py --out bench/RESULTS.md   # also append the tables there
     python bench/bench_kernels.py --device cpu             # reference/unfold/compile/cudnn, batch 2
     python bench/bench_kernels.py --channels-last          # x, spatial, grad_out as NHWC
+    python bench/bench_kernels.py --kernel-times           # CUDA: profiler time of each kernel
+    python bench/bench_kernels.py --count-bytes --baseline REV  # bytes moved, now and at REV
     TRITON_INTERPRET=1 python bench/bench_kernels.py --device cpu --tiny --impls triton unfold
 
 CUDA times are medians of ``triton.testing.do_bench`` (L2 flushed between runs); CPU times are
@@ -38,6 +40,7 @@ import importlib.util
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -253,8 +256,16 @@ def kernels_at(revision: str) -> ModuleType:
     name = f"dcsd.kernels._triton_at_{revision.replace('~', '_').replace('^', '_')}"
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
+    # Dataclasses look their module up while they are defined.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def default_config(module: ModuleType):
+    """``None`` (each kernel's own default) where ``module`` has per-kernel configs, else its one
+    default tile (older revisions)."""
+    return None if hasattr(module, "KERNEL_CONFIGS") else module.DEFAULT_CONFIG
 
 
 def triton_moved_bytes(
@@ -262,10 +273,9 @@ def triton_moved_bytes(
 ) -> tuple[int, int]:
     """(forward, forward + backward) bytes the Triton implementation reads and writes, launch by
     launch (``launch_plan``: each tensor argument of a kernel once, plus the torch passes that
-    finish a gradient), with the default tile config of ``module``."""
-    launches = plan(
-        op_call(layer, batch), dtype, torch.contiguous_format, module.DEFAULT_CONFIG, module
-    )
+    finish a gradient), with the default tile configs of ``module``."""
+    call = op_call(layer, batch)
+    launches = plan(call, dtype, torch.contiguous_format, default_config(module), module)
     forward = sum(launch.moved_bytes for launch in launches if not launch.backward)
     return forward, sum(launch.moved_bytes for launch in launches)
 
@@ -455,6 +465,58 @@ def bytes_report(dtype_names: list[str], batch: int, baseline: str | None = None
     return "\n".join(lines)
 
 
+def kernel_times_report(dtype_names: list[str], batch: int, device: torch.device) -> str:
+    """Per layer, the GPU time of every kernel one forward and backward of the Triton
+    implementation launches (torch.profiler's device times, averaged over 20 steps, so host
+    launch time does not count), to set beside ``bench/bench_compile.py --model``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    steps = 20
+    lines = [f"batch {batch}, K={KERNEL_SIZE}, default tile configs; us per call, mean of {steps}"]
+    for dtype_name in dtype_names:
+        dtype = DTYPES[dtype_name]
+        rows, names = [], []
+        for layer in LAYERS:
+            call = op_call(layer, batch)
+            x, spatial, channel = (
+                torch.randn(t.shape, device=device, dtype=dtype).requires_grad_()
+                for t in call.inputs(dtype, torch.contiguous_format)
+            )
+            options = call.kernel_size, call.stride, call.padding, call.dilation
+            grad_out = torch.randn(batch, layer.channels, *spatial.shape[2:], device=device)
+            grad_out = grad_out.to(dtype)
+
+            def step(x=x, spatial=spatial, channel=channel, options=options, grad_out=grad_out):
+                out = triton_dwconv2d(x, spatial, channel, *options)
+                return torch.autograd.grad(out, (x, spatial, channel), grad_out)
+
+            step()  # compile (and autotune) outside the profile
+            torch.cuda.synchronize(device)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(steps):
+                    step()
+                torch.cuda.synchronize(device)
+            times = {}
+            for event in prof.key_averages():
+                total = getattr(event, "self_device_time_total", None)
+                if total is None:
+                    total = event.self_cuda_time_total
+                if total > 0:
+                    times[event.key] = total / steps
+            names += [name for name in times if name not in names]
+            rows.append((layer, times))
+        header = ["dtype", "layer", "x", *names, "sum"]
+        table = [
+            [dtype_name, layer.name, str(layer.count)]
+            + [f"{times.get(name, 0.0):.1f}" for name in names]
+            + [f"{sum(times.values()):.1f}"]
+            for layer, times in rows
+        ]
+        total = sum(layer.count * sum(times.values()) for layer, times in rows)
+        lines += ["", markdown_table(header, table), f"{dtype_name}, 16 layers: {total:.0f} us"]
+    return "\n".join(lines)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -484,6 +546,11 @@ def main() -> None:
         help="only print the bytes that must move and the bytes Triton moves (no device needed)",
     )
     parser.add_argument(
+        "--kernel-times",
+        action="store_true",
+        help="CUDA: GPU time of each Triton kernel and torch pass per layer (torch.profiler)",
+    )
+    parser.add_argument(
         "--baseline",
         default=None,
         help="with --count-bytes: also count the kernels at this git revision",
@@ -495,6 +562,17 @@ def main() -> None:
         print(bytes_report(args.dtypes, args.batch or 64, args.baseline))
         return
     device = torch.device(args.device)
+    if args.kernel_times:
+        if device.type != "cuda":
+            parser.error("--kernel-times needs a CUDA device")
+        text = kernel_times_report(args.dtypes, args.batch or 64, device)
+        print(text)
+        if args.out is not None:
+            with args.out.open("a") as file:
+                file.write("\n\n## Triton kernel times per layer (torch.profiler)\n\n")
+                file.write(f"- {device_name(device)}; torch {torch.__version__}, ")
+                file.write(f"triton {triton.__version__}\n\n{text}\n")
+        return
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if args.impls is not None:
         names = args.impls

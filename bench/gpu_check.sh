@@ -9,7 +9,8 @@
 # file and a tarball of the logs are copied there.
 # 1. installs this checkout without dependencies (pip install --no-deps -e .),
 # 2. runs the CUDA tests (pytest -m cuda),
-# 3. the kernel benchmark in bf16 (NCHW), then the model benchmark (training step and inference,
+# 3. the kernel benchmark in bf16 (NCHW), each Triton kernel's profiler time per layer (to check
+#    bench/bench_compile.py --model), then the model benchmark (training step and inference,
 #    DCSD vs static),
 # 4. the rest of the suite on the GPU,
 # 5. the kernel benchmark in fp32 and in bf16 channels_last, then rank_metrics against a stable
@@ -75,6 +76,8 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 step cuda-tests 180 $PYTHON -m pytest -q -m cuda -p no:cacheprovider
 step bench-kernels 180 $PYTHON bench/bench_kernels.py --dtypes bfloat16 --out "$RESULTS"
+# Every Triton kernel's own GPU time per layer (profiler), against bench_compile.py --model.
+step kernel-times 120 $PYTHON bench/bench_kernels.py --kernel-times --dtypes bfloat16 --out "$RESULTS"
 step bench-model 240 $PYTHON bench/bench_model.py --out "$RESULTS"
 step suite 420 $PYTHON -m pytest -q -m "not cuda" -p no:cacheprovider
 step bench-kernels-fp32 180 $PYTHON bench/bench_kernels.py --dtypes float32 --out "$RESULTS"

@@ -15,19 +15,24 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   reaches all of its positions or none, so only the reaching taps are compiled (at stride 2, 1, 2
   or 4 of the 9), each reading output positions at a constant offset in cells.
 - dspatial and dchannel: one kernel, since both reduce the same products
-  ``grad_out * x_tap``. A program owns (sample, output-position block, channel group): it loops
-  over its channel group, reducing over channels for dspatial and over its positions for
-  dchannel. The partial sums (one per channel group, one per position block) go to small float32
-  workspaces that ``torch.sum`` finishes, in a fixed order.
+  ``grad_out * x_tap``. A program owns (sample, output-position block, channel group) and loops
+  over its channel group. Its tiles are [BLOCK_P positions, BLOCK_C channels] with one channel per
+  lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
+  channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
+  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
+  With one channel group (one position block) the kernel writes the gradient itself; else float32
+  partial sums (one per group, one per position block) that ``torch.sum`` finishes in a fixed
+  order.
 
 Every tensor is addressed through its own strides, so NCHW and channels_last (NHWC) inputs, and
 the filter tensors as the generators produce them, are read in place; outputs and input gradients
 are written in the memory format of the tensor they belong to (see ``memory_format``).
 
-The tile shape and warp count are a :class:`TileConfig`. The kernels are wrapped in
-``triton.autotune`` over ``active_configs()``, keyed on (C, Ho*Wo, stride, x's channel stride,
-dtype): :data:`DEFAULT_CONFIG` alone unless ``DCSD_AUTOTUNE=1`` is set before import (never under
-the interpreter), then every config of :data:`TUNING_CONFIGS`.
+The tile shape and warp count are a :class:`TileConfig`. Each kernel is wrapped in
+``triton.autotune`` over ``active_configs(kernel)``, keyed on (C, Ho*Wo, stride, x's channel
+stride, dtype): its default (the first of :data:`KERNEL_CONFIGS`) alone unless ``DCSD_AUTOTUNE=1``
+is set before import (never under the interpreter), then every config listed for it.
+:func:`launch_plan` lists a call's launches for the offline compile and performance model.
 
 The functions trust their arguments' shapes and dtypes: the public
 :func:`dcsd.kernels.decoupled_dwconv2d` validates them before it calls these.
@@ -68,13 +73,22 @@ class TileConfig:
 # 16 channels x 64 positions over 8 warps: 4 elements per thread, so all K*K unrolled loads stay
 # in flight without register spills (ptxas for sm_80 and sm_90: see bench/bench_compile.py).
 DEFAULT_CONFIG = TileConfig(16, 64, 8)
-# What the tuner may pick. Each one compiles for sm_80 and sm_90 without spills for every kernel,
-# dtype and layout at ResNet50-DCSD's stride-1 and stride-2 shapes (tests/kernels/
-# test_kernels_compile.py with DCSD_COMPILE_MATRIX=full). Wide channel tiles
-# suit channels_last, where channels are contiguous; long position tiles suit NCHW.
+# What the tuner may pick for the forward and dx kernels. Each one compiles for sm_80 and sm_90
+# without spills for every dtype and layout at ResNet50-DCSD's stride-1 and stride-2 shapes
+# (tests/kernels/test_kernels_compile.py with DCSD_COMPILE_MATRIX=full). Wide channel tiles suit
+# channels_last, where channels are contiguous; long position tiles suit NCHW.
 # 16x128 and 32x64 tiles over 8 warps (8 elements per thread within 128 registers) spill in the
 # dx kernel on both archs, so they are not offered.
 TUNING_CONFIGS = (DEFAULT_CONFIG, TileConfig(8, 128, 4), TileConfig(64, 16, 4))
+# The dspatial/dchannel kernel's tiles are [positions, channels] with one channel per lane (see
+# _grad_filters_kernel): 32 channels x 32 positions over 4 warps, 8 positions per thread (16
+# spill at stride 2 on sm_90).
+FILTER_GRAD_CONFIG = TileConfig(32, 32, 4)
+KERNEL_CONFIGS = {
+    "forward": TUNING_CONFIGS,
+    "grad_input": TUNING_CONFIGS,
+    "grad_filters": (FILTER_GRAD_CONFIG, TileConfig(32, 16, 2), TileConfig(32, 8, 1)),
+}
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _AUTOTUNE = os.environ.get("DCSD_AUTOTUNE") == "1" and not _INTERPRET
 
@@ -87,19 +101,20 @@ _INT32_MAX = 2**31 - 1
 _MAX_GRID_DIM = 65535
 
 
-def active_configs() -> tuple[TileConfig, ...]:
-    """The configs the autotuner chooses from in this process (fixed at import)."""
-    return TUNING_CONFIGS if _AUTOTUNE else (DEFAULT_CONFIG,)
+def active_configs(kernel: str = "forward") -> tuple[TileConfig, ...]:
+    """The configs the autotuner chooses from for ``kernel`` (a key of :data:`KERNEL_CONFIGS`)
+    in this process (fixed at import)."""
+    return KERNEL_CONFIGS[kernel] if _AUTOTUNE else KERNEL_CONFIGS[kernel][:1]
 
 
-def _autotune(kernel: triton.JITFunction) -> triton.runtime.Autotuner:
+def _autotune(kernel: triton.JITFunction, name: str) -> triton.runtime.Autotuner:
     configs = [
         triton.Config(
             {"BLOCK_C": c.block_c, "BLOCK_P": c.block_p},
             num_warps=c.num_warps,
             maxnreg=c.max_registers,
         )
-        for c in active_configs()
+        for c in active_configs(name)
     ]
     # The autotuner appends the pointers' dtypes to the key; x's channel stride tells NCHW
     # (H*W) from channels_last (1).
@@ -320,6 +335,7 @@ def _grad_filters_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    DENSE: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     position_block = tl.program_id(0)
@@ -328,62 +344,82 @@ def _grad_filters_kernel(
     # The grid sets the number of groups (it depends on the tile): the smallest multiple of
     # BLOCK_C channels per group that covers every channel with that many groups.
     channels_per_group = tl.cdiv(tl.cdiv(channels, tl.num_programs(1)), BLOCK_C) * BLOCK_C
+    # Tiles are [BLOCK_P positions, BLOCK_C channels]: with channels the faster axis, a thread
+    # holds positions of one channel, so dchannel's sum over positions stays in the thread.
     offs_p = position_block * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < positions
     out_row = offs_p // width_out
     out_col = offs_p % width_out
     group_start = group * channels_per_group
-    group_end = tl.minimum(channels, group_start + channels_per_group)
+    group_size = tl.minimum(channels, group_start + channels_per_group) - group_start
+    # 2-D from the start ([1, BLOCK_C] and [BLOCK_P, 1]), so every vector has the tile's layout.
+    lanes = tl.arange(0, BLOCK_C)[None, :]
+    mask_p = mask_p[:, None]
 
-    grad_out_ptr += sample * grad_stride_n
-    x_ptr += sample * x_stride_n
+    grad_out_ptr += sample * grad_stride_n + group_start * grad_stride_c
+    x_ptr += sample * x_stride_n + group_start * x_stride_c
     spatial_ptr += sample * spatial_stride_n
-    channel_ptr += sample * channel_stride_n
+    channel_ptr += sample * channel_stride_n + group_start * channel_stride_c
     grad_spatial_part_ptr += sample * spatial_part_stride_n + group * taps * positions
-    grad_channel_part_ptr += sample * channel_part_stride_n + position_block * channels * taps
-    grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
-    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+    grad_channel_part_ptr += (
+        sample * channel_part_stride_n + position_block * channels * taps + group_start * taps
+    )
+    if DENSE:
+        grad_offsets = offs_p[:, None] + lanes * grad_stride_c
+        spatial_offsets = offs_p[:, None]
+    else:
+        grad_offsets = (out_row * grad_stride_h + out_col * grad_stride_w)[:, None]
+        grad_offsets += lanes * grad_stride_c
+        spatial_offsets = (out_row * spatial_stride_h + out_col * spatial_stride_w)[:, None]
 
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
-        inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
-        x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        inside = (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
+        inside = mask_p & inside[:, None]
+        if DENSE:
+            shift = ((tap // KERNEL_SIZE) * DILATION - PADDING) * width
+            shift += (tap % KERNEL_SIZE) * DILATION - PADDING
+            x_offsets = (offs_p + shift)[:, None] + lanes * x_stride_c
+        else:
+            x_offsets = (in_row * x_stride_h + in_col * x_stride_w)[:, None]
+            x_offsets += lanes * x_stride_c
         spatial_tap = tl.load(
             spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=mask_p, other=0.0
         ).to(ACC_DTYPE)
-        grad_spatial = tl.zeros([BLOCK_P], dtype=ACC_DTYPE)
-        for block_start in range(group_start, group_end, BLOCK_C):
-            offs_c = block_start + tl.arange(0, BLOCK_C)
-            mask_c = offs_c < group_end
+        # dspatial sums over channels: the products accumulate elementwise over the channel loop
+        # and are reduced across channels once per tap.
+        weighted = tl.zeros([BLOCK_P, BLOCK_C], dtype=ACC_DTYPE)
+        for start in range(0, group_size, BLOCK_C):
+            mask_c = lanes < group_size - start
             grad = tl.load(
-                grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
-                mask=mask_c[:, None] & mask_p[None, :],
+                grad_out_ptr + start * grad_stride_c + grad_offsets,
+                mask=mask_p & mask_c,
                 other=0.0,
-            ).to(ACC_DTYPE)
-            x_tap = tl.load(
-                x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
-                mask=mask_c[:, None] & inside[None, :],
-                other=0.0,
-            ).to(ACC_DTYPE)
+            )
+            x_tap = tl.load(x_ptr + start * x_stride_c + x_offsets, mask=inside & mask_c, other=0.0)
             channel_tap = tl.load(
-                channel_ptr + offs_c * channel_stride_c + tap * channel_stride_t,
+                channel_ptr + (start + lanes) * channel_stride_c + tap * channel_stride_t,
                 mask=mask_c,
                 other=0.0,
             )
-            grad_x_tap = grad * x_tap
-            grad_spatial += tl.sum(grad_x_tap * channel_tap.to(ACC_DTYPE)[:, None], axis=0)
+            grad_x_tap = grad.to(ACC_DTYPE) * x_tap.to(ACC_DTYPE)
+            weighted += grad_x_tap * channel_tap.to(ACC_DTYPE)
             tl.store(
-                grad_channel_part_ptr + offs_c * taps + tap,
-                tl.sum(grad_x_tap * spatial_tap[None, :], axis=1),
+                grad_channel_part_ptr + (start + lanes) * taps + tap,
+                tl.sum(grad_x_tap * spatial_tap, axis=0, keep_dims=True),
                 mask=mask_c,
             )
-        tl.store(grad_spatial_part_ptr + tap * positions + offs_p, grad_spatial, mask=mask_p)
+        tl.store(
+            grad_spatial_part_ptr + tap * positions + offs_p[:, None],
+            tl.sum(weighted, axis=1, keep_dims=True),
+            mask=mask_p,
+        )
 
 
-_forward_tuned = _autotune(_forward_kernel)
-_grad_input_tuned = _autotune(_grad_input_kernel)
-_grad_filters_tuned = _autotune(_grad_filters_kernel)
+_forward_tuned = _autotune(_forward_kernel, "forward")
+_grad_input_tuned = _autotune(_grad_input_kernel, "grad_input")
+_grad_filters_tuned = _autotune(_grad_filters_kernel, "grad_filters")
 
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
@@ -634,6 +670,38 @@ def _tensor_bytes(args: tuple) -> int:
     return sum(arg.numel() * arg.element_size() for arg in args if isinstance(arg, torch.Tensor))
 
 
+def _dense_positions(x: torch.Tensor, *maps: torch.Tensor) -> bool:
+    """Whether the dspatial/dchannel kernel may address positions as runs: x and every (N, *, Ho,
+    Wo) map store their planes densely, row after row (NCHW-contiguous planes), and the output
+    has x's size, so x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
+    tensors = (x, *maps)
+    dense = all(t.stride(3) == 1 and t.stride(2) == t.size(3) for t in tensors)
+    return dense and all(t.shape[2:] == x.shape[2:] for t in maps)
+
+
+def _filter_grad_buffers(
+    x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, groups: int, blocks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the dspatial/dchannel kernel writes: (N, groups, K*K, Ho*Wo) and (N, position blocks,
+    C, K*K), contiguous. With one group (one position block) that is the gradient itself, in its
+    dtype; else float32 partial sums that :func:`_finish` adds up."""
+    batch, channels = x.shape[:2]
+    taps, positions = spatial.shape[1], spatial.shape[2] * spatial.shape[3]
+    partial = accumulation_dtype(x.dtype)
+    spatial_dtype = spatial.dtype if groups == 1 else partial
+    channel_dtype = channel.dtype if blocks == 1 else partial
+    return (
+        torch.empty(batch, groups, taps, positions, dtype=spatial_dtype, device=x.device),
+        torch.empty(batch, blocks, channels, taps, dtype=channel_dtype, device=x.device),
+    )
+
+
+def _finish(part: torch.Tensor, count: int, like: torch.Tensor) -> torch.Tensor:
+    """The gradient shaped and laid out as ``like`` from the first ``count`` partial sums."""
+    total = part[:, 0] if part.size(1) == 1 else part[:, :count].sum(dim=1)
+    return total.view(like.shape).to(like.dtype, memory_format=memory_format(like))
+
+
 def launch_plan(
     x: torch.Tensor,
     spatial: torch.Tensor,
@@ -642,48 +710,63 @@ def launch_plan(
     stride: int,
     padding: int,
     dilation: int,
-    config: TileConfig,
+    config: TileConfig | None = None,
 ) -> list[Launch]:
-    """Every launch and finishing pass of one forward and backward with ``config``, in order,
-    with the arguments the launchers build (``grad_out`` and the results in x's memory format);
-    tensors may live on the meta device."""
+    """Every launch and finishing pass of one forward and backward, in order, with the arguments
+    the launchers build (``grad_out`` and the results in x's memory format); ``config`` for every
+    kernel, or ``None`` for each kernel's default (the first of :data:`KERNEL_CONFIGS`). Tensors
+    may live on the meta device."""
+    configs = {name: config or choices[0] for name, choices in KERNEL_CONFIGS.items()}
     batch, channels, height, width = x.shape
     height_out, width_out = spatial.shape[2:]
     positions = height_out * width_out
-    taps = kernel_size * kernel_size
     like_x = {"dtype": x.dtype, "device": x.device, "memory_format": memory_format(x)}
     out = torch.empty(batch, channels, height_out, width_out, **like_x)
     grad_x = torch.empty(batch, channels, height, width, **like_x)
-    blocks, groups = _filter_grad_grid(batch, channels, positions, config, None)
-    workspace = {"dtype": accumulation_dtype(x.dtype), "device": x.device}
-    grad_spatial_part = torch.empty(batch, groups, taps, positions, **workspace)
-    grad_channel_part = torch.empty(batch, blocks, channels, taps, **workspace)
-    constants = {
-        **_constants(kernel_size, stride, padding, dilation, x.dtype),
-        "BLOCK_C": config.block_c,
-        "BLOCK_P": config.block_p,
-        "num_warps": config.num_warps,
-        "maxnreg": config.max_registers,
-    }
+    filter_config = configs["grad_filters"]
+    blocks, groups = _filter_grad_grid(batch, channels, positions, filter_config, None)
+    grad_spatial_part, grad_channel_part = _filter_grad_buffers(x, spatial, channel, groups, blocks)
     forward_args = forward_launch_args(x, spatial, channel, out)
     grad_input_args, grad_filters_args = backward_launch_args(
         out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
     )
-    channel_blocks = triton.cdiv(channels, config.block_c)
-    channels_per_group = triton.cdiv(channels, groups)
-    channel_loop = triton.cdiv(channels_per_group, config.block_c)
-    # torch.sum reads a workspace and writes float32; a cast to a 16-bit dtype reads that and
-    # writes the gradient.
-    cast = 0 if x.dtype == workspace["dtype"] else 4 + x.element_size()
-    finish_spatial = 4 * (groups + 1) * spatial.numel() + cast * spatial.numel()
-    finish_channel = 4 * (blocks + 1) * channel.numel() + cast * channel.numel()
+    base = _constants(kernel_size, stride, padding, dilation, x.dtype)
+
+    def constants(name: str) -> dict:
+        tile = configs[name]
+        extra = {"DENSE": _dense_positions(x, out, spatial)} if name == "grad_filters" else {}
+        return {
+            **base,
+            **extra,
+            "BLOCK_C": tile.block_c,
+            "BLOCK_P": tile.block_p,
+            "num_warps": tile.num_warps,
+            "maxnreg": tile.max_registers,
+        }
+
+    channels_per_group = triton.cdiv(triton.cdiv(channels, groups), filter_config.block_c)
+    # torch.sum reads the partial sums and writes float32; a cast to a 16-bit dtype reads that
+    # and writes the gradient. One group (position block): the kernel wrote the gradient.
+    cast = 0 if x.dtype == accumulation_dtype(x.dtype) else 4 + x.element_size()
+    finishes = []
+    for name, count, size in (
+        ("finish_spatial", groups, spatial.numel()),
+        ("finish_channel", blocks, channel.numel()),
+    ):
+        if count > 1:
+            moved = 4 * (count + 1) * size + cast * size
+            finishes.append(Launch(name, None, (0, 0, 0), (), {}, 1, moved, True))
     return [
         Launch(
             "forward",
             _forward_kernel,
-            (triton.cdiv(positions, config.block_p), channel_blocks, batch),
+            (
+                triton.cdiv(positions, configs["forward"].block_p),
+                triton.cdiv(channels, configs["forward"].block_c),
+                batch,
+            ),
             forward_args,
-            constants,
+            constants("forward"),
             1,
             _tensor_bytes(forward_args),
             False,
@@ -691,9 +774,13 @@ def launch_plan(
         Launch(
             "grad_input",
             _grad_input_kernel,
-            (triton.cdiv(_cells(height, width, stride), config.block_p), channel_blocks, batch),
+            (
+                triton.cdiv(_cells(height, width, stride), configs["grad_input"].block_p),
+                triton.cdiv(channels, configs["grad_input"].block_c),
+                batch,
+            ),
             grad_input_args,
-            constants,
+            constants("grad_input"),
             1,
             _tensor_bytes(grad_input_args),
             True,
@@ -703,13 +790,12 @@ def launch_plan(
             _grad_filters_kernel,
             (blocks, groups, batch),
             grad_filters_args,
-            constants,
-            channel_loop,
+            constants("grad_filters"),
+            channels_per_group,
             _tensor_bytes(grad_filters_args),
             True,
         ),
-        Launch("finish_spatial", None, (0, 0, 0), (), {}, 1, finish_spatial, True),
-        Launch("finish_channel", None, (0, 0, 0), (), {}, 1, finish_channel, True),
+        *finishes,
     ]
 
 
@@ -743,16 +829,16 @@ def backward(
     _check_config(config)
     batch, channels, height, width = x.shape
     height_out, width_out = grad_out.shape[2:]
-    taps = kernel_size * kernel_size
     positions = height_out * width_out
-    candidates = active_configs() if config is None else (config,)
+    input_candidates = active_configs("grad_input") if config is None else (config,)
+    filter_candidates = active_configs("grad_filters") if config is None else (config,)
     tensors = {"x": x, "grad_out": grad_out, "spatial": spatial, "channel": channel}
-    _check_launch(tensors, positions, candidates)
-    workspace_dtype = accumulation_dtype(x.dtype)
-    # The workspaces must hold the finest tiling the autotuner may pick; the finishing sums read
-    # only the part the chosen config wrote.
+    _check_launch(tensors, positions, input_candidates + filter_candidates)
+    # The partial sums must hold the finest tiling the autotuner may pick; the finishing sums
+    # read only the part the chosen config wrote.
     geometry = [
-        _filter_grad_grid(batch, channels, positions, c, channels_per_program) for c in candidates
+        _filter_grad_grid(batch, channels, positions, c, channels_per_program)
+        for c in filter_candidates
     ]
     max_blocks = max(blocks for blocks, _ in geometry)
     max_groups = max(groups for _, groups in geometry)
@@ -766,16 +852,14 @@ def backward(
         device=x.device,
         memory_format=memory_format(x),
     )
-    grad_spatial_part = torch.empty(
-        batch, max_groups, taps, positions, dtype=workspace_dtype, device=x.device
-    )
-    grad_channel_part = torch.empty(
-        batch, max_blocks, channels, taps, dtype=workspace_dtype, device=x.device
+    grad_spatial_part, grad_channel_part = _filter_grad_buffers(
+        x, spatial, channel, max_groups, max_blocks
     )
     grad_input_args, grad_filters_args = backward_launch_args(
         grad_out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
     )
     constants = _constants(kernel_size, stride, padding, dilation, x.dtype)
+    dense = _dense_positions(x, grad_out, spatial)
 
     def grad_input_grid(meta):
         return (
@@ -790,9 +874,14 @@ def backward(
 
     with _device_guard(x):
         _launch(_grad_input_tuned, config, grad_input_grid, grad_input_args, constants)
-        used = _launch(_grad_filters_tuned, config, grad_filters_grid, grad_filters_args, constants)
+        used = _launch(
+            _grad_filters_tuned,
+            config,
+            grad_filters_grid,
+            grad_filters_args,
+            {**constants, "DENSE": dense},
+        )
     blocks, groups = _filter_grad_grid(batch, channels, positions, used, channels_per_program)
-    grad_spatial = grad_spatial_part[:, :groups].sum(dim=1).view(spatial.shape)
-    grad_spatial = grad_spatial.to(spatial.dtype, memory_format=memory_format(spatial))
-    grad_channel = grad_channel_part[:, :blocks].sum(dim=1).to(channel.dtype)
+    grad_spatial = _finish(grad_spatial_part, groups, spatial)
+    grad_channel = _finish(grad_channel_part, blocks, channel)
     return grad_x, grad_spatial, grad_channel

@@ -7,7 +7,7 @@ channels_last: calls whose launches bind to the same signature and specialisatio
 report) fails. The
 default run compiles bfloat16 with the default tile, the one every launch uses unless
 ``DCSD_AUTOTUNE=1``; ``DCSD_COMPILE_MATRIX=full`` (a CI step of its own: hundreds of compiles)
-adds float16, float32 and every tile config the autotuner may pick.
+adds float16, float32 and every tile config the autotuner may pick for each kernel.
 ``python bench/bench_compile.py`` compiles every call of the model and prints the table.
 """
 
@@ -32,15 +32,15 @@ from dcsd.kernels.offline_compile import (
     compile_call,
     record_op_calls,
 )
-from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, TUNING_CONFIGS, TileConfig
+from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, KERNEL_CONFIGS, TileConfig
 
 ARCHS = (90, 80)
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
 if os.environ.get("DCSD_COMPILE_MATRIX") == "full":
-    CONFIGS = TUNING_CONFIGS
+    KERNEL_TILES = [(kernel, config) for kernel in KERNELS for config in KERNEL_CONFIGS[kernel]]
     DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 else:
-    CONFIGS = (DEFAULT_CONFIG,)
+    KERNEL_TILES = [(kernel, KERNEL_CONFIGS[kernel][0]) for kernel in KERNELS]
     DTYPES = (torch.bfloat16,)
 
 
@@ -87,8 +87,7 @@ def test_recorded_calls_are_resnet50_dcsd_layers(op_calls: list[OpCall]) -> None
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("kernel", "config"), KERNEL_TILES, ids=str)
 def test_kernel_compiles_without_spills(
     kernel: str,
     config: TileConfig,

@@ -371,23 +371,33 @@ def test_int32_offset_limit_is_checked() -> None:
         triton_decoupled_dwconv.forward(x, spatial, channel, 1, 1, 0, 1)
 
 
+TUNED = {
+    "forward": "_forward_tuned",
+    "grad_input": "_grad_input_tuned",
+    "grad_filters": "_grad_filters_tuned",
+}
+
+
 @pytest.mark.parametrize("favourite", range(len(triton_decoupled_dwconv.TUNING_CONFIGS)))
 def test_autotuning_over_every_config_picks_and_sizes_correctly(
     favourite: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The path DCSD_AUTOTUNE=1 takes on a GPU: all of TUNING_CONFIGS offered, workspaces sized
-    for the finest tiling, the finishing sums cut to the tiling that ran. The benchmark is
-    replaced by a ranking that makes ``favourite`` win (timing needs a GPU)."""
+    """The path DCSD_AUTOTUNE=1 takes on a GPU: each kernel's configs offered, partial sums
+    sized for the finest tiling, the finishing sums cut to the tiling that ran. The benchmark is
+    replaced by a ranking that makes each kernel's config number ``favourite`` win (timing needs a
+    GPU)."""
     module = triton_decoupled_dwconv
-    configs = module.TUNING_CONFIGS
+    configs = module.KERNEL_CONFIGS
     monkeypatch.setattr(module, "_AUTOTUNE", True)
-    assert module.active_configs() == configs
-    for name in ("_forward_tuned", "_grad_input_tuned", "_grad_filters_tuned"):
-        monkeypatch.setattr(module, name, module._autotune(getattr(module, name).fn))
+    for name, attribute in TUNED.items():
+        assert module.active_configs(name) == configs[name]
+        tuned = module._autotune(getattr(module, attribute).fn, name)
+        monkeypatch.setattr(module, attribute, tuned)
+    favourites = {choices[favourite] for choices in configs.values()}
 
     def ranked_bench(self, *args, config, **kwargs):
         tile = TileConfig(config.kwargs["BLOCK_C"], config.kwargs["BLOCK_P"], config.num_warps)
-        return [0.0 if tile == configs[favourite] else 1.0 + configs.index(tile)]
+        return [0.0 if tile in favourites else 1.0]
 
     monkeypatch.setattr(triton.runtime.autotuner.Autotuner, "_bench", ranked_bench)
     case = Case(2, 20, 9, 7, 3, 1, 1, 1)  # more channels and positions than one tile of each
@@ -395,12 +405,10 @@ def test_autotuning_over_every_config_picks_and_sizes_correctly(
     expected_out, expected_grads, _ = oracle(case, x, spatial, channel, grad)
     out = module.forward(x, spatial, channel, *case.options)
     grads = module.backward(grad, x, spatial, channel, *case.options)
-    for tuned in (module._forward_tuned, module._grad_input_tuned, module._grad_filters_tuned):
-        best = tuned.best_config
-        assert (
-            TileConfig(best.kwargs["BLOCK_C"], best.kwargs["BLOCK_P"], best.num_warps)
-            == (configs[favourite])
-        )
+    for name, attribute in TUNED.items():
+        best = getattr(module, attribute).best_config
+        tile = TileConfig(best.kwargs["BLOCK_C"], best.kwargs["BLOCK_P"], best.num_warps)
+        assert tile == configs[name][favourite]
     assert_matches(out, expected_out, torch.float32)
     for actual, expected in zip(grads, expected_grads, strict=True):
         assert_matches(actual, expected, torch.float32)
