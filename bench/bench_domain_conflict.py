@@ -358,7 +358,7 @@ def main() -> None:
         f"seeds {args.seeds}",
         f"- command: `python bench/bench_domain_conflict.py {' '.join(sys.argv[1:])}`",
         "",
-        "### mAP (%), test split, mean ± std over seeds",
+        f"### mAP (%), {args.split} split, mean ± std over seeds",
         "",
         table(rows, results, domains, "mAP"),
         "",
