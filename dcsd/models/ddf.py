@@ -38,12 +38,10 @@ import torch.nn as nn
 
 from dcsd.modules import DCSDConv
 
-from .pretrained import LoadReport, load_model
+from .pretrained import LoadReport, load_model, load_tensors_by_name
 
 logger = logging.getLogger(__name__)
 
-# DDF's SE ratio of the channel branch; ResNet50-DCSD uses the same.
-DDF_SE_RATIO = 0.2
 # DDF's spatial FilterNorm std: calculate_gain("relu") / kernel_size, a fixed float.
 DDF_SPATIAL_SCALE = math.sqrt(2.0) / 3
 _CONV2 = re.compile(r"^(layer[1-4]\.\d+\.conv2\.)(.+)$")
@@ -229,24 +227,8 @@ def load_ddf_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> 
             f"dcsd's names ({', '.join(unexpected[:8])}{', ...' if len(unexpected) > 8 else ''})"
             ": is it another DDF variant (e.g. running_mean FilterNorm) or another model?"
         )
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(
-            f"state_dict is not a ddf_mul_resnet50 state dict: it lacks {len(missing)} tensors "
-            f"in dcsd's names ({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''})"
-        )
-    loaded = [key for key in expected if key in state]
-    mismatched = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-        for key in loaded
-        if state[key].shape != own[key].shape
-    ]
-    if mismatched:
-        raise ValueError(
-            "DDF's shapes differ from the model's (DDF vs model; DDF's channel branch has "
-            f"se_ratio {DDF_SE_RATIO}): " + ", ".join(mismatched[:8])
-        )
-    model.load_state_dict({key: state[key] for key in loaded}, strict=False)
+    # Names are dcsd's here; a channel-branch shape mismatch means another se_ratio than 0.2.
+    loaded = load_tensors_by_name(model, state, expected, "ddf_mul_resnet50", "DDF")
     with torch.no_grad():
         for layer in layers:
             layer.spatial_norm.scale.fill_(DDF_SPATIAL_SCALE)

@@ -616,6 +616,43 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
         ) from error
 
 
+def load_tensors_by_name(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    keys: list[str],
+    source: str,
+    kind: str,
+) -> list[str]:
+    """Load the model's ``keys`` from a foreign ``state_dict`` holding them under the same
+    names (BatchNorm's ``num_batches_tracked`` may be absent: older files predate it); every
+    other key is required with the model's shape. Returns the keys loaded.
+
+    Raises:
+        ValueError: a key is missing or has another shape; the message names ``source`` (what
+            the state dict should be) and ``kind`` (which tensors).
+    """
+    own = model.state_dict()
+    missing = [k for k in keys if k not in state_dict and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(
+            f"state_dict is not a {source} state dict: it lacks {len(missing)} {kind} tensors "
+            f"({_listing(missing)})"
+        )
+    loaded = [key for key in keys if key in state_dict]
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in loaded
+        if state_dict[key].shape != own[key].shape
+    ]
+    if mismatched:
+        raise ValueError(
+            f"state_dict shapes differ from the model's ({source} vs model): "
+            + _listing(mismatched)
+        )
+    model.load_state_dict({key: state_dict[key] for key in loaded}, strict=False)
+    return loaded
+
+
 def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
     """Initialise the stem, 1x1 convolutions, BatchNorms and downsample branches from a
     torchvision ResNet50 state dict.
@@ -642,25 +679,7 @@ def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]
         for key in own
         if key.startswith(_BACKBONE_PREFIXES) and not key.startswith(dynamic_prefixes)
     ]
-    # torchvision's 2017 ImageNet file predates BatchNorm's num_batches_tracked buffer.
-    required = [key for key in backbone if not key.endswith("num_batches_tracked")]
-    missing = [key for key in required if key not in state_dict]
-    if missing:
-        raise ValueError(
-            f"state_dict is not a torchvision ResNet50 state dict: it lacks {len(missing)} "
-            f"backbone tensors ({_listing(missing)})"
-        )
-    loaded = [key for key in backbone if key in state_dict]
-    mismatched = [
-        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
-        for key in loaded
-        if state_dict[key].shape != own[key].shape
-    ]
-    if mismatched:
-        raise ValueError(
-            "state_dict shapes differ from the model's (ImageNet vs model): " + _listing(mismatched)
-        )
-    model.load_state_dict({key: state_dict[key] for key in loaded}, strict=False)
+    loaded = load_tensors_by_name(model, state_dict, backbone, "torchvision ResNet50", "backbone")
     loaded_set = set(loaded)
     report = LoadReport(
         loaded=tuple(loaded),

@@ -156,7 +156,8 @@ def test_static_model_and_other_state_dicts_are_refused(ddf_model) -> None:
         load_ddf_backbone(dcsd.resnet50_reid(), ddf_model.state_dict())
     state = dict(ddf_model.state_dict())
     del state["layer2.1.conv2.channel_branch.4.std"]
-    with pytest.raises(ValueError, match=r"lacks 1 tensors.*layer2\.1\.conv2\.channel_norm\.scale"):
+    lacks = r"lacks 1 DDF tensors.*layer2\.1\.conv2\.channel_norm\.scale"
+    with pytest.raises(ValueError, match=lacks):
         load_ddf_backbone(_dcsd(), state)
     state = dict(ddf_model.state_dict())
     state["layer2.1.conv2.channel_branch.4.mean"] = torch.zeros(9 * 128)
