@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dcsd
 from dcsd.models import load_ddf_backbone, read_ddf_checkpoint, save_model
+from dcsd.models.resnet import HEADS
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,9 +30,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--factors", default="sample,domain,camera", help="DCSD factors, e.g. sample,domain"
     )
-    parser.add_argument("--num-domains", type=int, default=5)
-    parser.add_argument("--num-cameras", type=int, default=32)
-    parser.add_argument("--head", default="bot", choices=["bot", "agw"])
+    parser.add_argument("--num-domains", type=int, help="default: the model's (the paper's 5)")
+    parser.add_argument("--num-cameras", type=int, help="default: the model's (the paper's 32)")
+    parser.add_argument("--head", default=HEADS[0], choices=HEADS)
     parser.add_argument(
         "--spatial-information",
         action="store_true",
@@ -46,10 +47,10 @@ def main() -> None:
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise SystemExit(f"{args.out} exists and is not empty: pass --overwrite to replace it")
     state = read_ddf_checkpoint(args.checkpoint)
+    counts = {"num_domains": args.num_domains, "num_cameras": args.num_cameras}
     model = dcsd.resnet50_dcsd(
         num_classes=0,
-        num_domains=args.num_domains,
-        num_cameras=args.num_cameras,
+        **{name: value for name, value in counts.items() if value is not None},
         head=args.head,
         factors=tuple(args.factors.split(",")),
         spatial_information=args.spatial_information,
