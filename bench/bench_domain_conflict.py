@@ -291,6 +291,12 @@ def main() -> None:
         "3-seed table stayed under 2 mAP)",
     )
     parser.add_argument(
+        "--train-ids",
+        type=int,
+        default=32,
+        help="training identities per domain (the preset's 32 by default)",
+    )
+    parser.add_argument(
         "--split",
         choices=["test", "val"],
         default="test",
@@ -308,7 +314,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    size = {"test_ids_per_domain": args.test_ids}
+    size = {"train_ids_per_domain": args.train_ids, "test_ids_per_domain": args.test_ids}
     args.image_size = (64, 32)
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
@@ -321,6 +327,8 @@ def main() -> None:
     )
     if args.test_ids != 32 and not args.quick:  # 32, the preset's own, keeps the cache keys
         args.data_label += f", {args.test_ids} test ids"
+    if args.train_ids != 32 and not args.quick:  # likewise for the preset's 32 training ids
+        args.data_label += f", {args.train_ids} train ids"
     if args.split == "val":
         datasets = [holdout_identities(d, args.val_ids, seed=0) for d in datasets]
         args.data_label += f", {args.val_ids} val ids/domain"
@@ -350,7 +358,11 @@ def main() -> None:
         f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- data: synthetic `conflict` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
-        + ("" if args.quick else f", {args.test_ids} test identities per domain")
+        + (
+            ""
+            if args.quick
+            else f", {args.train_ids} / {args.test_ids} train / test identities per domain"
+        )
         + f", {args.split} split"
         + f"; {args.epochs} epochs from the proxy-pretrained starts (key {args.proxy_key}; "
         "per-domain models: as many iterations), "
