@@ -408,7 +408,7 @@ def rank_metrics(
     Raises:
         ValueError: on mismatched lengths, NaN distances, or when no query has a valid match.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> result = rank_metrics(
         ...     np.array([[0.1, 0.5, 0.3]]), q_pids=[1], g_pids=[1, 1, 2],
