@@ -1,6 +1,7 @@
 """Training and evaluation engines: the loop, checkpoints, schedule, loaders and DDP setup."""
 
 from ..manifest import ChecksumError
+from .callbacks import Callback
 from .checkpoint import (
     Checkpoint,
     latest_checkpoint,
@@ -26,6 +27,7 @@ from .trainer import (
 )
 
 __all__ = [
+    "Callback",
     "Checkpoint",
     "ChecksumError",
     "DistributedContext",

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +26,8 @@ from dcsd.data import MultiDomainDataset
 from dcsd.kernels._validation import check_int
 from dcsd.manifest import MANIFEST_FILE
 from dcsd.models.pretrained import save_model
-from dcsd.modules import DCSDConv
 
+from .callbacks import Callback
 from .checkpoint import (
     LATEST_FILE,
     STATE_FILE,
@@ -45,6 +45,7 @@ NONFINITE_POLICIES = ("raise", "skip")
 # Saved with each checkpoint; on resume these may change without a word (a longer run, quiet bars).
 _FREELY_CHANGED = ("epochs", "progress", "eval_period", "keep_checkpoints")
 _RESUME_KEYS = ("optimizer", "scheduler", "scaler")
+CALLBACKS_KEY = "callbacks"  # the callbacks' states in training_state.pt
 # A resumed run must keep what gives the weights their meaning; each entry names the flag of
 # examples/train_joint.py that sets it. Other model options have no flag (None).
 _MODEL_FLAGS = {
@@ -245,6 +246,9 @@ class Trainer:
         data: the training data the loader reads; when given, the model's identity classifier
             and its DCSD domain / camera classifiers must have ``data.model_kwargs()``'s sizes
             (checked once, here). Build the model with ``**data.model_kwargs()``.
+        callbacks: :class:`~dcsd.engine.Callback` objects called at the loop's moments, in
+            this order (policies such as logging, freezing and EMA); their states are
+            checkpointed and resumed.
 
     Raises:
         ValueError: a head of the model does not match ``data`` (the message names both
@@ -264,7 +268,15 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         overwrite: bool = False,
         data: MultiDomainDataset | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
+        callbacks = tuple(callbacks)
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(
+                    f"callbacks must be dcsd.engine.Callback objects, got {type(callback).__name__}"
+                )
+        self.callbacks = callbacks
         if data is not None:
             check_model_fits_data(model, data)
         device = next(model.parameters()).device
@@ -278,6 +290,7 @@ class Trainer:
         self.data = data
         self._resume_requested = False
         self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
+        self._grad_norm: torch.Tensor | None = None  # the last step's, for on_step_end
         if self.context.is_main:
             _check_writable_folder(self.out_dir)
         # One run per folder: taken by resume() or fit(), held until fit() ends.
@@ -372,9 +385,41 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self._load_callback_states(checkpoint.path, state.get(CALLBACKS_KEY, []))
         self._apply_changed_settings(checkpoint.path, state.get("config", {}), soft_changes)
         self.start_epoch = checkpoint.epoch
         return self.start_epoch
+
+    def _callback_states(self) -> list[list[Any]]:
+        """``[class name, state]`` of each callback, in order."""
+        return [[type(c).__qualname__, c.state_dict()] for c in self.callbacks]
+
+    def _load_callback_states(self, path: Path, saved: Any) -> None:
+        """Give each callback its checkpointed state (matched by class name, in order); refuse a
+        checkpoint whose states belong to other callbacks, or that lacks one a callback has."""
+        pending: dict[str, list[Any]] = {}
+        for entry in saved if isinstance(saved, list) else ():
+            if isinstance(entry, list | tuple) and len(entry) == 2:
+                pending.setdefault(str(entry[0]), []).append(entry[1])
+        problems = []
+        for callback in self.callbacks:
+            name = type(callback).__qualname__
+            states = pending.get(name)
+            if states:
+                callback.load_state_dict(states.pop(0))
+            elif callback.state_dict():
+                problems.append(f"it holds no state of the callback {name}")
+        problems += [
+            f"it holds the state of a callback {name} this run does not have"
+            for name, states in pending.items()
+            for state in states
+            if state
+        ]
+        if problems:
+            raise ValueError(
+                f"cannot resume {path / STATE_FILE}: " + "; ".join(problems) + ". Resume with the "
+                "checkpoint's callbacks, or start a new run"
+            )
 
     def _run_identity(self) -> dict[str, Any]:
         """What gives the weights their meaning (model options; datasets in domain order with
@@ -488,6 +533,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "config": asdict(self.config),
             "run": self._run_identity(),
+            CALLBACKS_KEY: self._callback_states(),
         }
 
     def _take_lock(self) -> None:
@@ -632,12 +678,19 @@ class Trainer:
 
     def _fit(self) -> list[dict[str, Any]]:
         records = []
+        for callback in self.callbacks:
+            callback.on_fit_begin(self)
         for epoch in range(self.start_epoch, self.config.epochs):
             seed_everything(self.config.seed + 1000 * epoch + self.context.rank)
             batch_sampler = getattr(self.train_loader, "batch_sampler", None)
             if hasattr(batch_sampler, "set_epoch"):
                 batch_sampler.set_epoch(epoch)
-            record = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+            for callback in self.callbacks:
+                callback.on_epoch_begin(self, epoch)
+            logs = self.train_one_epoch(epoch)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, logs)
+            record = {"epoch": epoch + 1, **logs}
             if self.context.is_main:
                 save_training_state(
                     self.checkpoint_dir,
@@ -655,10 +708,14 @@ class Trainer:
                     except Exception as error:
                         self._log(record | {"eval_error": repr(error)})
                         raise
+                    for callback in self.callbacks:
+                        callback.after_evaluation(self, epoch, record["eval"])
                 barrier()
             if self.context.is_main:
                 self._log(record)
             records.append(record)
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
         return records
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -685,6 +742,9 @@ class Trainer:
         )
         for step, batch in enumerate(bar):
             self._position = (epoch, step)
+            for callback in self.callbacks:
+                callback.on_step_begin(self, step)
+            step_start = time.perf_counter()
             parts = self.train_step(batch)
             if parts is None:
                 continue
@@ -692,7 +752,12 @@ class Trainer:
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             num_images += batch["image"].shape[0]
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
+            elapsed = now - start
+            if self.callbacks:
+                logs = self._step_logs(parts, batch["image"].shape[0], now - step_start)
+                for callback in self.callbacks:
+                    callback.on_step_end(self, step, logs)
             if bar.disable:
                 continue
             bar.set_postfix(
@@ -716,6 +781,20 @@ class Trainer:
             "images_per_s": num_images * self.context.world_size / elapsed,
             "seconds": elapsed,
         }
+
+    def _step_logs(
+        self, parts: dict[str, torch.Tensor], images: int, seconds: float
+    ) -> dict[str, float]:
+        """What :meth:`Callback.on_step_end` receives (one host sync for all values)."""
+        names = list(parts)
+        values = torch.stack([parts[name].float() for name in names]).tolist()
+        logs = dict(zip(names, values, strict=True))
+        for index, group in enumerate(self.optimizer.param_groups):
+            logs[f"lr/{group.get('name', index)}"] = float(group["lr"])
+        logs["images_per_s"] = images * self.context.world_size / max(seconds, 1e-9)
+        if self._grad_norm is not None:
+            logs["grad_norm"] = float(self._grad_norm)
+        return logs
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         """Forward, loss, backward and optimizer step on one batch; returns detached parts.
@@ -753,6 +832,7 @@ class Trainer:
         if self.context.is_distributed:
             finite = finite.to(torch.int32)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        self._grad_norm = grad_norm
         if not bool(finite):
             self._non_finite_step(batch, loss, parts, grad_norm)
             for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
@@ -807,31 +887,33 @@ class Trainer:
         )
 
 
+# model.heads() name -> the MultiDomainDataset.model_kwargs() size it must equal.
+_HEAD_SIZES = {"identity": "num_classes", "domain": "num_domains", "camera": "num_cameras"}
+
+
 def check_model_fits_data(model: torch.nn.Module, data: MultiDomainDataset) -> None:
     """Raise unless the model's heads are sized for ``data`` (see ``data.model_kwargs()``).
 
-    Checks the identity classifier (``model.num_classes``, when the model has one) and the
-    domain / camera classifier of every :class:`~dcsd.modules.DCSDConv`; a static model has no
-    domain or camera heads, so only its identities are checked.
+    Asks ``model.heads()`` (head name -> output size: ``identity``, ``domain``, ``camera``;
+    a static model has no domain or camera heads); a model without that method is checked on
+    its ``num_classes`` alone, when it has one.
 
     Raises:
         ValueError: naming each head whose size differs, the model's and the data's numbers.
     """
     wanted = data.model_kwargs()
-    found: dict[str, set[int]] = {name: set() for name in wanted}
-    if hasattr(model, "num_classes"):
-        found["num_classes"].add(model.num_classes)
-    for layer in model.modules():
-        if isinstance(layer, DCSDConv):
-            if layer.domain_classifier is not None:
-                found["num_domains"].add(layer.domain_classifier.out_features)
-            if layer.camera_classifier is not None:
-                found["num_cameras"].add(layer.camera_classifier.out_features)
+    model = _unwrap(model)
+    if hasattr(model, "heads"):
+        heads = dict(model.heads())
+    elif hasattr(model, "num_classes"):
+        heads = {"identity": model.num_classes}
+    else:
+        heads = {}
     problems = [
-        f"{name}: the model has {sorted(sizes) if len(sizes) > 1 else next(iter(sizes))}, "
-        f"the training data has {wanted[name]}"
-        for name, sizes in found.items()
-        if sizes and sizes != {wanted[name]}
+        f"{_HEAD_SIZES[head]}: the model has {size}, the training data has "
+        f"{wanted[_HEAD_SIZES[head]]}"
+        for head, size in heads.items()
+        if head in _HEAD_SIZES and size != wanted[_HEAD_SIZES[head]]
     ]
     if problems:
         raise ValueError(

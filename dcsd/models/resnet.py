@@ -33,6 +33,8 @@ _AGW_NON_LOCAL = {"layer2": 2, "layer3": 3}
 _EXPANSION = 4
 _JOINT5_DATASETS = ("market1501", "cuhksysu", "dukemtmc", "cuhk03", "msmt17")
 _JOINT5_CAMERAS = 32  # 6 + 1 + 8 + 2 + 15 global camera IDs
+PARAMETER_GROUPS = ("backbone", "generators", "information", "heads")
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 class Bottleneck(nn.Module):
@@ -294,6 +296,61 @@ class ReIDResNet(
                 "spatial_information": self.spatial_information,
             }
         return config
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The model's parameters by role (timm's ``group_matcher``, as a partition): what
+        :func:`dcsd.engine.build_optimizer` and training policies (freezing, learning-rate
+        factors) ask instead of naming the model's layers.
+
+        Returns:
+            ``{"backbone", "generators", "information", "heads"}`` -> parameters, in
+            ``parameters()`` order, disjoint and covering every parameter (trainable or not):
+            ``generators`` are the DCSD filter generators (channel and spatial branches and
+            their FilterNorm scales), ``information`` the DCSD domain and camera MLPs,
+            ``heads`` the BNNeck head (pooling, BNNeck, identity classifier) and the DCSD
+            domain and camera classifiers, ``backbone`` everything else (stem, bottlenecks,
+            non-local blocks, the static filters of ``filter_norm="gate"``). The DCSD groups
+            are empty for the static model.
+        """
+        role: dict[int, str] = {}
+        for layer in self.modules():
+            if isinstance(layer, DCSDConv):
+                for key, parameters in layer.parameter_groups().items():
+                    role |= {id(parameter): key for parameter in parameters}
+        role |= {id(parameter): "heads" for parameter in self.head.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {key: [] for key in PARAMETER_GROUPS}
+        for parameter in self.parameters():
+            groups[role.get(id(parameter), "backbone")].append(parameter)
+        return groups
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that take the normalisation weight decay (timm's
+        ``no_weight_decay``): every parameter of a BatchNorm, every bias and what each DCSD
+        layer names (:meth:`DCSDConv.no_weight_decay`: its FilterNorm scales)."""
+        names: set[str] = set()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            names |= {
+                prefix + name
+                for name, _ in module.named_parameters(recurse=False)
+                if isinstance(module, _NORMS) or name == "bias"
+            }
+            if isinstance(module, DCSDConv):
+                names |= {prefix + name for name in module.no_weight_decay()}
+        return names
+
+    def heads(self) -> dict[str, int]:
+        """Head name -> output size of the classifiers the model trains: ``"identity"``
+        (``num_classes``; 0 when the model has no classifier) and, for DCSD models with those
+        factors, ``"domain"`` and ``"camera"`` (e.g. ``{"identity": 751, "domain": 5,
+        "camera": 38}``)."""
+        heads: dict[str, int] = {"identity": self.num_classes}
+        if self.dynamic:
+            layer = self._first_dcsd_layer
+            for name, size in (("domain", layer.num_domains), ("camera", layer.num_cameras)):
+                if size is not None:
+                    heads[name] = size
+        return heads
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the identity classifier by a fresh one with ``num_classes`` outputs (0: none)."""

@@ -322,6 +322,46 @@ class DCSDConv(nn.Module):
         """Classes of the camera classifier, None when the camera factor is off."""
         return None if self.camera_classifier is None else self.camera_classifier.out_features
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """This layer's parameters by role, disjoint and covering all of them:
+
+        - ``"generators"``: the filter generators (channel and spatial branches, their
+          FilterNorm scales), fresh even on a pretrained backbone;
+        - ``"information"``: the domain and camera MLPs that predict D and Cam;
+        - ``"heads"``: the domain and camera classifiers;
+        - ``"backbone"``: the static depthwise filter of ``filter_norm="gate"``.
+        """
+        parts: dict[str, tuple[nn.Module | nn.Parameter | None, ...]] = {
+            "generators": (
+                self.channel_branch,
+                self.spatial_branch,
+                self.channel_norm,
+                self.spatial_norm,
+            ),
+            "information": (self.domain_mlp, self.camera_mlp),
+            "heads": (self.domain_classifier, self.camera_classifier),
+            "backbone": (self.static_filter,),
+        }
+        groups: dict[str, list[nn.Parameter]] = {}
+        for key, members in parts.items():
+            groups[key] = []
+            for member in members:
+                if isinstance(member, nn.Parameter):
+                    groups[key].append(member)
+                elif member is not None:
+                    groups[key].extend(member.parameters())
+        return groups
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to this layer) of the parameters that take the normalisation weight
+        decay, as timm's ``no_weight_decay``: the FilterNorm scales and every bias."""
+        return {
+            f"{module_name}.{name}" if module_name else name
+            for module_name, module in self.named_modules()
+            for name, _ in module.named_parameters(recurse=False)
+            if isinstance(module, FilterNorm) or name == "bias"
+        }
+
     def _forward(self, x: torch.Tensor, with_logits: bool) -> DCSDConvOutput:
         batch, channels = x.shape[0], x.shape[1]
         taps = self.kernel_size * self.kernel_size

@@ -118,3 +118,57 @@ def test_group_warmup_names_must_exist():
         build_scheduler(optimizer, iters_per_epoch=1, group_warmup_epochs={"generators": 2})
     with pytest.raises(ValueError, match="generator_warmup_epochs must be None or a finite"):
         TrainConfig(generator_warmup_epochs=-1.0)
+
+
+def test_model_groups_its_parameters_and_the_optimizer_asks_it():
+    model = dcsd.resnet50_dcsd(num_classes=4, num_domains=2, num_cameras=3, filter_norm="ddf")
+    groups = model.parameter_groups()
+    assert set(groups) == {"backbone", "generators", "information", "heads"}
+    ids = {key: [id(p) for p in params] for key, params in groups.items()}
+    flat = [i for members in ids.values() for i in members]
+    assert len(flat) == len(set(flat)) == len(list(model.parameters()))
+    layers = [m for m in model.modules() if isinstance(m, DCSDConv)]
+    assert len(layers) == 16
+    generators = {
+        id(p)
+        for layer in layers
+        for part in (layer.channel_branch, layer.spatial_branch, layer.channel_norm)
+        for p in part.parameters()
+    }
+    assert set(ids["generators"]) == generators  # DDF's spatial scale is a buffer
+    mlps = {id(p) for layer in layers for p in (*layer.domain_mlp.parameters(),)}
+    assert mlps <= set(ids["information"])
+    assert id(model.head.classifier.weight) in ids["heads"]
+    assert id(layers[0].camera_classifier.weight) in ids["heads"]
+    assert (
+        id(model.conv1.weight) in ids["backbone"]
+        and id(model.layer1[0].bn2.bias) in ids["backbone"]
+    )
+    assert model.heads() == {"identity": 4, "domain": 2, "camera": 3}
+    assert dcsd.resnet50_reid(num_classes=0).heads() == {"identity": 0}
+    names = model.no_weight_decay()
+    assert {"bn1.weight", "layer1.0.conv2.channel_norm.scale", "head.bnneck.bias"} <= names
+    assert "conv1.weight" not in names and "layer1.0.conv2.spatial_branch.weight" not in names
+    optimizer = build_optimizer(model, generator_lr_factor=2.0)
+    by_name = {g["name"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert by_name["generators"] | by_name["generators_no_decay"] == generators
+    assert id(layers[0].domain_mlp[0].weight) in by_name["decay"]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert set().union(*by_name.values()) == trainable
+
+
+def test_groups_that_overlap_or_leave_a_parameter_out_are_refused():
+    class Overlapping(torch.nn.Module):
+        def __init__(self, overlap: bool) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+            self.overlap = overlap
+
+        def parameter_groups(self):
+            first = list(self.a.parameters())
+            return {"backbone": first, "heads": first if self.overlap else []}
+
+    with pytest.raises(ValueError, match="in both 'backbone' and 'heads'"):
+        build_optimizer(Overlapping(True))
+    with pytest.raises(ValueError, match=r"leaves out 2 parameter\(s\) \(e.g. b.weight\)"):
+        build_optimizer(Overlapping(False))

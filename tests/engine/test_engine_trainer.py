@@ -14,6 +14,7 @@ from torch import nn
 import dcsd
 from dcsd.data import MultiDomainDataset, make_synthetic_domains
 from dcsd.engine import (
+    Callback,
     DistributedContext,
     TrainConfig,
     Trainer,
@@ -67,7 +68,9 @@ def tiny_data(tmp_path_factory):
     return MultiDomainDataset(domains)
 
 
-def make_trainer(data, out_dir, epochs=3, num_workers=0, evaluate=None, context=None, seed=0):
+def make_trainer(
+    data, out_dir, epochs=3, num_workers=0, evaluate=None, context=None, seed=0, callbacks=()
+):
     torch.manual_seed(seed)
     model = TinyReIDNet(data.num_classes, data.num_domains, data.num_cameras)
     loader = build_train_loader(
@@ -82,7 +85,16 @@ def make_trainer(data, out_dir, epochs=3, num_workers=0, evaluate=None, context=
     config = TrainConfig(
         epochs=epochs, lr=1e-2, warmup_epochs=1, milestones=(2,), progress=False, seed=seed
     )
-    return Trainer(model, DCSDLoss(), loader, config, out_dir, context=context, evaluate=evaluate)
+    return Trainer(
+        model,
+        DCSDLoss(),
+        loader,
+        config,
+        out_dir,
+        context=context,
+        evaluate=evaluate,
+        callbacks=callbacks,
+    )
 
 
 class Interrupt(Exception):
@@ -303,3 +315,92 @@ def test_trainer_refuses_model_not_sized_for_the_data(tiny_data, tmp_path):
     fits = dcsd.resnet50_dcsd(**tiny_data.model_kwargs())
     trainer = Trainer(fits, DCSDLoss(), loader, config, tmp_path / "good", data=tiny_data)
     assert trainer.unwrapped_model is fits
+
+
+class Recorder(Callback):
+    """Writes down every call; its state is a running sum of the step losses."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+
+    def on_fit_begin(self, trainer):
+        self.calls.append(("fit_begin",))
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_step_begin(self, trainer, step):
+        self.calls.append(("step_begin", step))
+
+    def on_step_end(self, trainer, step, logs):
+        self.calls.append(("step_end", step, dict(logs)))
+        self.loss_sum += logs["loss"]
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.calls.append(("epoch_end", epoch, dict(logs)))
+
+    def after_evaluation(self, trainer, epoch, metrics):
+        self.calls.append(("evaluated", epoch, sorted(metrics)))
+
+    def on_fit_end(self, trainer):
+        self.calls.append(("fit_end",))
+
+    def state_dict(self):
+        return {"loss_sum": self.loss_sum.clone()}
+
+    def load_state_dict(self, state):
+        self.loss_sum = state["loss_sum"].clone()
+
+
+def test_callbacks_see_each_moment_and_their_state_resumes(tiny_data, tmp_path):
+    splits = build_eval_splits(tiny_data, image_size=(32, 16), batch_size=16, num_workers=0)
+    recorder = Recorder()
+    trainer = make_trainer(
+        tiny_data,
+        tmp_path / "run",
+        epochs=2,
+        evaluate=lambda model: evaluate_model(model, splits),
+        callbacks=[recorder],
+    )
+    records = trainer.fit()
+    steps = trainer.iters_per_epoch
+    kinds = [call[0] for call in recorder.calls]
+    epoch_calls = ["epoch_begin"] + ["step_begin", "step_end"] * steps + ["epoch_end"]
+    assert kinds == ["fit_begin", *epoch_calls, *epoch_calls, "evaluated", "fit_end"]
+    step_logs = [call[2] for call in recorder.calls if call[0] == "step_end"]
+    names = {g["name"] for g in trainer.optimizer.param_groups}
+    for logs in step_logs:
+        assert {"loss", "id", "triplet", "domain", "camera", "images_per_s", "grad_norm"} <= set(
+            logs
+        )
+        assert {f"lr/{name}" for name in names} <= set(logs)
+    # The epoch's logs are its record; the step losses average to the epoch's mean loss.
+    epoch_logs = [call[2] for call in recorder.calls if call[0] == "epoch_end"]
+    for record, logs, first in zip(records, epoch_logs, (0, steps), strict=True):
+        assert logs == {k: v for k, v in record.items() if k not in ("epoch", "eval")}
+        mean = sum(log["loss"] for log in step_logs[first : first + steps]) / steps
+        assert logs["loss"] == pytest.approx(mean, rel=1e-5)
+    assert recorder.calls[-2] == ("evaluated", 1, sorted(tiny_data.eval_splits))
+
+    # Resumed after epoch 1, the callback's state is the checkpoint's, then goes on as before.
+    after_one = float(sum(log["loss"] for log in step_logs[:steps]))
+    straight = Recorder()
+    make_trainer(tiny_data, tmp_path / "straight", epochs=2, callbacks=[straight]).fit()
+    first = Recorder()
+    make_trainer(tiny_data, tmp_path / "resumed", epochs=1, callbacks=[first]).fit()
+    assert float(first.loss_sum) == pytest.approx(after_one, rel=1e-6)
+    resumed = Recorder()
+    trainer = make_trainer(tiny_data, tmp_path / "resumed", epochs=2, callbacks=[resumed])
+    assert trainer.resume() == 1
+    assert torch.equal(resumed.loss_sum, first.loss_sum)
+    trainer.fit()
+    assert torch.equal(resumed.loss_sum, straight.loss_sum)
+
+    # A checkpoint whose callbacks' states are not this run's is refused.
+    with pytest.raises(ValueError, match="holds the state of a callback Recorder"):
+        make_trainer(tiny_data, tmp_path / "resumed", epochs=3).resume()
+    with pytest.raises(
+        TypeError, match="must be dcsd.engine.Callback objects, got builtin_function"
+    ):
+        make_trainer(tiny_data, tmp_path / "other", callbacks=[print])
