@@ -1,6 +1,7 @@
 """dcsd: Domain-Camera-Sample Dynamic networks for multi-domain person re-identification."""
 
 from .export import export_onnx
+from .inference import FeatureExtractor, same_person, threshold_at_fpr
 from .models import (
     ReIDOutput,
     create_model,
@@ -14,6 +15,7 @@ from .modules import DCSDConv, set_op_backend
 
 __all__ = [
     "DCSDConv",
+    "FeatureExtractor",
     "ReIDOutput",
     "create_model",
     "export_onnx",
@@ -22,5 +24,7 @@ __all__ = [
     "load_model",
     "resnet50_dcsd",
     "resnet50_reid",
+    "same_person",
     "set_op_backend",
+    "threshold_at_fpr",
 ]

@@ -10,39 +10,31 @@ r"""Extract ReID features of a folder of images or a dataset split, and optional
     python examples/extract_features.py --model runs/joint/model --synthetic-domain synth0 \
         --ranked-lists worst.png --num-queries 12 --rerank
 
-The features file holds ``features`` (N, 2048), ``pids`` and ``camids`` (-1 when unknown) as
-tensors and the image paths as JSON in its metadata.
+The features (dcsd.FeatureExtractor: the card's transforms, L2-normalised) go to a features file
+(dcsd.inference.save_features): ``features`` (N, 2048), ``pids`` and ``camids`` (-1 when unknown)
+as tensors and the image paths as JSON in its metadata.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
 import dcsd
-from dcsd.data import (
-    ImageDataset,
-    ReIDItem,
-    build_dataset,
-    build_eval_transforms,
-    make_synthetic_domains,
-)
+from dcsd.data import ReIDItem, build_dataset, make_synthetic_domains
 from dcsd.evaluate import (
-    extract_features,
+    FeatureSet,
     pairwise_distance,
     rank_metrics,
     ranked_lists_figure,
     re_ranking_features,
     top_matches,
 )
+from dcsd.inference import save_features
 from dcsd.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -141,36 +133,36 @@ def load_items(args: argparse.Namespace) -> tuple[list[ReIDItem], list[ReIDItem]
     return getattr(dataset, args.split), dataset.query
 
 
-def load_model(args: argparse.Namespace) -> torch.nn.Module:
+def build_extractor(args: argparse.Namespace) -> dcsd.FeatureExtractor:
+    """The model of --model (folder or Hub id) or --pretrained, with the weights' own size,
+    mean/std and interpolation (their config.json) unless --image-size overrides the size."""
     if args.model is not None:
-        return dcsd.load_model(args.model, num_classes=0)
-    if args.pretrained is None:
+        model = dcsd.load_model(args.model, num_classes=0)
+    elif args.pretrained is None:
         raise SystemExit("give --model (folder or Hub id) or --pretrained imagenet")
-    return dcsd.create_model(args.arch, pretrained=args.pretrained)
+    else:
+        model = dcsd.create_model(args.arch, pretrained=args.pretrained)
+    return dcsd.FeatureExtractor(
+        model.to(args.device),
+        batch_size=args.batch_size,
+        flip=args.flip,
+        image_size=args.image_size,
+    )
 
 
-def embed(model, items, args, transform):
-    loader = DataLoader(ImageDataset(items, transform=transform), batch_size=args.batch_size)
-    return extract_features(model, loader, device=args.device, flip=args.flip)
+def embed(extractor: dcsd.FeatureExtractor, items: list[ReIDItem]) -> FeatureSet:
+    return extractor.extract(
+        [item.path for item in items], [item.pid for item in items], [item.camid for item in items]
+    )
 
 
 def main() -> None:
     args = parse_args()
     items, queries = load_items(args)
     check_outputs(args, queries)
-    model = load_model(args).to(args.device).eval()
-    # The weights' own size, mean/std and interpolation (their config.json), unless overridden.
-    transform = build_eval_transforms(model.pretrained_cfg, size=args.image_size)
-    features = embed(model, items, args, transform)
-    save_file(
-        {
-            "features": features.features.contiguous(),
-            "pids": torch.as_tensor(features.pids),
-            "camids": torch.as_tensor(features.camids),
-        },
-        str(args.out),
-        metadata={"paths": json.dumps(features.paths)},
-    )
+    extractor = build_extractor(args)
+    features = embed(extractor, items)
+    save_features(features, args.out)
     print(f"{len(items)} images -> {tuple(features.features.shape)} features in {args.out}")
     if args.query_index is None and args.ranked_lists is None:
         return
@@ -187,11 +179,10 @@ def main() -> None:
         query_items, rows = queries, None
     else:
         query_items, rows = [queries[args.query_index]], [0]
-    query = embed(model, query_items, args, transform)
+    query = embed(extractor, query_items)
     q_pids = query.pids if labelled else np.array([queries.index(q) for q in query_items])
     q_camids = query.camids if labelled else np.zeros(len(query_items), dtype=np.int64)
-    q_feats = F.normalize(query.features, dim=1)
-    g_feats = F.normalize(features.features, dim=1)
+    q_feats, g_feats = query.features, features.features  # L2-normalised
     if args.rerank:
         distances = re_ranking_features(q_feats, g_feats)
     else:

@@ -58,12 +58,19 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as raw:
             raw.load()  # decodes every byte: a truncated file fails here, not mid-training
-            image = _upright(raw)
-            if image.mode.startswith("I;16") or image.mode == "I":
-                image = _sixteen_to_eight_bits(image)
-            return image.convert("RGB")
+            return rgb_image(raw)
     except _IMAGE_ERRORS as err:
         raise OSError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+
+
+def rgb_image(image: Image.Image) -> Image.Image:
+    """A decoded image as :func:`read_image` gives it: upright (its EXIF orientation applied),
+    16-bit grey scaled to 8 bits, 8-bit RGB. Images held in memory go through it too
+    (:class:`dcsd.FeatureExtractor`), so they embed exactly as their files do."""
+    image = _upright(image)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = _sixteen_to_eight_bits(image)
+    return image.convert("RGB")
 
 
 def _upright(image: Image.Image) -> Image.Image:
