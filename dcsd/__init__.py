@@ -1,5 +1,7 @@
 """dcsd: Domain-Camera-Sample Dynamic networks for multi-domain person re-identification."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .export import export_onnx
 from .inference import FeatureExtractor, same_person, threshold_at_fpr
 from .models import (
@@ -13,7 +15,14 @@ from .models import (
 )
 from .modules import DCSDConv, set_op_backend
 
+try:
+    # The installed distribution's version: pyproject.toml is its one definition.
+    __version__ = version("dcsd")
+except PackageNotFoundError:  # a source checkout on sys.path, never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "__version__",
     "DCSDConv",
     "FeatureExtractor",
     "ReIDOutput",
