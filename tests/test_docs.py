@@ -108,14 +108,13 @@ def test_output_matches_is_exact_except_ellipsis_lines() -> None:
 
 @pytest.fixture
 def restore_registries():
-    """Pages register models and datasets: leave the registries as they were."""
+    """Pages register models and datasets: leave the registries (the registry modules'
+    module-level dicts) as they were."""
     saved = [
         (mapping, dict(mapping))
-        for mapping in (
-            model_registry._BUILDERS,
-            model_registry._PRETRAINED_CFGS,
-            dataset_registry._DATASETS,
-        )
+        for module in (model_registry, dataset_registry)
+        for name, mapping in vars(module).items()
+        if type(mapping) is dict and not name.startswith("__")
     ]
     yield
     for mapping, content in saved:
