@@ -1,6 +1,7 @@
 """ReID models: ResNet50-DCSD and the static baseline, the model zoo and checkpoint loading."""
 
 from .ddf import load_ddf_backbone, read_ddf_checkpoint, read_ddf_weights
+from .finetune import init_from
 from .heads import BNNeckHead
 from .output import ReIDOutput
 from .pretrained import (
@@ -39,6 +40,7 @@ __all__ = [
     "download_checkpoint",
     "get_pretrained_cfg",
     "imagenet_state_dict",
+    "init_from",
     "is_model",
     "list_models",
     "load_checkpoint",

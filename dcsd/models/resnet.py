@@ -356,6 +356,53 @@ class ReIDResNet(
         """Replace the identity classifier by a fresh one with ``num_classes`` outputs (0: none)."""
         self.head.reset_classifier(num_classes)
 
+    def reset_heads(
+        self,
+        num_classes: int | None = None,
+        num_domains: int | None = None,
+        num_cameras: int | None = None,
+    ) -> dict[str, tuple[int, int]]:
+        """Size the heads for other training data (fine-tuning): each head whose size differs
+        is rebuilt fresh; the backbone, the DCSD filter generators and the domain and camera
+        MLPs are kept (see :meth:`parameter_groups`).
+
+        Pass ``**data.model_kwargs()`` of a :class:`dcsd.data.MultiDomainDataset`; then
+        :func:`dcsd.engine.check_model_fits_data` accepts the model for that data. ``None``
+        keeps a size. The static model has no domain or camera heads: it records the sizes
+        (``config``) and drops nothing for them.
+
+        Returns:
+            ``{head name: (old size, new size)}`` of the heads rebuilt, whose trained weights
+            are gone (``"identity"``, ``"domain"``, ``"camera"``, as :meth:`heads`); empty when
+            every head already fits.
+
+        Raises:
+            ValueError: a size below its minimum (``num_classes`` >= 0, the others >= 1).
+        """
+        for name, size, minimum in (
+            ("num_classes", num_classes, 0),
+            ("num_domains", num_domains, 1),
+            ("num_cameras", num_cameras, 1),
+        ):
+            if size is not None:
+                check_int(name, size, minimum)
+        before = self.heads()
+        dropped: dict[str, tuple[int, int]] = {}
+        if num_classes is not None and num_classes != self.num_classes:
+            self.reset_classifier(num_classes)
+            dropped["identity"] = (before["identity"], num_classes)
+        for head, size in (("domain", num_domains), ("camera", num_cameras)):
+            if size is None:
+                continue
+            setattr(self, f"num_{head}s", size)
+            if head in before and before[head] != size:
+                for layer in self.modules():
+                    if isinstance(layer, DCSDConv):
+                        layer.reset_classifiers(**{f"num_{head}s": size})
+                dropped[head] = (before[head], size)
+        return dropped
+
+
     def _forward_backbone(
         self, images: torch.Tensor, with_logits: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:

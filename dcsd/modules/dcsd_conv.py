@@ -322,6 +322,30 @@ class DCSDConv(nn.Module):
         """Classes of the camera classifier, None when the camera factor is off."""
         return None if self.camera_classifier is None else self.camera_classifier.out_features
 
+    def reset_classifiers(
+        self, num_domains: int | None = None, num_cameras: int | None = None
+    ) -> None:
+        """Replace the domain and / or camera classifier by a fresh one with that many classes
+        (``None``: keep it), initialised as a new layer's; the MLPs that predict D and Cam, and
+        everything else, are kept.
+
+        Raises:
+            ValueError: a size for a factor that is off, or a size below 1.
+        """
+        for name, size in (("domain", num_domains), ("camera", num_cameras)):
+            if size is None:
+                continue
+            check_int(f"num_{name}s", size, 1)
+            old = getattr(self, f"{name}_classifier")
+            if old is None:
+                raise ValueError(
+                    f"num_{name}s={size}: this layer has no {name} classifier (its factors are "
+                    f"{self.factors})"
+                )
+            fresh = nn.Linear(self.channels, size, device=old.weight.device, dtype=old.weight.dtype)
+            setattr(self, f"{name}_classifier", fresh)
+
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """This layer's parameters by role, disjoint and covering all of them:
 
