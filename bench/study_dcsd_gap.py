@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reid_runs import RunSpec, mean_std, run  # noqa: E402
+from results_csv import append_rows  # noqa: E402
 
 from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 
@@ -223,7 +224,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--results", type=Path, help="append the table here (bench/RESULTS.md)")
+    parser.add_argument(
+        "--csv", type=Path, help="append the rows here (bench/study_dcsd_gap.csv), as --study"
+    )
+    parser.add_argument("--study", help="the rows' name in the CSV (e.g. 30ep), with --csv")
     args = parser.parse_args()
+    if (args.csv is None) != (args.study is None):
+        parser.error("--csv and --study go together")
     rows = [name.strip() for name in args.rows.split(",")]
     unknown = [name for name in rows if name not in ROWS]
     if unknown:
@@ -242,6 +249,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     baseline: dict[int, float] = {}
+    csv_rows = []
     for name in rows:
         row = ROWS[name]
         results = []
@@ -286,6 +294,28 @@ def main() -> None:
             f"{statistics.mean(rank1):.1f} | {fit} | {seconds:.0f} |"
         )
         print(lines[-1], flush=True)
+        ids = [x["id"] for x in losses] if len(losses) == len(results) else []
+        triplets = [x["triplet"] for x in losses] if ids else []
+        csv_rows.append(
+            {
+                "study": args.study,
+                "baseline": rows[0],
+                "row": name,
+                "what": row.what,
+                "seeds": len(results),
+                **{f"map_{d}": f"{statistics.mean(v):.1f}" for d, v in per_domain.items()},
+                "mean_map": f"{mean:.1f}",
+                "mean_map_std": f"{spread:.1f}",
+                "delta": f"{delta:.1f}",
+                "delta_std": f"{delta_spread:.1f}",
+                "mean_rank1": f"{statistics.mean(rank1):.1f}",
+                "train_id_loss": f"{statistics.mean(ids):.2f}" if ids else "",
+                "train_triplet_loss": f"{statistics.mean(triplets):.2f}" if ids else "",
+                "s_per_run": f"{seconds:.0f}",
+            }
+        )
+    if args.csv:
+        append_rows(args.csv, csv_rows)
     if args.results:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M+00:00")
         device = args.device if args.device != "cpu" else f"CPU, {torch.get_num_threads()} threads"

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import make_tables  # noqa: E402
+import results_csv  # noqa: E402
 
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 
@@ -88,3 +89,15 @@ def test_bad_markers_are_named(tmp_path: Path) -> None:
         "| m | infer | 1.5 | 10 | 1.00x |\n"
         "<!-- /table -->\n"
     )
+
+
+def test_append_rows_writes_the_header_once_and_refuses_other_columns(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    results_csv.append_rows(path, [{"a": 1, "b": "x, y"}])
+    results_csv.append_rows(path, [{"a": 2, "b": "z"}])
+    with path.open(newline="") as file:
+        assert list(csv.DictReader(file)) == [{"a": "1", "b": "x, y"}, {"a": "2", "b": "z"}]
+    with pytest.raises(ValueError, match=r"results.csv has the columns \['a', 'b'\], these rows"):
+        results_csv.append_rows(path, [{"a": 3}])
+    with pytest.raises(ValueError, match="rows with different columns"):
+        results_csv.append_rows(tmp_path / "new.csv", [{"a": 1}, {"b": 2}])
