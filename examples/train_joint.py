@@ -4,8 +4,7 @@ With no arguments: ResNet50-DCSD on dcsd's built-in synthetic multi-domain data,
 few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real data.
 
     python examples/train_joint.py
-    python examples/train_joint.py --data-root /data \
-        --datasets market1501,dukemtmc,cuhk03,msmt17,cuhksysu
+    python examples/train_joint.py --data-root /data   # the paper's five, in DATASET_NAMES order
     python examples/train_joint.py --datasets synth0,synth1 --test-datasets synth2  # unseen domain
     python examples/train_joint.py --data-root /data --datasets market1501,dukemtmc,cuhk03 \
         --combineall --test-datasets msmt17                    # domain generalisation
@@ -16,12 +15,17 @@ few minutes. With ``--data-root`` and ``--datasets``: the paper's recipe on real
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 from pathlib import Path
 
 import dcsd
-from dcsd.data import MultiDomainDataset, build_dataset, list_datasets, make_synthetic_domains
+from dcsd.data import (
+    DATASET_NAMES,
+    MultiDomainDataset,
+    build_dataset,
+    list_datasets,
+    make_synthetic_domains,
+)
 from dcsd.engine import (
     RunLock,
     TrainConfig,
@@ -35,7 +39,12 @@ from dcsd.engine import (
 )
 from dcsd.evaluate import format_report
 from dcsd.losses import DCSDLoss
-from dcsd.models import load_ddf_backbone, read_ddf_weights
+from dcsd.models import (
+    load_ddf_backbone,
+    load_imagenet_backbone,
+    load_weights,
+    read_ddf_weights,
+)
 
 # Real data follows the paper's recipe; the synthetic default is sized for a CPU demo.
 REAL_DEFAULTS = {"epochs": 120, "size": (256, 128), "batch": (16, 4), "warmup": 10.0}
@@ -50,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data-root", type=Path, help="folder holding the datasets' folders")
     data.add_argument(
         "--datasets",
-        help="comma-separated training dataset names (default: the paper's five with "
-        "--data-root, else every synthetic domain: synth0,synth1,synth2); with --data-root the "
+        help="comma-separated training dataset names, in domain order (default: the paper's five "
+        f"with --data-root, {','.join(DATASET_NAMES)}, the zoo's order, which fixes the global "
+        "camera IDs; else every synthetic domain: synth0,synth1,synth2); with --data-root the "
         "five benchmarks or any added with dcsd.data.register_dataset",
     )
     data.add_argument(
@@ -89,7 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--pretrained",
         default=None,
-        help="'imagenet' (default with real data), 'none', a local folder or a Hub id",
+        help="the start: 'imagenet' (torchvision's ResNet50 backbone; default with real data), "
+        "'none', weights of the zoo (dcsd.list_pretrained(), e.g. resnet50_dcsd.joint5) or a "
+        "local model folder",
     )
     model.add_argument(
         "--init-ddf",
@@ -178,7 +190,7 @@ def load_domains(args: argparse.Namespace) -> tuple[list, list]:
         def build(name):
             return build_dataset(name, args.data_root)
 
-        default = "market1501,dukemtmc,cuhk03,msmt17,cuhksysu"
+        default = ",".join(DATASET_NAMES)
     names = [name.strip() for name in (args.datasets or default).split(",") if name.strip()]
     test_names = [n.strip() for n in (args.test_datasets or "").split(",") if n.strip()]
     if args.data_root is not None:
@@ -251,9 +263,14 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
         pretrained = "none"  # every backbone tensor comes from DDF instead
         model_kwargs["filter_norm"] = "ddf"
     seed_everything(args.seed)
-    model = dcsd.create_model(
-        args.model, pretrained=False if pretrained == "none" else pretrained, **model_kwargs
-    )
+    if pretrained in dcsd.list_pretrained():
+        model = dcsd.create_model(pretrained, pretrained=True, **model_kwargs)
+    else:
+        model = dcsd.create_model(args.model, **model_kwargs)
+    if pretrained == "imagenet":
+        load_imagenet_backbone(model)
+    elif pretrained not in ("none", *dcsd.list_pretrained()):
+        load_weights(model, pretrained)
     if args.init_ddf is not None:
         report = load_ddf_backbone(model, read_ddf_weights(args.init_ddf))
         if context.is_main:
@@ -261,10 +278,6 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
                 f"DDF start {args.init_ddf}: {len(report.loaded)} tensors loaded, "
                 f"{len(report.fresh)} fresh"
             )
-    # The weights' card, saved in every checkpoint's config.json: what they are trained on.
-    model.pretrained_cfg = model.pretrained_cfg.trained_on(
-        data.domain_names, data.num_cameras, input_size=(3, *image_size)
-    )
     config = train_config(args)
     train_loader = build_train_loader(
         data,
@@ -302,18 +315,8 @@ def train_and_evaluate(args, datasets, out_dir: Path, context, test_datasets=())
         )
         print(f"epoch {record['epoch']}: {parts}, {record['images_per_s']:.1f} img/s")
     results = records[-1].get("eval", {}) if records else {}
-    trained = trainer.unwrapped_model
-    if results:
-        trained.pretrained_cfg = dataclasses.replace(
-            trained.pretrained_cfg,
-            reported_metrics={
-                name: {"mAP": 100 * float(m["mAP"]), "rank1": 100 * float(m["cmc"][0])}
-                for name, m in results.items()
-            },
-            metrics_source=f"examples/train_joint.py, epoch {records[-1]['epoch']}, test split "
-            "of each dataset",
-        )
     model_dir = trainer.model_dir
+    # The trainer writes the weights' card (datasets, cameras, image size, recipe, metrics).
     if records:  # a finished run resumed trains nothing: keep its exported model and card
         trainer.export_model()
     print(f"saved {model_dir} (config.json + model.safetensors)")

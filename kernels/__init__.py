@@ -3,12 +3,13 @@
 Knows nothing of ReID: ``decoupled_dwconv2d`` is usable on its own, like DDF's op.
 """
 
-from .op import BACKENDS, decoupled_dwconv2d
+from .op import BACKENDS, check_backend, decoupled_dwconv2d
 from .reference import decoupled_dwconv2d_backward_reference, decoupled_dwconv2d_reference
 from .shapes import output_size
 
 __all__ = [
     "BACKENDS",
+    "check_backend",
     "decoupled_dwconv2d",
     "decoupled_dwconv2d_backward_reference",
     "decoupled_dwconv2d_reference",

@@ -176,9 +176,25 @@ def _backward_flop_formula(
     return 3 * _forward_flops(kernel_size, grad_out_shape)
 
 
-def _check_backend(backend: str, x: torch.Tensor) -> None:
-    if not isinstance(backend, str) or backend not in BACKENDS:
+def check_backend(backend: object) -> str:
+    """``backend``, after checking it names a backend of :data:`BACKENDS`.
+
+    Raises:
+        TypeError: ``backend`` is not a str.
+        ValueError: ``backend`` is not one of :data:`BACKENDS`.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be a str, one of {BACKENDS}, got {type(backend).__name__} {backend!r}"
+        )
+    if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _check_backend_fits(backend: str, x: torch.Tensor) -> None:
+    """``backend`` is a backend that can run on ``x``'s device and dtype."""
+    check_backend(backend)
     if backend == "triton":
         if x.dtype not in _TRITON_DTYPES:
             raise TypeError(
@@ -241,7 +257,7 @@ def decoupled_dwconv2d(
     check_arguments(x, spatial, channel, kernel_size, stride, padding, dilation)
     # NumPy integers pass the checks; the custom op and Triton get plain ints.
     kernel_size, stride, padding, dilation = map(int, (kernel_size, stride, padding, dilation))
-    _check_backend(backend, x)
+    _check_backend_fits(backend, x)
     options = (kernel_size, stride, padding, dilation)
     if backend == "reference" or (backend == "auto" and x.device.type not in _OP_DEVICES):
         return decoupled_dwconv2d_reference(x, spatial, channel, *options)

@@ -57,9 +57,9 @@ def test_train_resume_and_extract(tmp_path):
     # The weights' card: what they were trained on and at, and the test metrics measured.
     card = config["pretrained_cfg"]
     assert card["input_size"] == [3, 32, 16] and card["datasets"] == ["synth0", "synth1", "synth2"]
-    assert card["num_cameras"] == 12 and card["hub_id"] == ""
-    assert set(card["reported_metrics"]) == {"synth1", "synth2"}
-    assert "train_joint.py, epoch 2" in card["metrics_source"]
+    assert card["num_cameras"] == 12 and card["hub_id"] == "" and card["name"] == "trained"
+    assert set(card["metrics"]) == {"synth1", "synth2"} and card["paper_metrics"] == {}
+    assert "after epoch 2" in card["metrics_source"]
 
     out = run(  # no --image-size: the model's config.json says 32x16
         "extract_features.py",

@@ -1,5 +1,8 @@
 """One convention for bad arguments across the package: TypeError for the type, ValueError for
-the range, both naming the argument (dcsd.kernels._validation serves every module)."""
+the range, both naming the argument (dcsd.validation serves dcsd; dcsd.kernels keeps its own
+checks, so the op library stays usable without dcsd)."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +11,8 @@ import torch
 import dcsd
 from dcsd.data import IdentityBatchSampler
 from dcsd.kernels import decoupled_dwconv2d
-from dcsd.kernels._validation import check_bool, check_int
 from dcsd.modules import DCSDConv
+from dcsd.validation import check_bool, check_int
 
 
 def test_check_int_and_check_bool():
@@ -49,3 +52,14 @@ def test_same_errors_at_every_boundary(build):
 def test_numpy_integers_are_plain_ints_to_the_op():
     out = decoupled_dwconv2d(x, SPATIAL, CHANNEL, kernel_size=np.int64(3), stride=np.int64(1))
     assert torch.equal(out, decoupled_dwconv2d(x, SPATIAL, CHANNEL, kernel_size=3, stride=1))
+
+
+def test_dcsd_does_not_reach_into_the_op_librarys_private_checks():
+    package = Path(dcsd.__file__).parent
+    importers = [
+        path.relative_to(package)
+        for path in package.rglob("*.py")
+        if "kernels._validation" in path.read_text()
+        or "kernels import _validation" in path.read_text()
+    ]
+    assert importers == []

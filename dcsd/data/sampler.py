@@ -11,7 +11,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from dcsd.kernels._validation import check_int
+from dcsd.validation import check_int
 
 
 class IdentityBatchSampler(Sampler[list[int]]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcsd.kernels._validation import check_int
+from dcsd.validation import check_int
 
 from .base import ReIDDataset, ReIDItem, relabel
 

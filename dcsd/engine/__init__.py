@@ -5,11 +5,8 @@ from .callbacks import Callback
 from .checkpoint import (
     Checkpoint,
     latest_checkpoint,
-    load_checkpoint,
     load_latest_training_state,
-    load_latest_whole_checkpoint,
     load_training_state,
-    save_checkpoint,
     save_training_state,
 )
 from .distributed import DistributedContext, destroy_distributed, init_distributed
@@ -47,11 +44,8 @@ __all__ = [
     "evaluate_model",
     "init_distributed",
     "latest_checkpoint",
-    "load_checkpoint",
     "load_latest_training_state",
-    "load_latest_whole_checkpoint",
     "load_training_state",
-    "save_checkpoint",
     "save_training_state",
     "seed_everything",
     "warmup_multistep_factor",

@@ -303,25 +303,3 @@ def load_latest_training_state(directory: str | Path) -> Checkpoint | None:
     if problems:
         raise ValueError(f"no whole checkpoint in {directory}: " + "; ".join(problems))
     return None
-
-
-def _deprecated(old: str, new: Any) -> Any:
-    def alias(*args: Any, **kwargs: Any) -> Any:
-        warnings.warn(
-            f"dcsd.engine.{old} is deprecated: use dcsd.engine.{new.__name__} (same arguments; "
-            "removed in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return new(*args, **kwargs)
-
-    alias.__name__ = old
-    alias.__doc__ = f"Deprecated alias of :func:`{new.__name__}`."
-    return alias
-
-
-save_checkpoint = _deprecated("save_checkpoint", save_training_state)
-load_checkpoint = _deprecated("load_checkpoint", load_training_state)
-load_latest_whole_checkpoint = _deprecated(
-    "load_latest_whole_checkpoint", load_latest_training_state
-)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import random
 import shutil
@@ -23,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dcsd.data import MultiDomainDataset
-from dcsd.kernels._validation import check_int
 from dcsd.manifest import MANIFEST_FILE
 from dcsd.models.pretrained import save_model
+from dcsd.models.registry import PretrainedCfg
+from dcsd.validation import check_int
 
 from .callbacks import Callback
 from .checkpoint import (
@@ -59,7 +61,7 @@ _MODEL_FLAGS = {
 }
 _DATA_FLAGS = "--datasets, their order, --synthetic-scale, --combineall"
 # Saved with each checkpoint too; a change keeps the weights' meaning and is only named.
-_SOFT_RUN_FLAGS = {"batch": "--batch", "input_size": "--image-size"}
+_SOFT_RUN_FLAGS = {"batch": "--batch"}
 LOG_SET_ASIDE_SUFFIX = ".set-aside"
 _MAX_SEED = 2**32
 
@@ -221,6 +223,10 @@ class Trainer:
     sampler must offer ``set_epoch``. Checkpoints go to ``out_dir/checkpoints``, one JSON line per
     epoch to ``out_dir/log.jsonl``. Each epoch's checkpoint is written before it is evaluated.
 
+    Every checkpoint and the exported model carry the card of the weights trained
+    (:meth:`trained_card`: datasets in domain order, cameras, image size, recipe, measured
+    metrics), so a trained model reloads knowing what it is.
+
     ``out_dir`` must be a writable folder (checked here). A run started without :meth:`resume`
     in a folder that holds a run's checkpoints or log refuses to start, unless ``overwrite``.
 
@@ -291,6 +297,12 @@ class Trainer:
         self._resume_requested = False
         self._position = (0, 0)  # (epoch, step) of the step under way, for error messages
         self._grad_norm: torch.Tensor | None = None  # the last step's, for on_step_end
+        self._input_size: tuple[int, ...] | None = None  # (C, H, W) of the batches trained on
+        self._saved_input_size: list[int] | None = None  # the resumed checkpoint's
+        self._weights_epoch = 0  # epochs trained into the model's weights
+        self._evaluation: tuple[int, dict[str, Any]] | None = None  # (epoch, metrics), last
+        # The card of the weights training starts from: the trained card names it as the start.
+        self._start_card = getattr(model, "pretrained_cfg", None)
         if self.context.is_main:
             _check_writable_folder(self.out_dir)
         # One run per folder: taken by resume() or fit(), held until fit() ends.
@@ -387,7 +399,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self._load_callback_states(checkpoint.path, state.get(CALLBACKS_KEY, []))
         self._apply_changed_settings(checkpoint.path, state.get("config", {}), soft_changes)
-        self.start_epoch = checkpoint.epoch
+        self.start_epoch = self._weights_epoch = checkpoint.epoch
+        saved_size = state.get("run", {}).get("input_size")
+        self._saved_input_size = list(saved_size) if isinstance(saved_size, list) else None
         return self.start_epoch
 
     def _callback_states(self) -> list[list[Any]]:
@@ -435,9 +449,8 @@ class Trainer:
         sampler = getattr(self.train_loader, "batch_sampler", None)
         if hasattr(sampler, "num_identities") and hasattr(sampler, "num_instances"):
             run["batch"] = [sampler.num_identities, sampler.num_instances]
-        card = getattr(model, "pretrained_cfg", None)
-        if card is not None and hasattr(card, "input_size"):
-            run["input_size"] = list(card.input_size)
+        if self._input_size is not None:
+            run["input_size"] = list(self._input_size)
         return run
 
     def _check_same_run(self, path: Path, saved: dict[str, Any]) -> list[str]:
@@ -651,6 +664,7 @@ class Trainer:
         Returns:
             The folder.
         """
+        self._write_card()
         if self.context.is_main:
             self.model_dir.mkdir(parents=True, exist_ok=True)
             (self.model_dir / MANIFEST_FILE).unlink(missing_ok=True)
@@ -659,6 +673,45 @@ class Trainer:
             # Last: its manifest covers train_config.json too.
             save_model(self.unwrapped_model, self.model_dir)
         return self.model_dir
+
+    def trained_card(self) -> PretrainedCfg | None:
+        """The card of the weights trained so far (``None`` for a model without a card): its
+        start's card :meth:`~dcsd.models.PretrainedCfg.trained_on` the training data in domain
+        order (``data``), its global cameras, the image size of the batches trained on, the
+        recipe (the config, the batch, the callbacks) and the metrics measured by ``evaluate``
+        on these very weights (none when the last evaluation was of an earlier epoch)."""
+        start = self._start_card
+        if not isinstance(start, PretrainedCfg):
+            return None
+        data = self.data
+        size = self._input_size or start.input_size
+        recipe = {
+            "train_config": _json_ready(asdict(self.config)),
+            "batch": self._run_identity().get("batch"),
+            "callbacks": [type(callback).__qualname__ for callback in self.callbacks],
+            "epochs_trained": self._weights_epoch,
+        }
+        metrics: dict[str, dict[str, float]] = {}
+        source = ""
+        if self._evaluation is not None and self._evaluation[0] == self._weights_epoch:
+            metrics = _card_metrics(self._evaluation[1])
+            source = (
+                f"measured by the trainer's evaluate after epoch {self._weights_epoch} (mAP and "
+                "rank1 in %, on each dataset's test query and gallery)"
+            )
+        return start.trained_on(
+            data.domain_names if data is not None else (),
+            data.num_cameras if data is not None else 0,
+            input_size=size,
+            metrics=metrics,
+            metrics_source=source,
+            recipe=recipe,
+        )
+
+    def _write_card(self) -> None:
+        card = self.trained_card()
+        if card is not None:
+            self.unwrapped_model.pretrained_cfg = card
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records.
@@ -691,6 +744,8 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, logs)
             record = {"epoch": epoch + 1, **logs}
+            self._weights_epoch = epoch + 1
+            self._write_card()
             if self.context.is_main:
                 save_training_state(
                     self.checkpoint_dir,
@@ -705,6 +760,7 @@ class Trainer:
                 if self.context.is_main:
                     try:
                         record["eval"] = self.evaluate(self.unwrapped_model)
+                        self._evaluation = (epoch + 1, record["eval"])
                     except Exception as error:
                         self._log(record | {"eval_error": repr(error)})
                         raise
@@ -782,6 +838,19 @@ class Trainer:
             "seconds": elapsed,
         }
 
+    def _note_input_size(self, size: tuple[int, ...]) -> None:
+        """Record the image size trained on (for the card); name a change on resume (only a
+        step shows it: the loader's transforms decide it)."""
+        self._input_size = size
+        saved = self._saved_input_size
+        if saved is not None and saved != list(size) and self.context.is_main:
+            warnings.warn(
+                f"resumed with another image size (--image-size): the checkpoint was trained on "
+                f"{saved}, this run feeds {list(size)}; the new size applies from here on",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     def _step_logs(
         self, parts: dict[str, torch.Tensor], images: int, seconds: float
     ) -> dict[str, float]:
@@ -804,6 +873,8 @@ class Trainer:
         sync per step.
         """
         images = batch["image"].to(self.device, non_blocking=True)
+        if self._input_size is None:
+            self._note_input_size(tuple(images.shape[1:]))
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         pids = batch["pid"].to(self.device, non_blocking=True)
@@ -885,6 +956,24 @@ class Trainer:
             "check the inputs, then resume (--resume), or skip such steps with "
             "TrainConfig(nonfinite='skip') (--nonfinite skip)"
         )
+
+
+def _card_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``evaluate``'s per-dataset results (mAP and CMC as fractions) as a card's metrics:
+    ``{dataset: {"mAP": %, "rank1": %}}``, for the datasets and metrics it reports."""
+    metrics: dict[str, dict[str, float]] = {}
+    for name, values in results.items():
+        if not isinstance(values, dict):
+            continue
+        entry: dict[str, float] = {}
+        if isinstance(values.get("mAP"), numbers.Real):
+            entry["mAP"] = 100 * float(values["mAP"])
+        cmc = values.get("cmc")
+        if cmc is not None and len(cmc) > 0:
+            entry["rank1"] = 100 * float(cmc[0])
+        if entry:
+            metrics[str(name)] = entry
+    return metrics
 
 
 # model.heads() name -> the MultiDomainDataset.model_kwargs() size it must equal.

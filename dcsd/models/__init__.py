@@ -9,13 +9,11 @@ from .pretrained import (
     LoadReport,
     download_checkpoint,
     imagenet_state_dict,
-    load_checkpoint,
     load_imagenet_backbone,
     load_model,
     load_pretrained,
     load_weights,
     model_config_json,
-    save_checkpoint,
     save_model,
 )
 from .registry import (
@@ -24,7 +22,9 @@ from .registry import (
     get_pretrained_cfg,
     is_model,
     list_models,
+    list_pretrained,
     register_model,
+    register_weights,
 )
 from .resnet import Bottleneck, ReIDResNet, resnet50_dcsd, resnet50_reid
 
@@ -42,8 +42,8 @@ __all__ = [
     "imagenet_state_dict",
     "init_from",
     "is_model",
+    "list_pretrained",
     "list_models",
-    "load_checkpoint",
     "load_ddf_backbone",
     "load_imagenet_backbone",
     "load_model",
@@ -53,8 +53,8 @@ __all__ = [
     "read_ddf_checkpoint",
     "read_ddf_weights",
     "register_model",
+    "register_weights",
     "resnet50_dcsd",
     "resnet50_reid",
-    "save_checkpoint",
     "save_model",
 ]

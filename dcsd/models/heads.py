@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from dcsd.kernels._validation import check_int
 from dcsd.modules import GeneralizedMeanPooling, GlobalAveragePooling
+from dcsd.validation import check_int
 
 POOLINGS = ("avg", "gem")
 

@@ -3,7 +3,7 @@ the torchvision ImageNet initialisation of the backbone.
 
 One format everywhere: :func:`save_model` writes it (``model.save_pretrained`` and every training
 checkpoint of :mod:`dcsd.engine` call it), and two calls read it, as in timm:
-``create_model(name, pretrained=folder)`` (weights into a model you describe) and
+``create_model(name, checkpoint_path=folder)`` (weights into a model you describe) and
 ``load_model(folder or Hub id)`` (the model ``config.json`` describes, with the pretrained config
 it saved).
 
@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from dcsd.manifest import MANIFEST_FILE, ChecksumError, verify_manifest, write_manifest
 from dcsd.modules import DCSDConv
 
-from .registry import PretrainedCfg, create_model, get_pretrained_cfg, is_model
+from .registry import UNTRAINED, PretrainedCfg, create_model, get_pretrained_cfg, is_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,6 +48,7 @@ _MAX_LISTED_KEYS = 8
 _EPOCH_FOLDER = re.compile(r"epoch_\d{4,}")
 _MAX_LATEST_BYTES = 256
 _MAX_CONFIG_BYTES = 1 << 20
+IMAGENET_SOURCE = "torchvision ResNet50_Weights.IMAGENET1K_V1 (backbone)"
 _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike, *, manifest: bool
     """Write a model folder: ``model.safetensors``, for dcsd models (which have ``config``)
     ``config.json`` (:func:`model_config_json`), and last ``manifest.json`` (size and SHA-256 of
     every file of the folder, :mod:`dcsd.manifest`), which :func:`load_model` verifies. The one
-    writer of the format that :func:`load_model` and ``create_model(name, pretrained=folder)``
+    writer of the format that :func:`load_model` and ``create_model(name, checkpoint_path=folder)``
     read.
 
     Args:
@@ -119,17 +119,6 @@ def save_model(model: nn.Module, directory: str | os.PathLike, *, manifest: bool
     if manifest:
         write_manifest(directory)
     return directory
-
-
-def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Deprecated alias of :func:`save_model` (removed in the next release)."""
-    warnings.warn(
-        "dcsd.models.save_checkpoint is deprecated: use dcsd.models.save_model(model, folder) "
-        "or model.save_pretrained(folder)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return save_model(model, directory)
 
 
 def read_latest(directory: str | os.PathLike) -> Path | None:
@@ -315,7 +304,7 @@ def _normalised(value: Any) -> Any:
 
 def load_weights(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
     """Load a model folder's (or ``.safetensors`` file's) weights into ``model``, every tensor
-    exactly; what ``create_model(name, pretrained=folder)`` does after building the model. A
+    exactly; what ``create_model(name, checkpoint_path=folder)`` does after building the model. A
     ``pretrained_cfg`` saved in the folder's ``config.json`` becomes ``model.pretrained_cfg``.
 
     A model built with ``num_classes=0`` drops the checkpoint's identity classifier; every other
@@ -331,18 +320,6 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
         A :class:`LoadReport`.
     """
     return _load_weights(model, *_local_files(checkpoint))
-
-
-def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
-    """Deprecated: use ``create_model(name, pretrained=folder)`` or ``load_model(folder)``
-    (removed in the next release)."""
-    warnings.warn(
-        "dcsd.models.load_checkpoint is deprecated: use dcsd.create_model(name, "
-        "pretrained=folder, ...) or dcsd.load_model(folder)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return load_weights(model, checkpoint)
 
 
 def _saved_pretrained_cfg(config_file: Path, config: dict[str, Any] | None) -> PretrainedCfg | None:
@@ -430,51 +407,38 @@ def download_checkpoint(
     return Path(weights).parent
 
 
-def load_pretrained(model: nn.Module, pretrained: Any) -> LoadReport | None:
-    """Fill a freshly built model from the source a builder's ``pretrained`` names.
+def load_pretrained(model: nn.Module, name: str) -> LoadReport:
+    """Fill a freshly built model with the zoo's weights ``name`` (``"<architecture>.<tag>"``)
+    from the Hub or the local Hub cache. The card saved with the weights says what they are;
+    the zoo entry adds its name, where they live and the paper's numbers.
 
-    Args:
-        model: a dcsd model (``model.config["architecture"]`` names its zoo entry).
-        pretrained: ``False``/``None`` (nothing), ``True`` (the zoo entry's Hub weights),
-            ``"imagenet"`` (:func:`load_imagenet_backbone` with torchvision's weights), or a
-            local folder / ``.safetensors`` file (:func:`load_checkpoint`).
-
-    Returns:
-        A :class:`LoadReport`, or None when nothing was loaded.
+    Raises:
+        OSError: the weights could not be fetched (for unpublished entries the message says
+            that none have been published).
     """
-    if pretrained is None or pretrained is False:
-        return None
-    if pretrained is True:
-        architecture = model.config["architecture"]
-        cfg = get_pretrained_cfg(architecture)
-        try:
-            folder = download_checkpoint(cfg.hub_id, revision=cfg.hub_revision)
-        except OSError as error:
-            status = (
-                ""
-                if cfg.published
-                else "\nNo weights of this entry have been published on the Hub yet (its repo id "
-                "is a placeholder): train a model and pass pretrained='<folder>', or use "
-                "pretrained='imagenet'."
-            )
-            raise OSError(f"pretrained=True for {architecture!r}: {error}{status}") from error
-        report = load_weights(model, folder)
-        # The file's card says what the weights are; where they live is the zoo entry's.
-        model.pretrained_cfg = dataclasses.replace(
-            model.pretrained_cfg,
-            hub_id=cfg.hub_id,
-            hub_revision=cfg.hub_revision,
-            published=cfg.published,
+    cfg = get_pretrained_cfg(name)
+    try:
+        folder = download_checkpoint(cfg.hub_id, revision=cfg.hub_revision)
+    except OSError as error:
+        status = (
+            ""
+            if cfg.published
+            else f"\nNo weights named {cfg.name} have been published on the Hub yet (its repo id "
+            "is a placeholder): train a model and load it with dcsd.load_model(folder), or start "
+            "from ImageNet with dcsd.models.load_imagenet_backbone(model)."
         )
-        return report
-    if pretrained == "imagenet":
-        return load_imagenet_backbone(model, imagenet_state_dict())
-    if isinstance(pretrained, (str, os.PathLike)):
-        return load_weights(model, pretrained)
-    raise TypeError(
-        "pretrained must be False, True, 'imagenet' or a checkpoint path, got "
-        f"{type(pretrained).__name__} {pretrained!r}"
+        raise OSError(f"pretrained weights {cfg.name!r}: {error}{status}") from error
+    report = load_weights(model, folder)
+    saved = model.pretrained_cfg
+    model.pretrained_cfg = dataclasses.replace(
+        saved if saved.name != UNTRAINED else cfg,
+        name=cfg.name,
+        hub_id=cfg.hub_id,
+        hub_revision=cfg.hub_revision,
+        published=cfg.published,
+        paper_metrics=cfg.paper_metrics,
     )
+    return report
 
 
 def load_model(
@@ -490,7 +454,8 @@ def load_model(
     """Build the model a model folder's ``config.json`` describes and load its weights.
 
     The model's ``pretrained_cfg`` is the one saved in ``config.json`` (input size, mean/std,
-    datasets, cameras, metrics of these weights), or its zoo entry's for folders without one.
+    datasets, cameras, metrics of these weights), or an ``"untrained"`` card for folders
+    without one (nothing is known of their weights).
 
     Args:
         source: a local model folder (``config.json`` + ``model.safetensors``: written by
@@ -536,7 +501,7 @@ def load_model(
     if not config_file.is_file():
         raise FileNotFoundError(
             f"{folder} has no {CONFIG_NAME}, so its architecture is unknown: build the model with "
-            "dcsd.create_model(name, pretrained=path, ...) instead"
+            "dcsd.create_model(name, checkpoint_path=path, ...) instead"
         )
     weights, config = _local_files(folder)
     options = dict(config)
@@ -653,16 +618,20 @@ def load_tensors_by_name(
     return loaded
 
 
-def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
-    """Initialise the stem, 1x1 convolutions, BatchNorms and downsample branches from a
-    torchvision ResNet50 state dict.
+def load_imagenet_backbone(
+    model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None
+) -> LoadReport:
+    """The ImageNet start: initialise the stem, 1x1 convolutions, BatchNorms and downsample
+    branches from a torchvision ResNet50 state dict.
 
     Static 3x3 convolutions load too (``resnet50_reid``); DCSD generators, non-local blocks and
-    the head keep their fresh initialisation; torchvision's ``fc`` is not used.
+    the head keep their fresh initialisation; torchvision's ``fc`` is not used. The model's card
+    records the start in ``source`` (training then names it as where it started).
 
     Args:
         model: a dcsd ResNet50 model.
-        state_dict: e.g. ``torchvision.models.resnet50(weights=...).state_dict()``.
+        state_dict: e.g. ``torchvision.models.resnet50(weights=...).state_dict()``; default
+            torchvision's ``IMAGENET1K_V1`` weights (:func:`imagenet_state_dict`).
 
     Returns:
         A :class:`LoadReport` (also logged at INFO level).
@@ -670,6 +639,11 @@ def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]
     Raises:
         ValueError: ``state_dict`` lacks backbone tensors or has other shapes.
     """
+    source = IMAGENET_SOURCE
+    if state_dict is None:
+        state_dict = imagenet_state_dict()
+    else:
+        source = "a torchvision ResNet50 state dict (backbone)"
     dynamic_prefixes = tuple(
         f"{name}." for name, module in model.named_modules() if isinstance(module, DCSDConv)
     )
@@ -686,6 +660,9 @@ def load_imagenet_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor]
         fresh=tuple(key for key in own if key not in loaded_set),
         ignored=tuple(key for key in state_dict if key not in loaded_set),
     )
+    card = getattr(model, "pretrained_cfg", None)
+    if isinstance(card, PretrainedCfg):
+        model.pretrained_cfg = dataclasses.replace(card, source=source)
     logger.info(
         "ImageNet init: %d tensors loaded, %d fresh, %d ImageNet tensors unused (%s)",
         len(report.loaded),

@@ -1,10 +1,16 @@
-"""The model zoo: builders registered by name, each with the card of its pretrained weights."""
+"""The model zoo: architectures (builders registered by name) and named weights of them.
+
+As timm (``resnet50.a1_in1k``) and torchvision (``ResNet50_Weights.IMAGENET1K_V1``), a card
+belongs to weights, not to an architecture: ``resnet50_dcsd`` is an architecture,
+``resnet50_dcsd.joint5`` weights of it, with their Hub repository, transforms and metrics.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,16 +25,24 @@ Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 MAX_INPUT_SIDE = 4096
 
 
+UNTRAINED = "untrained"  # the name of a freshly built model's card
+TRAINED = "trained"  # the name of the card a dcsd Trainer writes (weights not in the zoo)
+
+
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """What a zoo entry's pretrained weights are and how to feed them (timm's pretrained_cfg,
-    torchvision's weights metadata).
+    """The card of a model's weights: what they are, what they were trained on and how to feed
+    them (timm's pretrained_cfg, torchvision's weights metadata).
 
-    A model carries its card as ``model.pretrained_cfg``: a freshly built model has its zoo
-    entry's card, a loaded model the card saved in its ``config.json`` (``"pretrained_cfg"``),
-    so weights fine-tuned at another size or on other data say so themselves.
+    A model carries its card as ``model.pretrained_cfg``: a freshly built model has an
+    ``"untrained"`` card (the architecture's input size and normalisation, no datasets, no
+    metrics); a model trained by :class:`dcsd.engine.Trainer` the card the trainer wrote (its
+    datasets, cameras, input size, recipe and measured metrics); a loaded model the card saved
+    in its ``config.json`` (``"pretrained_cfg"``); a zoo entry's weights their entry's card.
 
     Attributes:
+        name: which weights: ``"untrained"``, ``"trained"`` (trained by a dcsd Trainer, not a
+            zoo entry) or a zoo name ``"<architecture>.<tag>"`` (:func:`list_pretrained`).
         hub_id: Hugging Face Hub repository holding ``config.json`` and ``model.safetensors``
             ("" for weights that are not on the Hub).
         hub_revision: branch, tag or commit to download (pin a commit for reproducibility).
@@ -38,15 +52,19 @@ class PretrainedCfg:
         input_size: (C, H, W) of the training and test images.
         mean, std: per-channel normalisation of RGB images in [0, 1].
         interpolation: resize interpolation of the eval transforms (``"bicubic"`` as BoT).
-        datasets: training datasets; their order is the domain ID order.
+        datasets: training datasets; their order is the domain ID order (and fixes the global
+            camera numbering).
         num_cameras: global camera IDs the camera classifiers were trained on.
-        reported_metrics: {dataset: {metric: value}} for these weights; for unpublished entries
-            the numbers the paper reports for this configuration (see ``metrics_source``).
-        metrics_source: where ``reported_metrics`` come from.
-        source: where the weights come from when not from training on ``datasets`` (e.g. the
-            DDF ImageNet checkpoint a folder was converted from); "" otherwise.
+        metrics: {dataset: {metric: value}} measured on these weights (mAP and rank1 in %).
+        metrics_source: how and when ``metrics`` were measured.
+        paper_metrics: {dataset: {metric: value}} the paper reports for this configuration:
+            a target, not a measurement of these weights.
+        recipe: how the weights were trained (the trainer's settings, JSON values).
+        source: where the weights start from or come from when not from training alone (the
+            ImageNet or DDF backbone a run started from, a converted checkpoint); "" otherwise.
     """
 
+    name: str = UNTRAINED
     hub_id: str = ""
     hub_revision: str = "main"
     published: bool = False
@@ -56,8 +74,10 @@ class PretrainedCfg:
     interpolation: str = "bicubic"
     datasets: tuple[str, ...] = ()
     num_cameras: int = 0
-    reported_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics_source: str = ""
+    paper_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -89,16 +109,17 @@ class PretrainedCfg:
             raise ValueError(
                 f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
             )
+        for name in ("name", "hub_id", "hub_revision", "metrics_source", "source"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str, got {getattr(self, name)!r}")
+        for name in ("metrics", "paper_metrics", "recipe"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise TypeError(f"{name} must be a mapping, got {getattr(self, name)!r}")
         if isinstance(self.datasets, str):
             raise TypeError(f"datasets must be a sequence of names, got the str {self.datasets!r}")
         # JSON gives lists back: store tuples, so cards compare equal as written.
         for name in ("input_size", "mean", "std", "datasets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-
-    @property
-    def domain_names(self) -> tuple[str, ...]:
-        """Dataset name of each domain ID."""
-        return self.datasets
 
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready values (what ``config.json`` stores under ``pretrained_cfg``)."""
@@ -128,84 +149,170 @@ class PretrainedCfg:
         datasets: Sequence[str],
         num_cameras: int,
         input_size: Sequence[int] | None = None,
+        *,
+        metrics: Mapping[str, Mapping[str, float]] | None = None,
+        metrics_source: str = "",
+        recipe: Mapping[str, Any] | None = None,
+        source: str | None = None,
     ) -> PretrainedCfg:
-        """The card of new weights trained from this architecture: the given training data and
-        image size, no Hub repository and no metrics yet (add measured ones with
-        ``dataclasses.replace(cfg, reported_metrics=..., metrics_source=...)``)."""
+        """The card of new weights trained from these (what :class:`dcsd.engine.Trainer`
+        writes): named ``"trained"``, on the given data and image size, with the given measured
+        metrics and recipe, no Hub repository and no paper numbers. ``source`` (default: what
+        these weights were, their name or their own source) says where training started."""
+        if source is None:
+            source = self.source if self.name in (UNTRAINED, TRAINED) else self.name
         return dataclasses.replace(
             self,
+            name=TRAINED,
             hub_id="",
             hub_revision="main",
             published=False,
             input_size=tuple(input_size) if input_size is not None else self.input_size,
             datasets=tuple(datasets),
             num_cameras=num_cameras,
-            reported_metrics={},
-            metrics_source="",
-            source="",
+            metrics={k: dict(v) for k, v in (metrics or {}).items()},
+            metrics_source=metrics_source,
+            paper_metrics={},
+            recipe=dict(recipe or {}),
+            source=source,
         )
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-_PRETRAINED_CFGS: dict[str, PretrainedCfg] = {}
+_WEIGHTS: dict[str, PretrainedCfg] = {}
+# Each architecture's default weights: the first registered, as timm's default tag.
+_DEFAULT_WEIGHTS: dict[str, str] = {}
 
 
-def register_model(pretrained_cfg: PretrainedCfg) -> Callable[[Builder], Builder]:
-    """Decorator adding a builder to the zoo under its function name.
+def register_model(builder: Builder) -> Builder:
+    """Decorator adding a builder to the zoo under its function name (an architecture; its
+    weights are registered apart, with :func:`register_weights`)."""
+    name = builder.__name__
+    if name in _BUILDERS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    if "." in name:
+        raise ValueError(f"a model name cannot hold '.' (it separates the weights' tag): {name!r}")
+    _BUILDERS[name] = builder
+    return builder
 
-    Args:
-        pretrained_cfg: the card of the entry's pretrained weights.
+
+def register_weights(card: PretrainedCfg) -> PretrainedCfg:
+    """Add named weights to the zoo: ``card.name`` is ``"<architecture>.<tag>"`` of a
+    registered architecture; the first weights of an architecture are its default.
+
+    Returns:
+        The card.
     """
-    if not isinstance(pretrained_cfg, PretrainedCfg):
-        raise TypeError(
-            f"pretrained_cfg must be a PretrainedCfg, got {type(pretrained_cfg).__name__}"
+    if not isinstance(card, PretrainedCfg):
+        raise TypeError(f"card must be a PretrainedCfg, got {type(card).__name__}")
+    architecture, _, tag = card.name.partition(".")
+    if not tag or architecture not in _BUILDERS:
+        raise ValueError(
+            f"weights must be named '<architecture>.<tag>' of a registered architecture "
+            f"({list_models()}), got {card.name!r}"
         )
-
-    def decorator(builder: Builder) -> Builder:
-        name = builder.__name__
-        if name in _BUILDERS:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _BUILDERS[name] = builder
-        _PRETRAINED_CFGS[name] = pretrained_cfg
-        return builder
-
-    return decorator
+    if card.name in _WEIGHTS:
+        raise ValueError(f"weights named {card.name!r} are already registered")
+    _WEIGHTS[card.name] = card
+    _DEFAULT_WEIGHTS.setdefault(architecture, card.name)
+    return card
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, optionally filtered by a shell-style pattern
-    such as ``"*dcsd*"``."""
+    """Sorted names of the registered architectures, optionally filtered by a shell-style
+    pattern such as ``"*dcsd*"``."""
     names = sorted(_BUILDERS)
     if pattern is None:
         return names
     return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
 
 
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Sorted names of the zoo's weights, ``"<architecture>.<tag>"`` (timm's
+    ``list_pretrained``), optionally filtered by a shell-style pattern."""
+    names = sorted(_WEIGHTS)
+    if pattern is None:
+        return names
+    return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+
+
 def is_model(name: str) -> bool:
-    """Whether ``name`` is a registered model."""
+    """Whether ``name`` is a registered architecture."""
     return name in _BUILDERS
 
 
-def _check_name(name: object) -> str:
+def split_model_name(name: object) -> tuple[str, str]:
+    """``"arch.tag"`` -> ``("arch", "tag")``, ``"arch"`` -> ``("arch", "")``, checked.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: unknown architecture or weights.
+    """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
-    return name
+    architecture, _, tag = name.partition(".")
+    if architecture not in _BUILDERS:
+        raise ValueError(f"unknown model {architecture!r}; available: {list_models()}")
+    if tag and name not in _WEIGHTS:
+        raise ValueError(
+            f"unknown weights {name!r}; weights of {architecture}: "
+            f"{list_pretrained(architecture + '.*')}"
+        )
+    return architecture, tag
 
 
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
-    """The pretrained card of the registered model ``name``."""
-    return _PRETRAINED_CFGS[_check_name(name)]
+    """The card of the zoo's weights ``name``: ``"<architecture>.<tag>"``, or an
+    architecture for its default weights.
+
+    Raises:
+        ValueError: unknown name, or an architecture without weights in the zoo.
+    """
+    architecture, tag = split_model_name(name)
+    if tag:
+        return _WEIGHTS[name]
+    if architecture not in _DEFAULT_WEIGHTS:
+        raise ValueError(f"{architecture!r} has no weights in the zoo; see list_pretrained()")
+    return _WEIGHTS[_DEFAULT_WEIGHTS[architecture]]
 
 
-def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module:
-    """Build a registered model.
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    checkpoint_path: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model (timm's ``create_model``).
 
     Args:
-        name: a name from :func:`list_models`, e.g. ``"resnet50_dcsd"``.
-        pretrained: ``False``; ``True`` (the entry's Hub weights); ``"imagenet"`` (torchvision
-            ResNet50 ImageNet backbone); or a local folder / ``.safetensors`` file.
+        name: an architecture from :func:`list_models` (``"resnet50_dcsd"``) or weights from
+            :func:`list_pretrained` (``"resnet50_dcsd.joint5"``).
+        pretrained: load the named weights (an architecture's default weights for a bare
+            architecture name) from the Hub or the local Hub cache. Backbone starts have
+            functions of their own: :func:`dcsd.models.load_imagenet_backbone`,
+            :func:`dcsd.models.load_ddf_backbone`.
+        checkpoint_path: a local model folder or ``.safetensors`` file whose weights fill the
+            model built here (:func:`dcsd.models.load_weights`; timm's ``checkpoint_path``).
+            To build the model a folder describes, use :func:`dcsd.load_model`.
         **kwargs: the builder's keyword-only options (num_classes, num_domains, ...).
     """
-    return _BUILDERS[_check_name(name)](pretrained=pretrained, **kwargs)
+    architecture, tag = split_model_name(name)
+    if not isinstance(pretrained, bool):
+        raise TypeError(
+            f"pretrained must be True or False, got {type(pretrained).__name__} {pretrained!r}: "
+            "a local folder is checkpoint_path=folder (or dcsd.load_model(folder)), the ImageNet "
+            "backbone dcsd.models.load_imagenet_backbone(model)"
+        )
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("pass pretrained=True or checkpoint_path, not both")
+    model = _BUILDERS[architecture](**kwargs)
+    if pretrained:
+        from .pretrained import load_pretrained
+
+        load_pretrained(model, name if tag else get_pretrained_cfg(architecture).name)
+    elif checkpoint_path is not None:
+        from .pretrained import load_weights
+
+        load_weights(model, checkpoint_path)
+    return model

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from dcsd.kernels._validation import check_int
+from dcsd.data.registry import DATASET_NAMES
 from dcsd.modules import DCSDConv, DCSDConvOutput, NonLocalBlock
+from dcsd.validation import check_int
 
 from .heads import BNNeckHead
 from .output import ReIDOutput
 from .pretrained import load_model, load_pretrained, model_config_json, save_model
-from .registry import PretrainedCfg, get_pretrained_cfg, register_model
+from .registry import PretrainedCfg, get_pretrained_cfg, register_model, register_weights
 
 HEADS = ("bot", "agw")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -31,8 +31,7 @@ _WIDTHS = (64, 128, 256, 512)
 # AGW: non-local blocks after the last 2 blocks of layer2 and the last 3 of layer3.
 _AGW_NON_LOCAL = {"layer2": 2, "layer3": 3}
 _EXPANSION = 4
-_JOINT5_DATASETS = ("market1501", "cuhksysu", "dukemtmc", "cuhk03", "msmt17")
-_JOINT5_CAMERAS = 32  # 6 + 1 + 8 + 2 + 15 global camera IDs
+_JOINT5_CAMERAS = 32  # 6 + 1 + 8 + 2 + 15 global camera IDs of DATASET_NAMES
 PARAMETER_GROUPS = ("backbone", "generators", "information", "heads")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -122,7 +121,8 @@ class ReIDResNet(
     """ResNet50 for person ReID: static (BoT / AGW baseline) or with DCSD layers.
 
     Build it through :func:`dcsd.create_model` (or a builder such as :func:`resnet50_dcsd`),
-    which records the zoo name in ``architecture`` and the entry's card in ``pretrained_cfg``.
+    which records the zoo name in ``architecture``. ``pretrained_cfg`` is the card of its
+    weights: ``"untrained"`` when freshly built (see :class:`~dcsd.models.PretrainedCfg`).
     In training mode ``forward`` returns a :class:`~dcsd.models.ReIDOutput`; in eval mode the
     (N, 2048) embedding after BNNeck.
 
@@ -166,20 +166,10 @@ class ReIDResNet(
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         _check_dcsd_options(dynamic, dcsd_options)
-        if "op_backend" in dcsd_options and "backend" in dcsd_options:
-            raise TypeError("pass backend= only (op_backend= is its deprecated name)")
-        if "op_backend" in dcsd_options:
-            warnings.warn(
-                "op_backend=... is deprecated: use backend=... (the op's own word; removed in "
-                "the next release)",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            dcsd_options["backend"] = dcsd_options.pop("op_backend")
-        # The zoo name and the weights' card; a registered builder sets its own
-        # (create_reid_resnet), a model built directly is one of the two stock entries.
+        # The zoo name (a registered builder sets its own, create_reid_resnet; a model built
+        # directly is one of the two stock architectures) and the card of untrained weights.
         self.architecture = "resnet50_dcsd" if dynamic else "resnet50_reid"
-        self.pretrained_cfg: PretrainedCfg = get_pretrained_cfg(self.architecture)
+        self.pretrained_cfg = PretrainedCfg()
         self.dynamic = dynamic
         self.num_domains = num_domains
         self.num_cameras = num_cameras
@@ -402,7 +392,6 @@ class ReIDResNet(
                 dropped[head] = (before[head], size)
         return dropped
 
-
     def _forward_backbone(
         self, images: torch.Tensor, with_logits: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
@@ -518,10 +507,10 @@ class ReIDResNet(
         )
 
 
-def create_reid_resnet(variant: str, pretrained: Any = False, **kwargs: Any) -> ReIDResNet:
-    """Build the zoo entry ``variant`` (timm's ``build_model_with_cfg``): the one place where a
-    :class:`ReIDResNet` gets its zoo name (``architecture``, saved in ``config.json``) and its
-    weights' card (``pretrained_cfg``), then its weights.
+def create_reid_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ReIDResNet:
+    """Build the architecture ``variant`` (timm's ``build_model_with_cfg``): the one place where
+    a :class:`ReIDResNet` gets its zoo name (``architecture``, saved in ``config.json``), then,
+    with ``pretrained``, the variant's default weights in the zoo.
 
     A variant is a registered builder that calls this with its name and its own defaults, e.g.
     ``create_reid_resnet("resnet50_dcsd_s", pretrained, **{"dynamic": True,
@@ -529,37 +518,28 @@ def create_reid_resnet(variant: str, pretrained: Any = False, **kwargs: Any) -> 
 
     Args:
         variant: the registered name.
-        pretrained: see :func:`dcsd.create_model`.
+        pretrained: load the variant's default weights (see :func:`dcsd.create_model`).
         **kwargs: :class:`ReIDResNet` options.
     """
+    if not isinstance(pretrained, bool):
+        raise TypeError(
+            f"pretrained must be True or False, got {type(pretrained).__name__} {pretrained!r}: "
+            "a local folder is dcsd.load_model(folder) or dcsd.create_model(name, "
+            "checkpoint_path=folder), the ImageNet backbone dcsd.models.load_imagenet_backbone"
+        )
     model = ReIDResNet(**kwargs)
     model.architecture = variant
-    model.pretrained_cfg = get_pretrained_cfg(variant)
-    load_pretrained(model, pretrained)
+    if pretrained:
+        load_pretrained(model, get_pretrained_cfg(variant).name)
     return model
 
 
-@register_model(
-    PretrainedCfg(
-        hub_id="dcsd/resnet50_dcsd.joint5",
-        datasets=_JOINT5_DATASETS,
-        num_cameras=_JOINT5_CAMERAS,
-        reported_metrics={
-            "cuhk03": {"mAP": 78.0},
-            "cuhksysu": {"mAP": 91.3},
-            "market1501": {"mAP": 89.5},
-            "dukemtmc": {"mAP": 80.6},
-            "msmt17": {"mAP": 61.5},
-        },
-        metrics_source="paper Table II, BoT-DCSD joint training (not measured on these weights)",
-    )
-)
-def resnet50_dcsd(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -> ReIDResNet:
+@register_model
+def resnet50_dcsd(pretrained: bool = False, **kwargs: Any) -> ReIDResNet:
     """ResNet50-DCSD: every bottleneck 3x3 conv is a :class:`DCSDConv` (16 layers).
 
     Args:
-        pretrained: ``False``, ``True`` (this entry's Hub weights), ``"imagenet"`` (torchvision
-            ResNet50 backbone, fresh DCSD generators) or a local folder / ``.safetensors``.
+        pretrained: load the default weights of the zoo, ``resnet50_dcsd.joint5``.
         **kwargs: :class:`ReIDResNet` options (``num_classes``, ``num_domains``,
             ``num_cameras``, ``last_stride``, ``head``, ``zero_init_residual``) and the DCSD
             layer options (``factors``, ``stop_gradient``, ``filter_norm``,
@@ -568,30 +548,51 @@ def resnet50_dcsd(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -
     return create_reid_resnet("resnet50_dcsd", pretrained, dynamic=True, **kwargs)
 
 
-@register_model(
+@register_model
+def resnet50_reid(pretrained: bool = False, **kwargs: Any) -> ReIDResNet:
+    """Static ResNet50 ReID baseline (BoT with ``head="bot"``, AGW with ``head="agw"``).
+
+    Same API and outputs as :func:`resnet50_dcsd`, with torchvision's 3x3 convolutions;
+    ``num_domains`` and ``num_cameras`` are accepted (so one call builds either model) and
+    recorded, and its ``domain_logits`` / ``camera_logits`` are empty. DCSD layer options are
+    refused. ``pretrained``: load ``resnet50_reid.joint5``.
+    """
+    return create_reid_resnet("resnet50_reid", pretrained, dynamic=False, **kwargs)
+
+
+# The zoo's weights: joint training on the paper's five datasets in its domain order. None are
+# published yet (published=False); each keeps the paper's Table II mAPs as paper_metrics, a
+# target, and no measured metrics.
+register_weights(
     PretrainedCfg(
-        hub_id="dcsd/resnet50_reid.joint5",
-        datasets=_JOINT5_DATASETS,
+        name="resnet50_dcsd.joint5",
+        hub_id="dcsd/resnet50_dcsd.joint5",
+        datasets=DATASET_NAMES,
         num_cameras=_JOINT5_CAMERAS,
-        reported_metrics={
+        paper_metrics={
+            "cuhk03": {"mAP": 78.0},
+            "cuhksysu": {"mAP": 91.3},
+            "market1501": {"mAP": 89.5},
+            "dukemtmc": {"mAP": 80.6},
+            "msmt17": {"mAP": 61.5},
+        },
+    )
+)
+register_weights(
+    PretrainedCfg(
+        name="resnet50_reid.joint5",
+        hub_id="dcsd/resnet50_reid.joint5",
+        datasets=DATASET_NAMES,
+        num_cameras=_JOINT5_CAMERAS,
+        paper_metrics={
             "cuhk03": {"mAP": 65.7},
             "cuhksysu": {"mAP": 89.3},
             "market1501": {"mAP": 84.6},
             "dukemtmc": {"mAP": 75.9},
             "msmt17": {"mAP": 49.5},
         },
-        metrics_source="paper Table II, BoT joint training (not measured on these weights)",
     )
 )
-def resnet50_reid(pretrained: bool | str | os.PathLike = False, **kwargs: Any) -> ReIDResNet:
-    """Static ResNet50 ReID baseline (BoT with ``head="bot"``, AGW with ``head="agw"``).
-
-    Same API and outputs as :func:`resnet50_dcsd`, with torchvision's 3x3 convolutions;
-    ``num_domains`` and ``num_cameras`` are accepted (so one call builds either model) and
-    recorded, and its ``domain_logits`` / ``camera_logits`` are empty. DCSD layer options are
-    refused.
-    """
-    return create_reid_resnet("resnet50_reid", pretrained, dynamic=False, **kwargs)
 
 
 _DCSD_OPTIONS = (
@@ -600,7 +601,6 @@ _DCSD_OPTIONS = (
     "filter_norm",
     "spatial_information",
     "backend",
-    "op_backend",
 )
 
 

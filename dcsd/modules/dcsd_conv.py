@@ -21,15 +21,14 @@ For an input X (N, C, H, W):
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from dcsd.kernels import BACKENDS, decoupled_dwconv2d
-from dcsd.kernels._validation import check_bool, check_int
+from dcsd.kernels import check_backend, decoupled_dwconv2d
+from dcsd.validation import check_bool, check_int
 
 FACTORS = ("sample", "domain", "camera")
 # How the generated filters are bounded: DDF's FilterNorm (standardise over the taps, then
@@ -91,14 +90,11 @@ def check_filter_norm(filter_norm: object) -> str:
     """Validate a filter normalisation choice and return its name.
 
     Args:
-        filter_norm: one of ``FILTER_NORMS`` (``"ddf"``, ``"rms"``, ``"none"``), or a bool
-            (``True`` is ``"ddf"``, ``False`` is ``"none"``, as saved by dcsd 0.1 configs).
+        filter_norm: one of ``FILTER_NORMS`` (``"ddf"``, ``"rms"``, ``"gate"``, ``"none"``).
     """
-    if isinstance(filter_norm, bool):
-        return "ddf" if filter_norm else "none"
     if not isinstance(filter_norm, str):
         raise TypeError(
-            f"filter_norm must be one of {FILTER_NORMS} or a bool, got "
+            f"filter_norm must be a str, one of {FILTER_NORMS}, got "
             f"{type(filter_norm).__name__} {filter_norm!r}"
         )
     if filter_norm not in FILTER_NORMS:
@@ -197,7 +193,6 @@ class DCSDConv(nn.Module):
             Needs the domain or the camera factor.
         backend: backend of :func:`dcsd.kernels.decoupled_dwconv2d`: ``"auto"``,
             ``"triton"`` or ``"reference"`` (see :func:`set_op_backend`).
-        op_backend: deprecated name of ``backend`` (removed in the next release).
 
     Shapes:
         x: (N, C, H, W) -> output (N, C, Ho, Wo), Ho = (H + 2p - d(K-1) - 1) // stride + 1 with
@@ -217,21 +212,11 @@ class DCSDConv(nn.Module):
         dilation: int = 1,
         channel_ratio: float = 0.2,
         mlp_ratio: float = 0.25,
-        filter_norm: bool | str = DEFAULT_FILTER_NORM,
+        filter_norm: str = DEFAULT_FILTER_NORM,
         spatial_information: bool = False,
         backend: str = "auto",
-        op_backend: str | None = None,
     ) -> None:
         super().__init__()
-        if op_backend is not None and backend != "auto":
-            raise TypeError("pass backend= only (op_backend= is its deprecated name)")
-        if op_backend is not None:
-            warnings.warn(
-                "DCSDConv(op_backend=...) is deprecated: use backend=... (the op's own word)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            backend = op_backend
         check_int("channels", channels, 1)
         check_int("kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
@@ -242,7 +227,7 @@ class DCSDConv(nn.Module):
         for name, ratio in (("channel_ratio", channel_ratio), ("mlp_ratio", mlp_ratio)):
             if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
                 raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
-        _check_backend(backend)
+        check_backend(backend)
         check_bool("stop_gradient", stop_gradient)
         check_bool("spatial_information", spatial_information)
         if spatial_information and self.factors == ("sample",):
@@ -344,7 +329,6 @@ class DCSDConv(nn.Module):
                 )
             fresh = nn.Linear(self.channels, size, device=old.weight.device, dtype=old.weight.dtype)
             setattr(self, f"{name}_classifier", fresh)
-
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """This layer's parameters by role, disjoint and covering all of them:
@@ -452,11 +436,6 @@ class DCSDConv(nn.Module):
         )
 
 
-def _check_backend(backend: object) -> None:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
 def set_op_backend(module: nn.Module, backend: str) -> int:
     """Set the op backend of every :class:`DCSDConv` inside ``module``.
 
@@ -469,7 +448,7 @@ def set_op_backend(module: nn.Module, backend: str) -> int:
     Returns:
         How many DCSD layers were changed.
     """
-    _check_backend(backend)
+    check_backend(backend)
     layers = [layer for layer in module.modules() if isinstance(layer, DCSDConv)]
     for layer in layers:
         layer.backend = backend

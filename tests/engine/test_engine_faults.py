@@ -225,7 +225,7 @@ def test_byte_flips_in_a_model_folder_stop_load_model(reid_model, tmp_path):
         with pytest.raises(ChecksumError, match=name):
             dcsd.load_model(tmp_path)
         with pytest.raises(ChecksumError, match=name):
-            dcsd.create_model("resnet50_reid", num_classes=4, pretrained=tmp_path)
+            dcsd.create_model("resnet50_reid", num_classes=4, checkpoint_path=tmp_path)
         path.write_bytes(original)
         TRIED["byte flips"] += 1
 

@@ -404,3 +404,48 @@ def test_callbacks_see_each_moment_and_their_state_resumes(tiny_data, tmp_path):
         TypeError, match="must be dcsd.engine.Callback objects, got builtin_function"
     ):
         make_trainer(tiny_data, tmp_path / "other", callbacks=[print])
+
+
+@pytest.mark.slow
+def test_a_trained_model_reloads_with_the_card_of_what_it_was_trained_on(tiny_data, tmp_path):
+    import torchvision
+
+    from dcsd.data import build_eval_transforms
+    from dcsd.models import load_imagenet_backbone
+
+    torch.manual_seed(0)
+    model = dcsd.resnet50_reid(**tiny_data.model_kwargs())
+    load_imagenet_backbone(model, torchvision.models.resnet50().state_dict())
+    loader = build_train_loader(
+        tiny_data, image_size=(32, 16), num_identities=4, num_instances=2, num_workers=0
+    )
+    splits = build_eval_splits(tiny_data, image_size=(32, 16), batch_size=16, num_workers=0)
+    config = TrainConfig(epochs=1, warmup_epochs=0, milestones=(5,), progress=False)
+    trainer = Trainer(
+        model,
+        DCSDLoss(),
+        loader,
+        config,
+        tmp_path,
+        evaluate=lambda m: evaluate_model(m, splits),
+        data=tiny_data,
+    )
+    (record,) = trainer.fit()
+    folder = trainer.export_model()
+    card = dcsd.load_model(folder).pretrained_cfg
+    # Its own datasets in domain order, cameras and size; the metrics it measured, no others.
+    assert card.name == "trained" and card.datasets == ("synth0", "synth1")
+    assert card.num_cameras == tiny_data.num_cameras and card.input_size == (3, 32, 16)
+    assert set(card.metrics) == {"synth0", "synth1"}
+    for name, metrics in card.metrics.items():
+        assert metrics["mAP"] == pytest.approx(100 * record["eval"][name]["mAP"])
+        assert metrics["rank1"] == pytest.approx(100 * record["eval"][name]["cmc"][0])
+    assert "after epoch 1" in card.metrics_source and card.paper_metrics == {}
+    assert card.hub_id == "" and not card.published
+    assert card.recipe["train_config"]["lr"] == config.lr and card.recipe["batch"] == [4, 2]
+    assert "torchvision ResNet50" in card.source  # where training started
+    assert tuple(build_eval_transforms(card).transforms[0].size) == (32, 16)
+    # The epoch's checkpoint, written before its evaluation, has the same card without metrics.
+    checkpoint_card = dcsd.load_model(tmp_path / "checkpoints").pretrained_cfg
+    assert checkpoint_card.datasets == card.datasets and checkpoint_card.input_size == (3, 32, 16)
+    assert checkpoint_card.metrics == {}

@@ -311,6 +311,7 @@ def _valid():
         ({"x": torch.zeros(2, 3, 6, 5, dtype=torch.int32)}, TypeError, "x must be float16"),
         ({"x": torch.zeros(2, 3, 6, 5, device="meta")}, ValueError, "one device"),
         ({"backend": "cuda"}, ValueError, "backend must be one of"),
+        ({"backend": None}, TypeError, "backend must be a str"),
         ({"x": torch.zeros(2, 3, 1, 1), "padding": 0}, ValueError, "too small"),
     ],
 )

@@ -1,5 +1,5 @@
 """One API: one model folder format (also inside training checkpoints), weights that carry their
-own pretrained config, builders that delegate, and the deprecated names of the old API."""
+own card, named weights in the zoo, builders that delegate, and the old names gone."""
 
 import dataclasses
 import json
@@ -25,7 +25,7 @@ def fine_tuned() -> torch.nn.Module:
     model.pretrained_cfg = dataclasses.replace(
         model.pretrained_cfg.trained_on(["market1501", "dukemtmc"], 3, input_size=(3, 384, 192)),
         interpolation="bilinear",
-        reported_metrics={"market1501": {"mAP": 12.5}},
+        metrics={"market1501": {"mAP": 12.5}},
         metrics_source="a test",
     )
     return model
@@ -38,16 +38,40 @@ def test_weights_carry_their_own_pretrained_config(tmp_path):
     assert saved["pretrained_cfg"]["input_size"] == [3, 384, 192]
     for loaded in (
         dcsd.load_model(tmp_path / "m"),
-        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path / "m", **SMALL),
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=tmp_path / "m", **SMALL),
     ):
         cfg = loaded.pretrained_cfg
         assert cfg == model.pretrained_cfg
         assert cfg.input_size == (3, 384, 192) and cfg.hub_id == "" and not cfg.published
-        assert cfg.domain_names == ("market1501", "dukemtmc") and cfg.num_cameras == 3
-        assert cfg.reported_metrics == {"market1501": {"mAP": 12.5}}
-    # The zoo's card is untouched, and a fresh model still gets it.
-    assert dcsd.resnet50_dcsd().pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+        assert cfg.datasets == ("market1501", "dukemtmc") and cfg.num_cameras == 3
+        assert cfg.metrics == {"market1501": {"mAP": 12.5}} and cfg.paper_metrics == {}
+        assert cfg.name == "trained"
+    # The zoo's card is untouched, and a fresh model has none of its claims.
+    fresh = dcsd.resnet50_dcsd().pretrained_cfg
+    assert fresh == PretrainedCfg() and fresh.name == "untrained"
+    assert fresh.datasets == () and fresh.metrics == {} and fresh.paper_metrics == {}
     assert dcsd.get_pretrained_cfg("resnet50_dcsd").input_size == (3, 256, 128)
+
+
+def test_the_zoo_names_weights_not_architectures():
+    assert dcsd.list_models() == ["resnet50_dcsd", "resnet50_reid"]
+    assert dcsd.list_pretrained() == ["resnet50_dcsd.joint5", "resnet50_reid.joint5"]
+    card = dcsd.get_pretrained_cfg("resnet50_dcsd.joint5")
+    assert dcsd.get_pretrained_cfg("resnet50_dcsd") is card  # an architecture's default weights
+    assert card.name == "resnet50_dcsd.joint5" and card.hub_id == "dcsd/resnet50_dcsd.joint5"
+    # Unpublished: nothing measured; the paper's numbers are kept as what they are.
+    assert not card.published and card.metrics == {} and card.metrics_source == ""
+    assert card.paper_metrics["market1501"] == {"mAP": 89.5}
+    assert dcsd.get_pretrained_cfg("resnet50_reid.joint5").paper_metrics["msmt17"] == {"mAP": 49.5}
+    # A weights name builds its architecture; without pretrained=True nothing is loaded.
+    model = dcsd.create_model("resnet50_reid.joint5", num_classes=0)
+    assert model.architecture == "resnet50_reid" and model.pretrained_cfg.name == "untrained"
+    with pytest.raises(ValueError, match=r"unknown weights 'resnet50_dcsd.paper'.*joint5"):
+        dcsd.create_model("resnet50_dcsd.paper")
+    with pytest.raises(TypeError, match="pretrained must be True or False, got str 'imagenet'"):
+        dcsd.create_model("resnet50_reid", pretrained="imagenet")
+    with pytest.raises(TypeError, match="checkpoint_path=folder"):
+        dcsd.resnet50_reid(pretrained="/some/folder")
 
 
 def test_eval_transforms_are_built_from_the_config():
@@ -114,9 +138,10 @@ def test_training_checkpoints_are_model_folders(tmp_path):
 def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
     """A new variant is one registered function that delegates; it needs no other change."""
     monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
-    monkeypatch.setattr(registry, "_PRETRAINED_CFGS", dict(registry._PRETRAINED_CFGS))
+    monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
+    monkeypatch.setattr(registry, "_DEFAULT_WEIGHTS", dict(registry._DEFAULT_WEIGHTS))
 
-    @registry.register_model(PretrainedCfg(input_size=(3, 128, 64)))
+    @registry.register_model
     def resnet50_dcsd_s(pretrained=False, **kwargs):
         """ResNet50-DCSD with the sample factor only (DDF-like) by default."""
         options = {"dynamic": True, "factors": ("sample",), **kwargs}
@@ -125,7 +150,13 @@ def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
     model = dcsd.create_model("resnet50_dcsd_s", num_classes=4)
     assert model.architecture == "resnet50_dcsd_s"
     assert model.config["architecture"] == "resnet50_dcsd_s"
-    assert model.config["factors"] == ["sample"] and model.pretrained_cfg.input_size == (3, 128, 64)
+    assert model.config["factors"] == ["sample"] and model.pretrained_cfg.name == "untrained"
+    with pytest.raises(ValueError, match="'resnet50_dcsd_s' has no weights in the zoo"):
+        dcsd.get_pretrained_cfg("resnet50_dcsd_s")
+    card = registry.register_weights(PretrainedCfg(name="resnet50_dcsd_s.tiny", hub_id="me/s"))
+    assert dcsd.get_pretrained_cfg("resnet50_dcsd_s") is card
+    with pytest.raises(ValueError, match="'<architecture>.<tag>' of a registered architecture"):
+        registry.register_weights(PretrainedCfg(name="resnet50_nothing.tiny"))
     model.save_pretrained(tmp_path)
     loaded = dcsd.load_model(tmp_path)
     assert loaded.architecture == "resnet50_dcsd_s" and loaded.factors == ("sample",)
@@ -136,45 +167,34 @@ def test_one_builder_records_the_variant_name(tmp_path, monkeypatch):
         dcsd.resnet50_dcsd(dilation=2)
 
 
-def test_old_configs_with_a_boolean_filter_norm_load(tmp_path):
+def test_a_folder_without_a_card_loads_untrained_and_old_names_are_gone(tmp_path):
     model = dcsd.resnet50_dcsd(**SMALL, filter_norm="ddf")
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["pretrained_cfg"]  # as dcsd 0.1 wrote it
-    config["filter_norm"] = True
+    del config["pretrained_cfg"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "manifest.json").unlink()  # dcsd 0.1 wrote none
+    (tmp_path / "manifest.json").unlink()  # edited by hand
     loaded = dcsd.load_model(tmp_path)
-    assert loaded.filter_norm == "ddf"
-    assert loaded.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+    assert loaded.filter_norm == "ddf" and loaded.pretrained_cfg == PretrainedCfg()
+    with pytest.raises(TypeError, match="filter_norm must be a str"):
+        DCSDConv(8, num_domains=1, num_cameras=1, filter_norm=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'op_backend'"):
+        dcsd.resnet50_dcsd(**SMALL, op_backend="reference")
+    for module, name in (
+        (dcsd.models, "save_checkpoint"),
+        (dcsd.models, "load_checkpoint"),
+        (dcsd.engine, "save_checkpoint"),
+        (dcsd.engine, "load_checkpoint"),
+        (dcsd.engine, "load_latest_whole_checkpoint"),
+    ):
+        assert not hasattr(module, name), name
 
 
 def test_a_model_built_directly_is_a_stock_entry(tmp_path):
     model = ReIDResNet(dynamic=True, num_classes=4, num_domains=2, num_cameras=3)
     assert model.architecture == "resnet50_dcsd"
-    assert model.pretrained_cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+    assert model.pretrained_cfg == PretrainedCfg()
     model.save_pretrained(tmp_path)  # with its model card
     assert dcsd.load_model(tmp_path).config == model.config
     with pytest.raises(TypeError, match="datasets must be a sequence"):
         PretrainedCfg(datasets="market1501")
-
-
-def test_old_names_warn_and_still_work(tmp_path):
-    model = dcsd.resnet50_dcsd(**SMALL)
-    with pytest.warns(DeprecationWarning, match="save_model"):
-        dcsd.models.save_checkpoint(model, tmp_path / "m")
-    with pytest.warns(DeprecationWarning, match="create_model"):
-        dcsd.models.load_checkpoint(dcsd.resnet50_dcsd(**SMALL), tmp_path / "m")
-    with pytest.warns(DeprecationWarning, match="save_training_state"):
-        dcsd.engine.save_checkpoint(tmp_path / "run", model, {"epoch": 1})
-    with pytest.warns(DeprecationWarning, match="load_training_state"):
-        assert dcsd.engine.load_checkpoint(tmp_path / "run").epoch == 1
-    with pytest.warns(DeprecationWarning, match="load_latest_training_state"):
-        assert dcsd.engine.load_latest_whole_checkpoint(tmp_path / "run").epoch == 1
-    with pytest.warns(DeprecationWarning, match="use backend="):
-        built = dcsd.resnet50_dcsd(**SMALL, op_backend="reference")
-    assert {layer.backend for layer in built.modules() if isinstance(layer, dcsd.DCSDConv)} == {
-        "reference"
-    }
-    with pytest.raises(TypeError, match="pass backend= only"):
-        dcsd.resnet50_dcsd(**SMALL, op_backend="reference", backend="auto")

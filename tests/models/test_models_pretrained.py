@@ -94,14 +94,14 @@ def test_load_model_round_trip_is_bit_exact(saved):
 def test_create_model_from_a_folder_or_a_file(saved):
     model, folder = saved
     for source in (folder, str(folder / "model.safetensors")):
-        loaded = dcsd.create_model("resnet50_dcsd", pretrained=source, num_classes=NUM_CLASSES)
+        loaded = dcsd.create_model("resnet50_dcsd", checkpoint_path=source, num_classes=NUM_CLASSES)
         assert_same_weights(loaded, model)
 
 
 def test_num_classes_zero_drops_the_classifier_only(saved):
     model, folder = saved
     for loaded in (
-        dcsd.create_model("resnet50_dcsd", pretrained=folder),
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=folder),
         dcsd.load_model(folder, num_classes=0, backend="reference"),
     ):
         assert loaded.num_classes == 0
@@ -122,13 +122,13 @@ def test_num_classes_zero_drops_the_classifier_only(saved):
 def test_mismatch_errors_say_how_to_fix_them(saved, kwargs, message):
     _, folder = saved
     with pytest.raises(CheckpointMismatchError, match=message):
-        dcsd.create_model("resnet50_dcsd", pretrained=folder, **kwargs)
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=folder, **kwargs)
 
 
 def test_static_model_refuses_a_dcsd_checkpoint(saved):
     _, folder = saved
     with pytest.raises(CheckpointMismatchError) as error:
-        dcsd.create_model("resnet50_reid", pretrained=folder, num_classes=NUM_CLASSES)
+        dcsd.create_model("resnet50_reid", checkpoint_path=folder, num_classes=NUM_CLASSES)
     text = str(error.value)
     assert "architecture: checkpoint 'resnet50_dcsd', model 'resnet50_reid'" in text
     assert "dcsd.load_model(path)" in text
@@ -137,14 +137,19 @@ def test_static_model_refuses_a_dcsd_checkpoint(saved):
 def test_pretrained_true_reads_the_hub_cache_offline(saved, offline_hub_cache):
     model, folder = saved
     put_in_hub_cache(offline_hub_cache, folder)
-    loaded = dcsd.create_model("resnet50_dcsd", pretrained=True, num_classes=NUM_CLASSES)
-    assert_same_weights(loaded, model)
+    for name in ("resnet50_dcsd", "resnet50_dcsd.joint5"):
+        loaded = dcsd.create_model(name, pretrained=True, num_classes=NUM_CLASSES)
+        assert_same_weights(loaded, model)
+        # The zoo names the weights and where they live; nothing is claimed as measured.
+        card = loaded.pretrained_cfg
+        assert card.name == "resnet50_dcsd.joint5" and card.hub_id == HUB_ID
+        assert card.paper_metrics["market1501"] == {"mAP": 89.5} and card.metrics == {}
     pinned = dcsd.load_model(HUB_ID, revision=COMMIT)
     assert_same_weights(pinned, model)
 
 
 def test_pretrained_true_without_published_weights_fails_clearly(offline_hub_cache):
-    with pytest.raises(OSError, match="No weights of this entry have been published"):
+    with pytest.raises(OSError, match="No weights named resnet50_dcsd.joint5 have been published"):
         dcsd.create_model("resnet50_dcsd", pretrained=True)
     with pytest.raises(OSError, match="could not get config.json and model.safetensors"):
         dcsd.load_model("someone/missing-model")
@@ -155,14 +160,14 @@ def test_only_safetensors_checkpoints_are_read(saved, tmp_path):
     pickled = tmp_path / "model.pth"
     torch.save(model.state_dict(), pickled)
     with pytest.raises(ValueError, match="pickled checkpoints"):
-        dcsd.create_model("resnet50_dcsd", pretrained=pickled, num_classes=NUM_CLASSES)
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=pickled, num_classes=NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
-        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path, num_classes=NUM_CLASSES)
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=tmp_path, num_classes=NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        dcsd.create_model("resnet50_dcsd", pretrained=tmp_path / "missing")
+        dcsd.create_model("resnet50_dcsd", checkpoint_path=tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no such folder: .*not a Hub repo id"):
         dcsd.load_model(str(tmp_path / "missing"))
-    with pytest.raises(TypeError, match="pretrained must be False, True, 'imagenet'"):
+    with pytest.raises(TypeError, match="pretrained must be True or False, got int 1"):
         dcsd.create_model("resnet50_reid", pretrained=1)
 
 
@@ -229,8 +234,12 @@ def test_imagenet_file_without_num_batches_tracked_loads(torchvision_state):
         load_imagenet_backbone(model, broken)
 
 
-def test_pretrained_imagenet_uses_torchvision_weights(torchvision_state, monkeypatch):
+def test_the_imagenet_start_uses_torchvision_weights(torchvision_state, monkeypatch):
     monkeypatch.setattr(pretrained_module, "imagenet_state_dict", lambda: torchvision_state)
-    model = dcsd.create_model("resnet50_dcsd", pretrained="imagenet", num_classes=NUM_CLASSES)
+    model = dcsd.create_model("resnet50_dcsd", num_classes=NUM_CLASSES)
+    load_imagenet_backbone(model)
     loaded = model.layer2[0].conv1.weight
     assert torch.equal(loaded, torchvision_state["layer2.0.conv1.weight"])
+    # The card records the start, and claims no training data.
+    card = model.pretrained_cfg
+    assert card.name == "untrained" and card.datasets == () and "IMAGENET1K_V1" in card.source

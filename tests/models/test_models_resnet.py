@@ -221,12 +221,13 @@ def test_zoo():
         "filter_norm": "ddf",
         "spatial_information": False,
     }
-    cfg = model.pretrained_cfg
-    assert cfg is dcsd.get_pretrained_cfg("resnet50_dcsd")
+    cfg = model.pretrained_cfg  # a fresh model claims no data and no metrics
+    assert cfg.name == "untrained" and cfg.datasets == () and cfg.metrics == {}
     assert cfg.input_size == (3, 256, 128) and cfg.mean == (0.485, 0.456, 0.406)
-    assert cfg.domain_names == ("market1501", "cuhksysu", "dukemtmc", "cuhk03", "msmt17")
-    assert cfg.num_cameras == 32 and not cfg.published
-    assert cfg.reported_metrics["market1501"]["mAP"] == 89.5
+    zoo = dcsd.get_pretrained_cfg("resnet50_dcsd")
+    assert zoo.datasets == ("market1501", "cuhksysu", "dukemtmc", "cuhk03", "msmt17")
+    assert zoo.num_cameras == 32 and not zoo.published
+    assert zoo.paper_metrics["market1501"]["mAP"] == 89.5 and zoo.metrics == {}
     with pytest.raises(ValueError, match="unknown model 'resnet18'"):
         dcsd.create_model("resnet18")
 

@@ -224,7 +224,6 @@ def test_rms_filter_norm_keeps_each_filter_mean():
     ("choice", "name", "center"),
     [
         ("ddf", "ddf", True),
-        (True, "ddf", True),
         ("rms", "rms", False),
         ("gate", "gate", None),
         ("none", "none", None),
@@ -240,14 +239,9 @@ def test_filter_norm_choices(choice, name, center):
     assert layer(make_input()).shape == (2, CHANNELS, 8, 6)
     with pytest.raises(ValueError, match="filter_norm must be one of"):
         make_layer(filter_norm="batch")
-    with pytest.raises(TypeError, match="filter_norm must be one of"):
-        make_layer(filter_norm=1.0)
-
-
-def test_op_backend_keyword_is_a_deprecated_alias():
-    with pytest.warns(DeprecationWarning, match="use backend="):
-        layer = make_layer(op_backend="reference")
-    assert layer.backend == "reference"
+    for value in (1.0, True):  # a bool is no longer read as "ddf" / "none"
+        with pytest.raises(TypeError, match="filter_norm must be a str, one of"):
+            make_layer(filter_norm=value)
 
 
 def test_filter_norm_can_be_switched_off():
@@ -302,6 +296,8 @@ def test_set_op_backend_counts_layers_and_checks_the_name():
     assert all(layer.backend == "reference" for layer in (model[0], model[2]))
     with pytest.raises(ValueError, match="backend must be one of"):
         set_op_backend(model, "cuda")
+    with pytest.raises(TypeError, match="backend must be a str, one of .* got NoneType"):
+        set_op_backend(model, None)
 
 
 @pytest.mark.parametrize(
@@ -314,6 +310,8 @@ def test_set_op_backend_counts_layers_and_checks_the_name():
         (dict(num_cameras=0), ValueError, "num_cameras must be >= 1"),
         (dict(kernel_size=4), ValueError, "kernel_size must be odd"),
         (dict(backend="cuda"), ValueError, "backend must be one of"),
+        (dict(backend=1), TypeError, "backend must be a str"),
+        (dict(op_backend="reference"), TypeError, "unexpected keyword argument 'op_backend'"),
         (dict(channel_ratio=0), ValueError, "channel_ratio"),
     ],
 )
@@ -329,6 +327,6 @@ def test_check_factors_orders_canonically():
 def test_filter_norm_needs_more_than_one_tap():
     with pytest.raises(ValueError, match="kernel_size >= 3"):
         DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm="ddf")
-    layer = DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm=False)
+    layer = DCSDConv(8, kernel_size=1, num_domains=2, num_cameras=3, filter_norm="none")
     out = layer(torch.randn(2, 8, 5, 4))
     assert out.shape == (2, 8, 5, 4) and torch.isfinite(out).all()
