@@ -59,8 +59,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         filter_norm="ddf",
     )
     report = load_ddf_backbone(model, state)
+    # Still untrained for ReID: the card names the start and its ImageNet input size only.
     model.pretrained_cfg = dataclasses.replace(
-        model.pretrained_cfg.trained_on((), 0, input_size=(3, 224, 224)),
+        model.pretrained_cfg,
+        input_size=(3, 224, 224),
         source=f"converted from the DDF ddf_mul_resnet50 checkpoint {args.checkpoint.name}",
     )
     save_model(model, args.out)

@@ -37,7 +37,7 @@ from dcsd.evaluate import (
     top_matches,
 )
 from dcsd.inference import save_features
-from dcsd.models import list_models
+from dcsd.models import list_models, load_imagenet_backbone, load_pretrained
 from dcsd.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -59,7 +59,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="gallery", choices=["train", "query", "gallery"])
     parser.add_argument("--model", help="a model folder (config.json + weights) or a Hub id")
-    parser.add_argument("--pretrained", help="'imagenet' with --arch, instead of --model")
+    parser.add_argument(
+        "--pretrained",
+        choices=["imagenet", *dcsd.list_pretrained()],
+        help="instead of --model: the ImageNet backbone of --arch, or weights of the zoo",
+    )
     parser.add_argument(
         "--arch", default="resnet50_dcsd", choices=list_models(), help="model for --pretrained"
     )
@@ -144,8 +148,12 @@ def build_extractor(args: argparse.Namespace) -> dcsd.FeatureExtractor:
         model = dcsd.load_model(args.model, num_classes=0)
     elif args.pretrained is None:
         raise SystemExit("give --model (a model folder or Hub id) or --pretrained imagenet")
-    else:
-        model = dcsd.create_model(args.arch, pretrained=args.pretrained)
+    else:  # a start of --arch: the ImageNet backbone, or weights of the zoo
+        model = dcsd.create_model(args.arch)
+        if args.pretrained == "imagenet":
+            load_imagenet_backbone(model)
+        else:
+            load_pretrained(model, args.pretrained)
     return dcsd.FeatureExtractor(
         model.to(args.device),
         batch_size=args.batch_size,

@@ -46,7 +46,13 @@ from dcsd.engine import (
 from dcsd.engine.tensorboard import TENSORBOARD_NOTICE, TensorBoardLogger, tensorboard_available
 from dcsd.evaluate import format_report
 from dcsd.losses import DCSDLoss
-from dcsd.models import load_ddf_backbone, read_ddf_weights
+from dcsd.models import (
+    load_ddf_backbone,
+    load_imagenet_backbone,
+    load_pretrained,
+    load_weights,
+    read_ddf_weights,
+)
 from dcsd.recipe import (
     RECIPE_FILE,
     RecipeError,
@@ -198,12 +204,14 @@ def build_model(config: RunConfig, data: MultiDomainDataset, context: Distribute
             raise SystemExit(f"--init-ddf starts a DCSD model, not {recipe.architecture}")
         model_kwargs["filter_norm"] = "ddf"
     seed_everything(config.train.seed)
-    pretrained = recipe.pretrained
-    model = dcsd.create_model(
-        recipe.architecture,
-        pretrained=False if pretrained == "none" else pretrained,
-        **model_kwargs,
-    )
+    model = dcsd.create_model(recipe.architecture, **model_kwargs)
+    start = recipe.pretrained  # each start is its own call; the card records it
+    if start == "imagenet":
+        load_imagenet_backbone(model)
+    elif start in dcsd.list_pretrained():
+        load_pretrained(model, start)
+    elif start != "none":
+        load_weights(model, start)
     if recipe.init_ddf is not None:
         report = load_ddf_backbone(model, read_ddf_weights(recipe.init_ddf))
         if context.is_main:
@@ -228,10 +236,6 @@ def train_and_evaluate(
         print(data.summary())
     image_size = config.data.image_size
     model = build_model(config, data, context)
-    # The weights' card, saved in every checkpoint's config.json: what they are trained on.
-    model.pretrained_cfg = model.pretrained_cfg.trained_on(
-        data.domain_names, data.num_cameras, input_size=(3, *image_size)
-    )
     num_identities, num_instances = config.data.batch
     train_loader = build_train_loader(
         data,
@@ -275,16 +279,7 @@ def train_and_evaluate(
         )
         print(f"epoch {record['epoch']}: {parts}, {record['images_per_s']:.1f} img/s")
     results = records[-1].get("eval", {}) if records else {}
-    trained = trainer.unwrapped_model
-    if results:
-        trained.pretrained_cfg = dataclasses.replace(
-            trained.pretrained_cfg,
-            reported_metrics={
-                name: {"mAP": 100 * float(m["mAP"]), "rank1": 100 * float(m["cmc"][0])}
-                for name, m in results.items()
-            },
-            metrics_source=f"dcsd train, epoch {records[-1]['epoch']}, test split of each dataset",
-        )
+    # The trainer writes the weights' card (datasets, cameras, image size, recipe, metrics).
     if records:  # a finished run resumed trains nothing: keep its exported model and card
         trainer.export_model()
     print(f"saved {trainer.model_dir} (config.json + model.safetensors)")
