@@ -83,8 +83,7 @@ ROWS: dict[str, Row] = {
     ),
     "dcsd_no_fn": Row(
         "DCSD without filter bound (unbounded, cubic in its input)",
-        "resnet50_dcsd",
-        {"filter_norm": "none"},
+        *NO_FN,
         (),
         {},
         None,
@@ -159,8 +158,7 @@ ROWS: dict[str, Row] = {
     "dcsd_30": Row("ResNet50-DCSD S+D+C, DDF's FilterNorm, 30 epochs", *DCSD, (), {}, 30),
     "dcsd_no_fn_30": Row(
         "DCSD without FilterNorm, 30 epochs",
-        "resnet50_dcsd",
-        {"filter_norm": "none"},
+        *NO_FN,
         (),
         {},
         30,
@@ -197,8 +195,7 @@ ROWS: dict[str, Row] = {
     ),
     "dcsd_no_fn_60": Row(
         "DCSD without FilterNorm, 60 epochs",
-        "resnet50_dcsd",
-        {"filter_norm": "none"},
+        *NO_FN,
         (),
         {},
         60,

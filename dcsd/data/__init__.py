@@ -10,6 +10,7 @@ from .cuhksysu import CUHKSYSU
 from .dukemtmc import DukeMTMCreID
 from .image_dataset import ImageDataset, check_images, read_image
 from .market1501 import Market1501
+from .market_style import MarketStyleDataset
 from .msmt17 import MSMT17
 from .multi_domain import DomainItem, MultiDomainDataset
 from .registry import DATASET_NAMES, build_dataset, list_datasets, register_dataset
@@ -36,6 +37,7 @@ __all__ = [
     "IdentityBatchSampler",
     "ImageDataset",
     "Market1501",
+    "MarketStyleDataset",
     "MultiDomainDataset",
     "ReIDDataset",
     "ReIDItem",

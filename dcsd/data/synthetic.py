@@ -416,7 +416,7 @@ _SHAPE_CUES = (
 
 def _identity_signature(person: _Person, regime: DomainRegime) -> tuple:
     """The categorical attributes that tell this person apart in ``regime``."""
-    colour = (person.top, person.bottom)
+    colour = tuple(getattr(person, name) for name in _COLOUR_CUES)
     shape = (
         person.top2 if person.pattern else -1,
         person.bag_colour if person.bag else -1,
@@ -438,8 +438,8 @@ def _redraw_noise_cues(rng: np.random.Generator, person: _Person, regime: Domain
         fresh = _random_person(rng)
         return replace(person, **{name: getattr(fresh, name) for name in _SHAPE_CUES})
     palette = regime.noise_colours or tuple(range(len(CLOTH)))
-    top, bottom = (int(c) for c in rng.choice(palette, size=2))
-    return replace(person, top=top, bottom=bottom)
+    colours = rng.choice(palette, size=len(_COLOUR_CUES))
+    return replace(person, **{name: int(c) for name, c in zip(_COLOUR_CUES, colours, strict=True)})
 
 
 def _people(rng: np.random.Generator, count: int, regime: DomainRegime) -> list[_Person]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from reid_data_fixtures import make_duke, make_market, write_files
 
-from dcsd.data import DukeMTMCreID, Market1501, build_dataset
+from dcsd.data import DukeMTMCreID, Market1501, MarketStyleDataset, build_dataset
 
 
 @pytest.mark.parametrize(
@@ -120,3 +120,24 @@ def test_combine_all_adds_test_identities_without_distractors(tmp_path):
     assert combined.num_train_pids == 5 and len(dataset.train) == 5  # the original is unchanged
     duke = build_dataset("dukemtmc", make_duke(tmp_path).parent).combine_all()
     assert duke.num_train_pids == 2 + 3  # no distractors in DukeMTMC: 7140 is a person
+
+
+def test_a_dataset_in_markets_layout_is_data_only(tmp_path):
+    """Market-1501 and DukeMTMC-reID are one class; a third such dataset is its attributes."""
+    make_duke(tmp_path, "campus")
+
+    class Campus(MarketStyleDataset):
+        dataset_name = "campus"
+        folders = ("campus",)
+        layout = "<root>/campus/ with bounding_box_train/, query/, bounding_box_test/"
+        camera_count = 8
+        junk_pids = (11,)
+
+    dataset = Campus(tmp_path)
+    assert dataset.name == "campus" and dataset.root == tmp_path / "campus"
+    # The file names of the Duke fixture; identity 11 dropped as junk.
+    assert sorted((i.pid, i.camid) for i in dataset.query) == [(5, 1)]
+    assert sorted((i.pid, i.camid) for i in dataset.gallery) == [(5, 6), (7140, 3)]
+    assert Market1501.__init__ is DukeMTMCreID.__init__ is MarketStyleDataset.__init__
+    with pytest.raises(FileNotFoundError, match="<root>/campus/ with"):
+        Campus(tmp_path / "elsewhere")
