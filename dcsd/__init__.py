@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .export import export_onnx
+from .export import export_onnx, save_exported_program
 from .inference import FeatureExtractor, same_person, threshold_at_fpr
 from .models import (
     ReIDOutput,
@@ -36,6 +36,7 @@ __all__ = [
     "resnet50_dcsd",
     "resnet50_reid",
     "same_person",
+    "save_exported_program",
     "set_op_backend",
     "threshold_at_fpr",
 ]
