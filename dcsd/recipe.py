@@ -418,6 +418,20 @@ def build_recipe(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> RunConfig:
     return RunConfig(**sections)
 
 
+def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The :class:`RunConfig` of a recipe file or bundled recipe, with ``"section.key=value"``
+    overrides applied (as ``dcsd train --config NAME --set ...``).
+
+    Raises:
+        RecipeError: naming the file (or ``--set``) and the key at fault.
+    """
+    path = find_recipe(name_or_path)
+    merged: dict[str, Any] = {}
+    for text in overrides:
+        merged = _merge(merged, parse_override(text))
+    return build_recipe([(str(path), read_recipe_file(path)), ("--set", merged)])
+
+
 def recipe_dict(config: RunConfig) -> dict[str, Any]:
     """``config`` as plain YAML-ready values (tuples as lists)."""
 

@@ -1,7 +1,5 @@
-"""``dcsd convert-ddf`` (the installed command; see ``dcsd convert-ddf --help`` and docs/cli.md), as a script.
-
-    python examples/convert_ddf.py --help
-"""
+"""The ``dcsd convert-ddf`` command as a script: ``python examples/convert_ddf.py ARGS`` runs
+``dcsd convert-ddf ARGS`` (see ``dcsd convert-ddf --help`` and docs/cli.md)."""
 
 import sys
 

@@ -57,7 +57,7 @@ def add_section_options(
     """Add a flag for each field of ``section`` (those in ``only``, less ``exclude``).
 
     bool fields take ``--name`` / ``--no-name``; tuples of numbers take their values
-    space-separated (``--image-size 256 128``), tuples of names comma-separated
+    space-separated (``--image-size 256 128``), tuples of names comma-separated or repeated
     (``--datasets market1501,dukemtmc``); ``X | None`` fields take ``none`` for ``None``.
     """
     cls = SECTIONS[section]
@@ -83,6 +83,7 @@ def add_section_options(
             args = get_args(hint)
             if args[0] is str:
                 options["type"] = _comma_list
+                options["action"] = "extend"  # repeatable too: --register a --register b
                 options["metavar"] = f"{name.upper()},..."
             else:
                 options["type"] = args[0]

@@ -1,31 +1,20 @@
-"""examples/train_joint.py's default real-data run numbers domains and global cameras as the
-zoo's weights do: its datasets default to DATASET_NAMES, the order the zoo's cards record."""
+"""dcsd train's default real-data run numbers domains and global cameras as the zoo's weights
+do: its datasets default to DATASET_NAMES, the order the zoo's cards record."""
 
-import importlib.util
-from pathlib import Path
-
-import pytest
 from reid_data_fixtures import make_cuhk03, make_cuhksysu, make_duke, make_market, make_msmt17
 
 import dcsd
+from dcsd.cli import build_parser
+from dcsd.cli.train import load_domains, resolve_recipe
 from dcsd.data import MultiDomainDataset
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_joint.py"
 
-
-@pytest.fixture(scope="module")
-def train_joint():
-    spec = importlib.util.spec_from_file_location("train_joint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_default_run_numbers_cameras_as_the_zoo_card(train_joint, tmp_path):
+def test_a_default_run_numbers_cameras_as_the_zoo_card(tmp_path):
     for make in (make_msmt17, make_cuhk03, make_duke, make_cuhksysu, make_market):
         make(tmp_path)
-    args = train_joint.parse_args(["--data-root", str(tmp_path)])
-    train, test = train_joint.load_domains(args)
+    args = build_parser().parse_args(["train", "--data-root", str(tmp_path)])
+    config, _ = resolve_recipe(args)
+    train, test = load_domains(config)
     data = MultiDomainDataset(train)
     for name in dcsd.list_pretrained():
         card = dcsd.get_pretrained_cfg(name)
