@@ -6,7 +6,7 @@ from another seed than every benchmark's data (so no benchmark identity is in it
 domain styles. Three networks train with the same recipe and epochs:
 
 - ``static``: the static ResNet50 (dense 3x3), the start of the static rows and of "DCSD from
-  a static start" (fresh generators: today's ``pretrained="imagenet"`` path);
+  a static start" (fresh generators: the ImageNet start's path, ``load_imagenet_backbone``);
 - ``static_dw``: the static depthwise ResNet50 (a control: DCSD's connectivity, no dynamics);
 - ``ddf``: ResNet50-DCSD with the sample factor only and DDF's layer (``filter_norm="ddf"``):
   DDF's ``ddf_mul_resnet50``. It is saved in DDF's key layout (``ddf_mul_resnet50_proxy.pth.tar``,

@@ -449,3 +449,18 @@ def test_a_trained_model_reloads_with_the_card_of_what_it_was_trained_on(tiny_da
     checkpoint_card = dcsd.load_model(tmp_path / "checkpoints").pretrained_cfg
     assert checkpoint_card.datasets == card.datasets and checkpoint_card.input_size == (3, 32, 16)
     assert checkpoint_card.metrics == {}
+
+
+def test_resume_with_another_image_size_is_named_at_the_first_step(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path, epochs=1).fit()
+    resumed = make_trainer(tiny_data, tmp_path, epochs=2)
+    resumed.train_loader = build_train_loader(
+        tiny_data, image_size=(40, 20), num_identities=4, num_instances=2, num_workers=0
+    )
+    assert resumed.resume() == 1
+    with pytest.warns(
+        RuntimeWarning, match=r"trained on \[3, 32, 16\], this run feeds \[3, 40, 20\]"
+    ):
+        resumed.fit()
+    state = load_training_state(tmp_path / "checkpoints").training_state
+    assert state["run"]["input_size"] == [3, 40, 20]
