@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pretrain_proxy import PoolConfig, pretrain, quick_config, starts  # noqa: E402
 from reid_runs import RunSpec, mean_std, run  # noqa: E402
+from results_csv import append_rows  # noqa: E402
 
 from dcsd.data import (  # noqa: E402
     IdentityBatchSampler,
@@ -172,6 +173,32 @@ def table(rows, results, domains, metric) -> str:
         cells.append(f"{mean:.1f} ± {std:.1f}")
         lines.append(f"| {row.name} | {row.table} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
+    """The mAP table's rows for bench/bench_domain_conflict.csv: mean and std over seeds."""
+    out = []
+    for row in rows:
+        per_seed = results[row.name]
+        cells = {}
+        for domain in domains:
+            mean, std = mean_std([m[domain]["mAP"] for m in per_seed])
+            cells |= {f"map_{domain}": f"{mean:.1f}", f"map_{domain}_std": f"{std:.1f}"}
+        mean, std = mean_std([statistics.mean(m[d]["mAP"] for d in domains) for m in per_seed])
+        out.append(
+            {
+                "split": args.split,
+                "test_ids": "quick" if args.quick else str(args.test_ids),
+                "epochs": str(args.epochs),
+                "seeds": " ".join(map(str, args.seeds)),
+                "row": row.name,
+                "table": row.table,
+                **cells,
+                "map_mean": f"{mean:.1f}",
+                "map_mean_std": f"{std:.1f}",
+            }
+        )
+    return out
 
 
 def regime_check(results, domains, floor: float = 50.0) -> tuple[str, bool]:
@@ -311,6 +338,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
+    parser.add_argument(
+        "--csv", type=Path, help="append the mAP rows here (bench/bench_domain_conflict.csv)"
+    )
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -406,6 +436,8 @@ def main() -> None:
     if args.results:
         with args.results.open("a") as out:
             out.write("\n" + text + "\n")
+    if args.csv:
+        append_rows(args.csv, csv_rows(rows, results, domains, args))
     if args.figure and not args.static_only:
         draw_figure(results, domains, args.figure)
         print(f"figure written to {args.figure}")

@@ -3,6 +3,7 @@ bench scripts, so a table cannot drift from its data."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import sys
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_domain_conflict as bench  # noqa: E402
 import make_tables  # noqa: E402
 import results_csv  # noqa: E402
 
@@ -101,3 +103,24 @@ def test_append_rows_writes_the_header_once_and_refuses_other_columns(tmp_path: 
         results_csv.append_rows(path, [{"a": 3}])
     with pytest.raises(ValueError, match="rows with different columns"):
         results_csv.append_rows(tmp_path / "new.csv", [{"a": 1}, {"b": 2}])
+
+
+def test_conflict_benchmark_csv_rows_render_back_to_its_printed_table(tmp_path: Path) -> None:
+    """bench_domain_conflict.py --csv: its rows give back the mAP table the script prints."""
+    domains = ["synth0", "synth1", "synth2"]
+    results = {
+        row.name: [
+            {
+                d: {"mAP": 10.0 * i + 3.1 * seed + 0.37 * k, "rank1": 1.0}
+                for k, d in enumerate(domains)
+            }
+            for seed in range(3)
+        ]
+        for i, row in enumerate(bench.ROWS)
+    }
+    args = argparse.Namespace(split="test", quick=False, test_ids=64, epochs=10, seeds=[0, 1, 2])
+    csv_path = tmp_path / "bench" / "bench_domain_conflict.csv"
+    csv_path.parent.mkdir()
+    results_csv.append_rows(csv_path, bench.csv_rows(bench.ROWS, results, domains, args))
+    rendered = make_tables.render("bench/bench_domain_conflict.csv", {"test_ids": "64"}, tmp_path)
+    assert rendered == bench.table(bench.ROWS, results, domains, "mAP") + "\n"
