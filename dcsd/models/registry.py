@@ -157,10 +157,11 @@ class PretrainedCfg:
     ) -> PretrainedCfg:
         """The card of new weights trained from these (what :class:`dcsd.engine.Trainer`
         writes): named ``"trained"``, on the given data and image size, with the given measured
-        metrics and recipe, no Hub repository and no paper numbers. ``source`` (default: what
-        these weights were, their name or their own source) says where training started."""
+        metrics and recipe, no Hub repository and no paper numbers. ``source`` says where
+        training started (default: these weights: a zoo name, their training data, or the start
+        an untrained card records)."""
         if source is None:
-            source = self.source if self.name in (UNTRAINED, TRAINED) else self.name
+            source = self._as_start()
         return dataclasses.replace(
             self,
             name=TRAINED,
@@ -176,6 +177,15 @@ class PretrainedCfg:
             recipe=dict(recipe or {}),
             source=source,
         )
+
+    def _as_start(self) -> str:
+        """How a card trained from these weights names them as its start."""
+        if self.name == UNTRAINED:
+            return self.source
+        if self.name == TRAINED:
+            start = f" (from {self.source})" if self.source else ""
+            return f"weights trained on {', '.join(self.datasets) or 'unnamed data'}{start}"
+        return self.name
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}

@@ -198,3 +198,14 @@ def test_a_model_built_directly_is_a_stock_entry(tmp_path):
     assert dcsd.load_model(tmp_path).config == model.config
     with pytest.raises(TypeError, match="datasets must be a sequence"):
         PretrainedCfg(datasets="market1501")
+
+
+def test_a_trained_card_names_where_training_started():
+    imagenet = PretrainedCfg(source="torchvision ResNet50_Weights.IMAGENET1K_V1 (backbone)")
+    first = imagenet.trained_on(["market1501"], 6, metrics={"market1501": {"mAP": 80.0}})
+    assert first.source == imagenet.source and first.metrics == {"market1501": {"mAP": 80.0}}
+    again = first.trained_on(["msmt17"], 15)  # fine-tuned: no metrics carried over
+    assert again.source == f"weights trained on market1501 (from {imagenet.source})"
+    assert again.metrics == {} and again.datasets == ("msmt17",)
+    zoo = dcsd.get_pretrained_cfg("resnet50_dcsd.joint5").trained_on(["synth0"], 3)
+    assert zoo.source == "resnet50_dcsd.joint5" and zoo.paper_metrics == {} and zoo.hub_id == ""
