@@ -11,10 +11,11 @@ from .checkpoint import (
 )
 from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .evaluation import evaluate_model
+from .knobs import ExponentialMovingAverage, FreezeGroups
 from .loaders import EvalSplit, build_eval_splits, build_train_loader
 from .optim import OPTIMIZERS, build_optimizer
 from .run_lock import RunLock, RunLockedError
-from .schedule import build_scheduler, warmup_multistep_factor
+from .schedule import SCHEDULES, build_scheduler, warmup_cosine_factor, warmup_multistep_factor
 from .trainer import (
     NonFiniteLossError,
     TrainConfig,
@@ -30,9 +31,12 @@ __all__ = [
     "DistributedContext",
     "OPTIMIZERS",
     "EvalSplit",
+    "ExponentialMovingAverage",
+    "FreezeGroups",
     "NonFiniteLossError",
     "RunLock",
     "RunLockedError",
+    "SCHEDULES",
     "TrainConfig",
     "Trainer",
     "check_model_fits_data",
@@ -48,5 +52,6 @@ __all__ = [
     "load_training_state",
     "save_training_state",
     "seed_everything",
+    "warmup_cosine_factor",
     "warmup_multistep_factor",
 ]

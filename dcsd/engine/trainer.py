@@ -38,9 +38,10 @@ from .checkpoint import (
     save_training_state,
 )
 from .distributed import DistributedContext, all_reduce_mean, barrier
+from .knobs import averaged_model, knob_callbacks
 from .optim import GENERATOR_GROUPS, OPTIMIZERS, build_optimizer, group_settings, optimizer_settings
 from .run_lock import RunLock
-from .schedule import build_scheduler
+from .schedule import SCHEDULES, build_scheduler
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 NONFINITE_POLICIES = ("raise", "skip")
@@ -103,6 +104,19 @@ class TrainConfig:
             stops with :class:`NonFiniteLossError` naming the step and the loss parts (no
             checkpoint of that epoch is written); ``"skip"`` drops the step's update, as AMP's
             grad scaler does, and counts it in the epoch's ``skipped_steps``.
+        schedule: ``"multistep"`` (warmup, then ``gamma`` at each of ``milestones``) or
+            ``"cosine"`` (warmup times a cosine from ``lr`` to ``min_lr_factor * lr`` over
+            ``epochs``); per-group warmups apply to both.
+        min_lr_factor: the cosine schedule's final learning rate, as a fraction of ``lr``.
+        clip_grad_norm: scale each step's gradients so their total L2 norm is at most this
+            (``None``: no clipping); the logged ``grad_norm`` is the norm before clipping.
+        freeze_epochs: train only the groups not in ``freeze_groups`` for this many epochs
+            (:class:`dcsd.engine.knobs.FreezeGroups`), e.g. the fresh DCSD generators and heads
+            on a pretrained backbone.
+        freeze_groups: the model's parameter groups frozen during ``freeze_epochs``.
+        ema_decay: keep an exponential moving average of the weights with this decay
+            (:class:`dcsd.engine.knobs.ExponentialMovingAverage`), which is evaluated, exported
+            and checkpointed; ``None``: off.
     """
 
     epochs: int = 120
@@ -124,6 +138,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     nonfinite: str = "raise"
+    schedule: str = "multistep"
+    min_lr_factor: float = 0.0
+    clip_grad_norm: float | None = None
+    freeze_epochs: int = 0
+    freeze_groups: tuple[str, ...] = ("backbone",)
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -168,6 +188,25 @@ class TrainConfig:
             raise ValueError(f"milestones must be increasing epochs >= 1, got {milestones}")
         if check_int("seed", self.seed, 0) >= _MAX_SEED:
             raise ValueError(f"seed must be an int in 0..2**32-1, got {self.seed!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (isinstance(self.min_lr_factor, int | float) and 0 <= self.min_lr_factor <= 1):
+            raise ValueError(f"min_lr_factor must be in [0, 1], got {self.min_lr_factor!r}")
+        clip = self.clip_grad_norm
+        if clip is not None and not (
+            isinstance(clip, int | float) and math.isfinite(clip) and clip > 0
+        ):
+            raise ValueError(f"clip_grad_norm must be None or a finite number > 0, got {clip!r}")
+        check_int("freeze_epochs", self.freeze_epochs, 0)
+        if isinstance(self.freeze_groups, str) or not all(
+            isinstance(name, str) for name in self.freeze_groups
+        ):
+            raise ValueError(
+                f"freeze_groups must be a tuple of group names, got {self.freeze_groups!r}"
+            )
+        ema = self.ema_decay
+        if ema is not None and not (isinstance(ema, int | float) and 0 < ema < 1):
+            raise ValueError(f"ema_decay must be None or a number in (0, 1), got {ema!r}")
 
 
 def _generator_warmup(optimizer: torch.optim.Optimizer, config: TrainConfig) -> dict[str, float]:
@@ -315,8 +354,16 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.context.is_distributed:
+            if config.freeze_epochs:
+                raise ValueError(
+                    "freeze_epochs is not supported under DDP (DistributedDataParallel fixes "
+                    "the parameters it reduces when it is built): train the first epochs "
+                    "frozen in one process, or drop freeze_epochs"
+                )
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=device_ids)
+        # The config's knobs that are callbacks come first; their states are checkpointed too.
+        self.callbacks = (*knob_callbacks(config, self.unwrapped_model), *self.callbacks)
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.optimizer = optimizer or build_optimizer(
             self.model, name=config.optimizer, **optimizer_settings(config)
@@ -340,6 +387,9 @@ class Trainer:
             config.gamma,
             config.warmup_factor,
             group_warmup_epochs=_generator_warmup(self.optimizer, config),
+            schedule=config.schedule,
+            total_epochs=config.epochs,
+            min_lr_factor=config.min_lr_factor,
         )
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -350,6 +400,13 @@ class Trainer:
     def unwrapped_model(self) -> torch.nn.Module:
         """The model without its DDP wrapper."""
         return _unwrap(self.model)
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """What is evaluated and exported: the moving average of the weights with
+        ``ema_decay``, else the model trained (without its DDP wrapper)."""
+        average = averaged_model(self.callbacks)
+        return average if average is not None else self.unwrapped_model
 
     def resume(self, path: str | Path | None = None) -> int:
         """Load the latest checkpoint of this run (or ``path``); returns the epoch to start at.
@@ -671,7 +728,7 @@ class Trainer:
             config = json.dumps(_json_ready(asdict(self.config)), indent=2) + "\n"
             (self.model_dir / "train_config.json").write_text(config)
             # Last: its manifest covers train_config.json too.
-            save_model(self.unwrapped_model, self.model_dir)
+            save_model(self.inference_model, self.model_dir)
         return self.model_dir
 
     def trained_card(self) -> PretrainedCfg | None:
@@ -712,6 +769,7 @@ class Trainer:
         card = self.trained_card()
         if card is not None:
             self.unwrapped_model.pretrained_cfg = card
+            self.inference_model.pretrained_cfg = card
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` to ``config.epochs``; returns the epochs' log records.
@@ -759,7 +817,7 @@ class Trainer:
             if self.evaluate is not None and (last or (period and (epoch + 1) % period == 0)):
                 if self.context.is_main:
                     try:
-                        record["eval"] = self.evaluate(self.unwrapped_model)
+                        record["eval"] = self.evaluate(self.inference_model)
                         self._evaluation = (epoch + 1, record["eval"])
                     except Exception as error:
                         self._log(record | {"eval_error": repr(error)})
@@ -900,6 +958,15 @@ class Trainer:
             grads = [p.grad for p in self.optimizer_params if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads)
             finite = finite & torch.isfinite(grad_norm)
+        elif self.config.clip_grad_norm is not None:
+            # The scaler's gradients are scaled: unscale them first to clip them.
+            self.scaler.unscale_(self.optimizer)
+            grads = [p.grad for p in self.optimizer_params if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+        if self.config.clip_grad_norm is not None:
+            # Scales the .grad of the parameters given, by max_norm / grad_norm when below 1.
+            with_grads = [p for p in self.optimizer_params if p.grad is not None]
+            torch.nn.utils.clip_grads_with_norm_(with_grads, self.config.clip_grad_norm, grad_norm)
         if self.context.is_distributed:
             finite = finite.to(torch.int32)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
