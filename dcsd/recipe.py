@@ -115,7 +115,8 @@ class ModelConfig:
         factors: the DCSD filter factors (paper Table V ablations); DCSD models only.
         stop_gradient: stop the gradient from the domain / camera classifiers into the
             backbone (paper Table VI ablation); DCSD models only.
-        pretrained: the start: ``"imagenet"``, ``"none"``, a local model folder or a Hub id.
+        pretrained: the start: ``"imagenet"`` (torchvision's ResNet50 backbone), ``"none"``,
+            weights of the zoo (``dcsd.list_pretrained()``) or a local model folder.
         init_ddf: start ResNet50-DCSD from DDF's ImageNet weights instead: DDF's
             ``ddf_mul_resnet50.pth.tar`` or a folder ``dcsd convert-ddf`` wrote (sets the
             filter norm to DDF's); needs ``pretrained: none``.

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 import dcsd
 from dcsd.data import (
     DATASET_NAMES,
@@ -189,7 +191,9 @@ class RecordRecipe(Callback):
             save_recipe(self.config, self.path)
 
 
-def build_model(config: RunConfig, data: MultiDomainDataset, context: DistributedContext):
+def build_model(
+    config: RunConfig, data: MultiDomainDataset, context: DistributedContext
+) -> nn.Module:
     """The recipe's model, sized for ``data``, with its start (ImageNet, DDF or none)."""
     recipe = config.model
     model_kwargs = {
