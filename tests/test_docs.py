@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import dcsd
 from dcsd.data import registry as dataset_registry
 from dcsd.models import registry as model_registry
 
@@ -154,3 +155,22 @@ def test_page_python_blocks_run_and_print_what_the_page_shows(
                     f"--- printed\n{actual}",
                     pytrace=False,
                 )
+
+
+def test_readme_zoo_table_matches_the_registry() -> None:
+    """Every named weights of the zoo has its README row: Hub repo, unpublished, paper mAPs."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {
+        cells[0].strip("`"): cells
+        for line in readme.splitlines()
+        if line.startswith("| `")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    order = ("market1501", "dukemtmc", "cuhk03", "msmt17", "cuhksysu")
+    for name in dcsd.list_pretrained():
+        card = dcsd.get_pretrained_cfg(name)
+        assert name in rows, f"README.md: no zoo row for {name}"
+        assert not card.published  # the README says no weights are published
+        assert rows[name][4] == f"`{card.hub_id}`"
+        mAPs = " / ".join(f"{card.paper_metrics[d]['mAP']:.1f}" for d in order)
+        assert rows[name][5] == mAPs
