@@ -120,6 +120,11 @@ class ModelConfig:
         init_ddf: start ResNet50-DCSD from DDF's ImageNet weights instead: DDF's
             ``ddf_mul_resnet50.pth.tar`` or a folder ``dcsd convert-ddf`` wrote (sets the
             filter norm to DDF's); needs ``pretrained: none``.
+        init: fine-tune a trained dcsd model (a model folder, a training checkpoint or a Hub id)
+            on this run's data: its backbone, filter generators and domain / camera MLPs are
+            kept, the heads that do not fit the data are rebuilt fresh
+            (:func:`dcsd.models.init_from`); needs ``pretrained: none`` and no ``init_ddf``.
+            Pair it with ``train.freeze_epochs`` to warm the fresh heads up first.
         zero_init_residual: zero-initialise each residual branch's last BatchNorm (what makes
             training from scratch learn in minutes; pretrained weights replace it).
     """
@@ -132,6 +137,7 @@ class ModelConfig:
     stop_gradient: bool = True
     pretrained: str = "none"
     init_ddf: str | None = None
+    init: str | None = None
     zero_init_residual: bool = True
 
     def __post_init__(self) -> None:
@@ -139,6 +145,12 @@ class ModelConfig:
             raise ValueError(
                 f"init_ddf starts every backbone tensor from DDF: pretrained must be 'none', "
                 f"got {self.pretrained!r}"
+            )
+        if self.init is not None and (self.pretrained != "none" or self.init_ddf is not None):
+            raise ValueError(
+                f"init starts every tensor but the heads from the trained model {self.init!r}: "
+                f"pretrained must be 'none' and init_ddf unset, got pretrained "
+                f"{self.pretrained!r}, init_ddf {self.init_ddf!r}"
             )
 
     def is_dynamic(self) -> bool:

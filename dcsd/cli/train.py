@@ -49,6 +49,7 @@ from dcsd.engine.tensorboard import TENSORBOARD_NOTICE, TensorBoardLogger, tenso
 from dcsd.evaluate import format_report
 from dcsd.losses import DCSDLoss
 from dcsd.models import (
+    init_from,
     load_ddf_backbone,
     load_imagenet_backbone,
     load_pretrained,
@@ -194,7 +195,8 @@ class RecordRecipe(Callback):
 def build_model(
     config: RunConfig, data: MultiDomainDataset, context: DistributedContext
 ) -> nn.Module:
-    """The recipe's model, sized for ``data``, with its start (ImageNet, DDF or none)."""
+    """The recipe's model, sized for ``data``, with its start (ImageNet, DDF, a trained model
+    to fine-tune, or none)."""
     recipe = config.model
     model_kwargs = {
         **data.model_kwargs(),
@@ -223,6 +225,11 @@ def build_model(
                 f"DDF start {recipe.init_ddf}: {len(report.loaded)} tensors loaded, "
                 f"{len(report.fresh)} fresh"
             )
+    if recipe.init is not None:
+        dropped = init_from(model, recipe.init)
+        if context.is_main:
+            fresh = ", ".join(f"{head} {old} -> {new}" for head, (old, new) in dropped.items())
+            print(f"fine-tuning {recipe.init}: heads started fresh: {fresh or 'none'}")
     return model
 
 

@@ -132,3 +132,35 @@ def test_bad_sizes_and_other_architectures_are_refused(trained):
     layer = other.layer1[0].conv2
     with pytest.raises(ValueError, match="has no domain classifier"):
         layer.reset_classifiers(num_domains=2)
+
+
+def test_dcsd_train_init_fine_tunes_the_trained_model_on_new_data(trained, domains, capsys):
+    """``dcsd train --init FOLDER`` (``model.init``): the recipe's model for the new data starts
+    from the trained one, every tensor but the rebuilt heads equal to the saved ones."""
+    from dcsd.cli.train import build_model
+    from dcsd.engine.distributed import DistributedContext
+    from dcsd.recipe import ModelConfig, RunConfig
+
+    _, folder = trained
+    new = MultiDomainDataset(domains[3:])
+    config = RunConfig(model=ModelConfig(init=str(folder)))
+    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    model = build_model(config, new, context)
+    check_model_fits_data(model, new)  # the heads now fit synth3
+    printed = capsys.readouterr().out
+    assert f"fine-tuning {folder}: heads started fresh:" in printed
+    assert "domain 3 -> 1" in printed
+    saved = dcsd.load_model(folder, backend="reference").state_dict()
+    kept = model.state_dict()
+    rebuilt = [name for name in kept if kept[name].shape != saved[name].shape]
+    assert rebuilt and all("classifier" in name for name in rebuilt)
+    for name, tensor in kept.items():
+        if name not in rebuilt:
+            assert torch.equal(tensor, saved[name]), name
+
+
+def test_init_refuses_another_start_naming_both():
+    from dcsd.recipe import ModelConfig
+
+    with pytest.raises(ValueError, match="pretrained must be 'none'.*got pretrained 'imagenet'"):
+        ModelConfig(init="runs/old/model", pretrained="imagenet")
