@@ -3,14 +3,12 @@ folders, bad files and bad arguments. Each test counts what it tried and asserts
 the module prints the tally (``pytest -s``) that the README's reliability section quotes.
 """
 
-import importlib.util
 import json
 import os
 import random
 import re
 import signal
 import socket
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,6 +22,10 @@ import torch
 from PIL import Image
 
 import dcsd
+import dcsd.cli.extract as extract_command
+import dcsd.cli.train as train_command
+from dcsd.cli import build_parser
+from dcsd.cli import main as dcsd_command
 from dcsd.data import ImageDataset, Market1501, ReIDItem, check_images
 from dcsd.engine import (
     ChecksumError,
@@ -561,14 +563,10 @@ def test_a_second_run_in_one_folder_is_refused_naming_the_holder(tiny_data, tmp_
         with pytest.raises(RunLockedError, match=holder):
             fresh.fit()
         assert time.perf_counter() - started < 5, "refused at once, not after waiting"
-        script = train_joint_module()
-        argv = ["train_joint.py", "--out", str(tmp_path), "--resume", "--device", "cpu"]
-        with (
-            mock.patch.object(sys, "argv", argv),
-            mock.patch.object(script, "load_domains") as data,
-        ):
+        argv = ["train", "--out", str(tmp_path), "--resume", "--device", "cpu"]
+        with mock.patch.object(train_command, "load_domains") as data:
             with pytest.raises(RunLockedError, match=holder):
-                script.main()
+                dcsd_command(argv)
         assert not data.called, "refused before building any data"
         TRIED["concurrent runs"] += 3
         # Nothing of the first run was touched by the refused ones.
@@ -822,29 +820,24 @@ def test_train_config_refuses_values_that_would_do_something_else():
         TRIED["bad arguments"] += 1
 
 
-def train_joint_module():
-    spec = importlib.util.spec_from_file_location(
-        "train_joint", Path(__file__).resolve().parents[2] / "examples" / "train_joint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "argv, message",
     [
         ("--milestones 5 2", r"milestones must be increasing epochs >= 1, got \[5, 2\]"),
         ("--epochs 0", "epochs must be >= 1, got 0"),
-        ("--batch 1 1", "--batch P K must have P >= 2 identities of K >= 2 images"),
-        ("--batch 8 1", "--batch P K must have P >= 2"),
-        ("--image-size 1 1", "--image-size H W must be at least 32 16, got 1 1"),
-        (f"--seed {2**70}", "seed must be an int in 0..2"),
+        ("--batch 1 1", "data.batch: batch P K must have P >= 2 identities of K >= 2 images"),
+        ("--batch 8 1", "data.batch: batch P K must have P >= 2"),
+        ("--image-size 1 1", "data.image_size: image_size H W must be at least 32 16, got 1 1"),
+        (f"--seed {2**70}", "train.seed: seed must be an int in 0..2"),
     ],
 )
-def test_train_joint_refuses_arguments_naming_them(argv, message, capsys):
-    with pytest.raises(SystemExit):
-        train_joint_module().parse_args(argv.split())
+def test_dcsd_train_refuses_arguments_naming_them(argv, message, capsys, tmp_path):
+    with (
+        mock.patch.object(train_command, "load_domains") as data,
+        pytest.raises(SystemExit),
+    ):
+        dcsd_command(["train", "--out", str(tmp_path / "run"), *argv.split()])
+    assert not data.called, "refused before building any data"
     assert re.search(message, capsys.readouterr().err)
     TRIED["bad arguments"] += 1
 
@@ -1028,12 +1021,11 @@ def test_non_finite_features_are_named_by_row():
 
 
 def test_extract_features_checks_its_outputs_before_extracting(reid_model, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "extract_features",
-        Path(__file__).resolve().parents[2] / "examples" / "extract_features.py",
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    parser = build_parser()
+
+    def parse_args(argv):
+        return parser.parse_args(["extract", *argv])
+
     reid_model.save_pretrained(tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
     queries = [ReIDItem(f"q{i}.jpg", i, 0) for i in range(3)]
@@ -1043,12 +1035,12 @@ def test_extract_features_checks_its_outputs_before_extracting(reid_model, tmp_p
         (["--out", str(tmp_path / "f.safetensors"), "--query-index", "3"], r"in 0..2 .*got 3"),
         (["--out", str(tmp_path / "f.safetensors"), "--query-index", "-1"], "got -1"),
     ):
-        args = script.parse_args(["--images", str(tmp_path), *argv])
+        args = parse_args(["--images", str(tmp_path), *argv])
         with pytest.raises(SystemExit, match=message):
-            script.check_outputs(args, queries)
+            extract_command.check_outputs(args, queries)
         TRIED["bad arguments"] += 1
-    script.check_outputs(
-        script.parse_args(["--images", ".", "--out", str(weights), "--overwrite"]), queries
+    extract_command.check_outputs(
+        parse_args(["--images", ".", "--out", str(weights), "--overwrite"]), queries
     )
 
 
