@@ -27,12 +27,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import torch
 import yaml
 
 from .engine import OPTIMIZERS, TrainConfig, evaluate_model
 from .engine.trainer import AMP_MODES, NONFINITE_POLICIES
 from .losses import DCSDLoss
-from .models import list_models
+from .models import create_model, list_models
 from .models.resnet import HEADS
 from .modules import FACTORS
 
@@ -154,8 +155,11 @@ class ModelConfig:
             )
 
     def is_dynamic(self) -> bool:
-        """Whether the architecture takes the DCSD layer options (``factors``, ...)."""
-        return "dcsd" in self.architecture
+        """Whether the architecture takes the DCSD layer options (``factors``, ...): asked of
+        the model itself, built on the meta device (no memory, no weights; about 0.2 s)."""
+        with torch.device("meta"):
+            probe = create_model(self.architecture, num_classes=0)
+        return bool(getattr(probe, "dynamic", False))
 
 
 def _argument_docs(function: Callable[..., Any]) -> dict[str, str]:

@@ -159,3 +159,26 @@ def test_every_recipe_key_has_its_flag_with_the_sources_choices():
     assert config.model.stop_gradient is False
     with pytest.raises(SystemExit):
         train_args("--amp", "fp8")
+
+
+def test_whether_a_model_takes_dcsd_options_is_asked_of_the_model(monkeypatch):
+    """A registered DCSD variant whose name does not say "dcsd" still gets the DCSD options,
+    and a static one does not: the answer is the built model's, not the name's."""
+    from dcsd.models import registry
+    from dcsd.models.resnet import create_reid_resnet
+    from dcsd.recipe import ModelConfig
+
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+
+    @registry.register_model
+    def dynamic_net(pretrained=False, **kwargs):
+        return create_reid_resnet("dynamic_net", pretrained, dynamic=True, **kwargs)
+
+    @registry.register_model
+    def static_dcsd_named_net(pretrained=False, **kwargs):
+        return create_reid_resnet("static_dcsd_named_net", pretrained, dynamic=False, **kwargs)
+
+    assert ModelConfig(architecture="dynamic_net").is_dynamic()
+    assert not ModelConfig(architecture="static_dcsd_named_net").is_dynamic()
+    assert ModelConfig(architecture="resnet50_dcsd").is_dynamic()
+    assert not ModelConfig(architecture="resnet50_reid").is_dynamic()

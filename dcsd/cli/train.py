@@ -203,10 +203,11 @@ def build_model(
         "head": recipe.head,
         "zero_init_residual": recipe.zero_init_residual,
     }
-    if recipe.is_dynamic():
+    dynamic = recipe.is_dynamic()
+    if dynamic:
         model_kwargs |= {"factors": recipe.factors, "stop_gradient": recipe.stop_gradient}
     if recipe.init_ddf is not None:
-        if not recipe.is_dynamic():
+        if not dynamic:
             raise SystemExit(f"--init-ddf starts a DCSD model, not {recipe.architecture}")
         model_kwargs["filter_norm"] = "ddf"
     seed_everything(config.train.seed)
