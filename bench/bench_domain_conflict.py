@@ -187,7 +187,9 @@ def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
         mean, std = mean_std([statistics.mean(m[d]["mAP"] for d in domains) for m in per_seed])
         out.append(
             {
+                "preset": args.preset,
                 "split": args.split,
+                "train_ids": "quick" if args.quick else str(args.train_ids),
                 "test_ids": "quick" if args.quick else str(args.test_ids),
                 "epochs": str(args.epochs),
                 "seeds": " ".join(map(str, args.seeds)),
@@ -311,6 +313,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs=2, default=[8, 4], metavar=("P", "K"))
     parser.add_argument("--data-seed", type=int, default=0, help="the synthetic data's seed")
     parser.add_argument(
+        "--preset",
+        choices=["conflict", "conflict_mild"],
+        default="conflict",
+        help="the synthetic preset (dcsd.data.synthetic.PRESETS)",
+    )
+    parser.add_argument(
         "--test-ids",
         type=int,
         default=64,
@@ -350,9 +358,9 @@ def main() -> None:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
         size = dict(train_ids_per_domain=4, test_ids_per_domain=3)
     datasets = make_synthetic_domains(
-        preset="conflict", seed=args.data_seed, image_size=args.image_size, **size
+        preset=args.preset, seed=args.data_seed, image_size=args.image_size, **size
     )
-    args.data_label = f"conflict preset, data seed {args.data_seed}" + (
+    args.data_label = f"{args.preset} preset, data seed {args.data_seed}" + (
         " quick" if args.quick else ""
     )
     if args.test_ids != 32 and not args.quick:  # 32, the preset's own, keeps the cache keys
@@ -386,7 +394,7 @@ def main() -> None:
         "## Domain conflict in miniature (paper Tables II, V, VI)",
         "",
         f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
-        f"- data: synthetic `conflict` preset ({regimes}), data seed {args.data_seed}"
+        f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (
             ""

@@ -118,7 +118,15 @@ def test_conflict_benchmark_csv_rows_render_back_to_its_printed_table(tmp_path: 
         ]
         for i, row in enumerate(bench.ROWS)
     }
-    args = argparse.Namespace(split="test", quick=False, test_ids=64, epochs=10, seeds=[0, 1, 2])
+    args = argparse.Namespace(
+        preset="conflict",
+        split="test",
+        quick=False,
+        train_ids=32,
+        test_ids=64,
+        epochs=10,
+        seeds=[0, 1, 2],
+    )
     csv_path = tmp_path / "bench" / "bench_domain_conflict.csv"
     csv_path.parent.mkdir()
     results_csv.append_rows(csv_path, bench.csv_rows(bench.ROWS, results, domains, args))

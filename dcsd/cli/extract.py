@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import dcsd
+from dcsd.cli.starts import load_start
 from dcsd.data import ReIDItem, build_dataset, make_synthetic_domains
 from dcsd.evaluate import (
     FeatureSet,
@@ -37,7 +38,7 @@ from dcsd.evaluate import (
     top_matches,
 )
 from dcsd.inference import save_features
-from dcsd.models import list_models, load_imagenet_backbone, load_pretrained
+from dcsd.models import list_models
 from dcsd.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -150,10 +151,7 @@ def build_extractor(args: argparse.Namespace) -> dcsd.FeatureExtractor:
         raise SystemExit("give --model (a model folder or Hub id) or --pretrained imagenet")
     else:  # a start of --arch: the ImageNet backbone, or weights of the zoo
         model = dcsd.create_model(args.arch)
-        if args.pretrained == "imagenet":
-            load_imagenet_backbone(model)
-        else:
-            load_pretrained(model, args.pretrained)
+        load_start(model, args.pretrained)
     return dcsd.FeatureExtractor(
         model.to(args.device),
         batch_size=args.batch_size,

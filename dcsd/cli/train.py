@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 import dcsd
+from dcsd.cli.starts import load_start
 from dcsd.data import (
     DATASET_NAMES,
     MultiDomainDataset,
@@ -48,14 +49,7 @@ from dcsd.engine import (
 from dcsd.engine.tensorboard import TENSORBOARD_NOTICE, TensorBoardLogger, tensorboard_available
 from dcsd.evaluate import format_report
 from dcsd.losses import DCSDLoss
-from dcsd.models import (
-    init_from,
-    load_ddf_backbone,
-    load_imagenet_backbone,
-    load_pretrained,
-    load_weights,
-    read_ddf_weights,
-)
+from dcsd.models import init_from, load_ddf_backbone, read_ddf_weights
 from dcsd.recipe import (
     RECIPE_FILE,
     RecipeError,
@@ -212,13 +206,7 @@ def build_model(
         model_kwargs["filter_norm"] = "ddf"
     seed_everything(config.train.seed)
     model = dcsd.create_model(recipe.architecture, **model_kwargs)
-    start = recipe.pretrained  # each start is its own call; the card records it
-    if start == "imagenet":
-        load_imagenet_backbone(model)
-    elif start in dcsd.list_pretrained():
-        load_pretrained(model, start)
-    elif start != "none":
-        load_weights(model, start)
+    load_start(model, recipe.pretrained)
     if recipe.init_ddf is not None:
         report = load_ddf_backbone(model, read_ddf_weights(recipe.init_ddf))
         if context.is_main:
