@@ -59,8 +59,10 @@ from dcsd.data import (  # noqa: E402
 @dataclass(frozen=True)
 class Row:
     """One line of the tables: a model trained jointly or one model per domain, from a start
-    (``""``: scratch, or a name of :func:`pretrain_proxy.starts`)."""
+    (``""``: scratch, or a name of :func:`pretrain_proxy.starts`). ``key`` names it on the
+    command line (``--rows``)."""
 
+    key: str
     name: str
     table: str
     model: str
@@ -70,27 +72,48 @@ class Row:
 
 
 DDF = {"filter_norm": "ddf"}
+DCSD = "resnet50_dcsd"
 ROWS = (
-    Row("static alone", "II", "resnet50_reid", {}, per_domain=True, init="proxy_static"),
-    Row("static joint", "II", "resnet50_reid", {}, init="proxy_static"),
-    Row("DCSD alone", "II", "resnet50_dcsd", DDF, per_domain=True),
-    Row("DCSD joint (S+D+C)", "II", "resnet50_dcsd", DDF),
-    Row("DCSD alone, static start", "II", "resnet50_dcsd", DDF, True, "proxy_static"),
-    Row("DCSD joint, static start", "II", "resnet50_dcsd", DDF, init="proxy_static"),
-    Row("DCSD alone, scratch", "II", "resnet50_dcsd", DDF, per_domain=True, init=""),
-    Row("DCSD joint, scratch", "II", "resnet50_dcsd", DDF, init=""),
-    Row("S", "V", "resnet50_dcsd", {**DDF, "factors": ("sample",)}),
-    Row("S+D", "V", "resnet50_dcsd", {**DDF, "factors": ("sample", "domain")}),
-    Row("S+C", "V", "resnet50_dcsd", {**DDF, "factors": ("sample", "camera")}),
-    Row("S+D+C, no stop gradient", "VI", "resnet50_dcsd", {**DDF, "stop_gradient": False}),
+    Row("static_alone", "static alone", "II", "resnet50_reid", {}, True, "proxy_static"),
+    Row("static_joint", "static joint", "II", "resnet50_reid", {}, init="proxy_static"),
+    Row("dcsd_alone", "DCSD alone", "II", DCSD, DDF, per_domain=True),
+    Row("dcsd_joint", "DCSD joint (S+D+C)", "II", DCSD, DDF),
+    Row("dcsd_alone_static", "DCSD alone, static start", "II", DCSD, DDF, True, "proxy_static"),
+    Row("dcsd_joint_static", "DCSD joint, static start", "II", DCSD, DDF, init="proxy_static"),
+    Row("dcsd_alone_scratch", "DCSD alone, scratch", "II", DCSD, DDF, per_domain=True, init=""),
+    Row("dcsd_joint_scratch", "DCSD joint, scratch", "II", DCSD, DDF, init=""),
+    Row("s", "S", "V", DCSD, {**DDF, "factors": ("sample",)}),
+    Row("sd", "S+D", "V", DCSD, {**DDF, "factors": ("sample", "domain")}),
+    Row("sc", "S+C", "V", DCSD, {**DDF, "factors": ("sample", "camera")}),
+    Row("no_stop_gradient", "S+D+C, no stop gradient", "VI", DCSD, {**DDF, "stop_gradient": False}),
     Row(
+        "spatial_dc",
         "S+D+C, spatial branch reads X + D + Cam",
         "III",
-        "resnet50_dcsd",
+        DCSD,
         {**DDF, "spatial_information": True},
     ),
 )
 STATIC_ROWS = ROWS[:2]
+GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
+
+
+def select_rows(keys: list[str] | None, static_only: bool) -> tuple[Row, ...]:
+    """The static rows (every check compares with them) and the rows ``keys`` name (all
+    without ``keys``), in table order.
+
+    Raises:
+        SystemExit: a key names no row (the known keys are listed).
+    """
+    if static_only:
+        return STATIC_ROWS
+    if keys is None:
+        return ROWS
+    known = {row.key for row in ROWS}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise SystemExit(f"--rows: no row {unknown}; known: {[row.key for row in ROWS]}")
+    return tuple(row for row in ROWS if row in STATIC_ROWS or row.key in keys)
 
 
 def iterations_per_epoch(datasets, batch) -> int:
@@ -343,6 +366,12 @@ def main() -> None:
         "--proxy-root", type=Path, default=Path("runs/proxy"), help="bench/pretrain_proxy.py's"
     )
     parser.add_argument("--static-only", action="store_true", help="Table II's static rows only")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="KEY",
+        help=f"these rows and the static ones (default: all): {', '.join(r.key for r in ROWS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
@@ -352,6 +381,8 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    rows = select_rows(args.rows, args.static_only)
+    names = {row.name for row in rows}
     size = {"train_ids_per_domain": args.train_ids, "test_ids_per_domain": args.test_ids}
     args.image_size = (64, 32)
     if args.quick:
@@ -372,7 +403,6 @@ def main() -> None:
         args.data_label += f", {args.val_ids} val ids/domain"
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
-    rows = STATIC_ROWS if args.static_only else ROWS
     proxy = quick_config() if args.quick else PoolConfig()
     args.proxy_key = proxy.key()
     proxy_starts = starts(proxy, args.proxy_root)
@@ -432,7 +462,7 @@ def main() -> None:
             f"Every std <= 2: {'yes' if small else 'no'}",
             "",
         ]
-    if not args.static_only:
+    if names.issuperset(GOAL_ROWS):
         report += [
             "### The goal (DCSD joint >= static joint and alone; S <= S+D, S+C <= S+D+C)",
             "",
@@ -446,7 +476,7 @@ def main() -> None:
             out.write("\n" + text + "\n")
     if args.csv:
         append_rows(args.csv, csv_rows(rows, results, domains, args))
-    if args.figure and not args.static_only:
+    if args.figure and "DCSD joint (S+D+C)" in names:
         draw_figure(results, domains, args.figure)
         print(f"figure written to {args.figure}")
 

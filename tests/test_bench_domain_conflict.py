@@ -58,3 +58,14 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # nothing trained again
+    # --rows: the static rows and the rows named, from the cache; an unknown key is named.
+    out = run(tmp_path, "--rows", "spatial_dc")
+    table = out.split("Conflict present")[0]
+    assert "static alone" in table and "X + D + Cam" in table and "DCSD alone" not in table
+    assert "### The goal" not in out
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rows", "dcsd_jiont"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "no row ['dcsd_jiont']" in bad.stderr
