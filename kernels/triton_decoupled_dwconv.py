@@ -19,7 +19,8 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   over its channel group. Its tiles are [BLOCK_P positions, BLOCK_C channels] with one channel per
   lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
   channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
-  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
+  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise;
+  the forward kernel addresses them the same way.
   With one channel group (one position block) the kernel writes the gradient itself; else float32
   partial sums (one per group, one per position block) that ``torch.sum`` finishes in a fixed
   order.
@@ -31,7 +32,10 @@ are written in the memory format of the tensor they belong to (see ``memory_form
 The tile shape and warp count are a :class:`TileConfig`. Each kernel is wrapped in
 ``triton.autotune`` over ``active_configs(kernel)``, keyed on (C, Ho*Wo, stride, x's channel
 stride, dtype): its default (the first of :data:`KERNEL_CONFIGS`) alone unless ``DCSD_AUTOTUNE=1``
-is set before import (never under the interpreter), then every config listed for it.
+is set before import (never under the interpreter), then every config listed for it. The
+tuner times its configs on the first call of each key, so with ``DCSD_AUTOTUNE=1`` run one
+warm-up step before capturing a CUDA graph; a capture that would tune is refused with an error.
+Otherwise the launchers are capture-safe: no host synchronisation, allocations through torch.
 :func:`launch_plan` lists a call's launches for the offline compile and performance model.
 
 The functions trust their arguments' shapes and dtypes: the public
@@ -155,6 +159,7 @@ def _forward_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    DENSE: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     # Offsets inside one sample fit in int32 (checked by the wrapper); the sample offset may not.
@@ -170,14 +175,25 @@ def _forward_kernel(
     spatial_ptr += sample * spatial_stride_n
     channel_ptr += sample * channel_stride_n
     out_ptr += sample * out_stride_n
-    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+    # DENSE: x, spatial and out store their planes row after row at x's size (stride 1, "same"
+    # padding), so positions are runs and x's tap i, j sits at a constant shift from them: the
+    # compiler sees contiguous offsets and vectorises the loads it can prove aligned.
+    if DENSE:
+        spatial_offsets = offs_p
+    else:
+        spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
 
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
         inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
-        x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        if DENSE:
+            shift = ((tap // KERNEL_SIZE) * DILATION - PADDING) * width
+            shift += (tap % KERNEL_SIZE) * DILATION - PADDING
+            x_offsets = offs_p + shift
+        else:
+            x_offsets = in_row * x_stride_h + in_col * x_stride_w
         x_tap = tl.load(
             x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
             mask=mask_c[:, None] & inside[None, :],
@@ -191,7 +207,10 @@ def _forward_kernel(
         )
         weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
         acc += x_tap * weight
-    out_offsets = out_row * out_stride_h + out_col * out_stride_w
+    if DENSE:
+        out_offsets = offs_p
+    else:
+        out_offsets = out_row * out_stride_h + out_col * out_stride_w
     tl.store(
         out_ptr + offs_c[:, None] * out_stride_c + out_offsets[None, :],
         acc.to(out_ptr.dtype.element_ty),
@@ -468,6 +487,36 @@ def _device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
+def _capturing(tensor: torch.Tensor) -> bool:
+    """Whether the current CUDA stream is being captured into a CUDA graph."""
+    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def _check_tuned_before_capture(
+    tuned: triton.runtime.Autotuner, args: tuple, constants: dict
+) -> None:
+    """Refuse to autotune inside CUDA graph capture: the tuner times every config, which a
+    capture cannot hold. The key is the tuner's own: its ``key`` arguments, then the dtype of
+    every argument that has one.
+
+    Raises:
+        RuntimeError: the tuner has more than one config and has not chosen one for this key.
+    """
+    if len(tuned.configs) < 2:
+        return
+    named = dict(zip(tuned.arg_names, args, strict=False)) | {
+        name: value for name, value in constants.items() if name in tuned.arg_names
+    }
+    key = [named[name] for name in tuned.keys if name in named]
+    key += [str(value.dtype) for value in named.values() if hasattr(value, "dtype")]
+    if tuple(key) not in tuned.cache:
+        raise RuntimeError(
+            f"the Triton autotuner would time {tuned.fn.__name__}'s configs inside CUDA graph "
+            f"capture (DCSD_AUTOTUNE=1, shape key {tuple(key)}): run one warm-up step on inputs "
+            "of this shape before capturing"
+        )
+
+
 def _launch(
     tuned: triton.runtime.Autotuner,
     config: TileConfig | None,
@@ -477,6 +526,8 @@ def _launch(
 ) -> TileConfig:
     """Run ``tuned`` (``config=None``) or its kernel with ``config``; return the config that ran."""
     if config is None:
+        if _capturing(args[0]):
+            _check_tuned_before_capture(tuned, args, constants)
         tuned[grid](*args, **constants)
         best = tuned.best_config
         return TileConfig(best.kwargs["BLOCK_C"], best.kwargs["BLOCK_P"], best.num_warps)
@@ -578,7 +629,10 @@ def forward(
             config,
             grid,
             forward_launch_args(x, spatial, channel, out),
-            _constants(kernel_size, stride, padding, dilation, x.dtype),
+            {
+                **_constants(kernel_size, stride, padding, dilation, x.dtype),
+                "DENSE": _dense_positions(x, out, spatial),
+            },
         )
     return out
 
@@ -671,9 +725,9 @@ def _tensor_bytes(args: tuple) -> int:
 
 
 def _dense_positions(x: torch.Tensor, *maps: torch.Tensor) -> bool:
-    """Whether the dspatial/dchannel kernel may address positions as runs: x and every (N, *, Ho,
-    Wo) map store their planes densely, row after row (NCHW-contiguous planes), and the output
-    has x's size, so x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
+    """Whether the forward and dspatial/dchannel kernels may address positions as runs: x and
+    every (N, *, Ho, Wo) map store their planes densely, row after row (NCHW-contiguous planes),
+    and the output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
     tensors = (x, *maps)
     dense = all(t.stride(3) == 1 and t.stride(2) == t.size(3) for t in tensors)
     return dense and all(t.shape[2:] == x.shape[2:] for t in maps)
@@ -734,7 +788,7 @@ def launch_plan(
 
     def constants(name: str) -> dict:
         tile = configs[name]
-        extra = {"DENSE": _dense_positions(x, out, spatial)} if name == "grad_filters" else {}
+        extra = {"DENSE": _dense_positions(x, out, spatial)} if name != "grad_input" else {}
         return {
             **base,
             **extra,

@@ -412,3 +412,67 @@ def test_autotuning_over_every_config_picks_and_sizes_correctly(
     assert_matches(out, expected_out, torch.float32)
     for actual, expected in zip(grads, expected_grads, strict=True):
         assert_matches(actual, expected, torch.float32)
+
+
+def test_a_capture_that_would_autotune_is_refused_until_a_warm_up_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DCSD_AUTOTUNE=1 under CUDA graph capture: the first call of a shape would time every
+    config inside the capture, so it is refused; after one warm-up call (the tuner's own cache
+    holds the shape) the same call runs. Capture is simulated (it needs a GPU)."""
+    module = triton_decoupled_dwconv
+    monkeypatch.setattr(module, "_AUTOTUNE", True)
+    tuned = module._autotune(module._forward_tuned.fn, "forward")
+    monkeypatch.setattr(module, "_forward_tuned", tuned)
+    monkeypatch.setattr(
+        triton.runtime.autotuner.Autotuner,
+        "_bench",
+        lambda self, *args, config, **kwargs: [float(config.num_warps)],
+    )
+    case = Case(2, 20, 9, 7, 3, 1, 1, 1)
+    x, spatial, channel, _ = make_inputs(case, torch.float32)
+    monkeypatch.setattr(module, "_capturing", lambda tensor: True)
+    with pytest.raises(RuntimeError, match="inside CUDA graph capture.*warm-up step"):
+        module.forward(x, spatial, channel, *case.options)
+    assert not tuned.cache  # refused before anything ran
+    monkeypatch.setattr(module, "_capturing", lambda tensor: False)
+    warm = module.forward(x, spatial, channel, *case.options)  # the warm-up step tunes
+    assert len(tuned.cache) == 1
+    monkeypatch.setattr(module, "_capturing", lambda tensor: True)
+    assert torch.equal(module.forward(x, spatial, channel, *case.options), warm)
+    other = make_inputs(Case(2, 20, 9, 9, 3, 1, 1, 1), torch.float32)[:3]
+    with pytest.raises(RuntimeError, match="inside CUDA graph capture"):
+        module.forward(*other, *case.options)  # a new shape would tune again
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_the_op_replays_in_a_cuda_graph() -> None:
+    """Forward and backward captured in a CUDA graph after a warm-up step, replayed on new
+    inputs copied into the captured tensors, equal the eager op."""
+    case = GPU_CASES[1]
+    inputs = make_inputs(case, torch.float32)
+    static = [t.detach().requires_grad_(i < 3) for i, t in enumerate(inputs)]
+    x, spatial, channel, grad = static
+
+    def step():
+        out = decoupled_dwconv2d(x, spatial, channel, *case.options, backend="triton")
+        return (out, *torch.autograd.grad(out, (x, spatial, channel), grad))
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up: compiles (and tunes with DCSD_AUTOTUNE=1) outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    fresh = make_inputs(case, torch.float32, seed=1)
+    with torch.no_grad():
+        for target, source in zip(static, fresh, strict=True):
+            target.copy_(source)
+    graph.replay()
+    torch.cuda.synchronize()
+    expected = step()
+    for actual, wanted in zip(captured, expected, strict=True):
+        torch.testing.assert_close(actual, wanted, rtol=0, atol=0)
