@@ -45,6 +45,7 @@ from types import ModuleType
 import torch
 import triton
 from bench_kernels import LAYERS, kernels_at, op_bytes, op_call
+from results_csv import append_rows
 
 import dcsd
 from dcsd.kernels import triton_decoupled_dwconv
@@ -71,6 +72,8 @@ SHARED_PER_SM = 228 * 1024
 MAX_WARPS_PER_SM = 64
 MAX_PROGRAMS_PER_SM = 32
 MODEL_ARCH = 90
+# The model's total columns in bench/bench_compile.csv (after arch, dtype, kernels, part, config).
+CSV_VALUES = ("mb", "x_floor", "issue_us", "dram_us", "est_us")
 
 
 def warps_per_sm(registers: int, shared_bytes: int, num_warps: int) -> int:
@@ -196,7 +199,8 @@ def _us(value: float) -> str:
     return f"{value:.1f}"
 
 
-def model_report(modules: dict[str, ModuleType], batch: int) -> str:
+def model_report(modules: dict[str, ModuleType], batch: int) -> tuple[str, list[dict[str, str]]]:
+    """The model's Markdown tables, and its totals as rows of ``bench/bench_compile.csv``."""
     dtype = torch.bfloat16
     element = 2
     results = {
@@ -250,6 +254,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
         total_header += [f"MB ({name})", f"x floor ({name})", f"issue us ({name})"]
         total_header += [f"DRAM us ({name})", f"est. us ({name})"]
     total_rows = []
+    csv_rows = []
     kernel_names = list(dict.fromkeys(k for r in results.values() for k in next(iter(r.values()))))
     parts = [(k, lambda e, k=k: e.kernel == k) for k in kernel_names]
     parts += [
@@ -261,7 +266,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
     for kind_index, kind in enumerate(("default", "tuned")):
         for part, selected in parts:
             row = [part, kind]
-            for per_layer in results.values():
+            for name, per_layer in results.items():
                 moved = issue = dram = est = floor = 0.0
                 for layer, launches in per_layer.items():
                     forward_floor, op_floor = op_bytes(layer, batch, element, "triton")
@@ -284,7 +289,18 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
                     else:
                         floor += count * op_floor
                 ratio = f"{moved / floor:.2f}" if part not in kernel_names else "-"
-                row += [f"{moved / 1e6:.0f}", ratio, _us(issue), _us(dram), _us(est)]
+                cells = [f"{moved / 1e6:.0f}", ratio, _us(issue), _us(dram), _us(est)]
+                row += cells
+                csv_rows.append(
+                    dict(
+                        arch="sm_90",
+                        dtype="bfloat16",
+                        kernels=name,
+                        part=part,
+                        config=kind,
+                        **dict(zip(CSV_VALUES, cells, strict=True)),
+                    )
+                )
             total_rows.append(row)
     floor_us = sum(layer.count * op_bytes(layer, batch, element, "triton")[1] for layer in LAYERS)
     lines += [
@@ -296,7 +312,9 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> str:
         f"Op floor, forward + backward: {floor_us / 1e6:.0f} MB, "
         f"{1e6 * floor_us / DRAM_BYTES_PER_S:.1f} us at 3.0 TB/s.",
     ]
-    return "\n".join(lines)
+    order = list(results)  # rows grouped by kernels, as the CSV holds them
+    csv_rows.sort(key=lambda row: order.index(row["kernels"]))
+    return "\n".join(lines), csv_rows
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -313,7 +331,7 @@ def model_main(args) -> int:
     ).stdout.strip()
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "kernels"]).returncode
     modules[f"{head}{'+' if dirty else ''}"] = triton_decoupled_dwconv
-    report = model_report(modules, args.batch)
+    report, csv_rows = model_report(modules, args.batch)
     date = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     command = "python bench/bench_compile.py --model" + (
         f" --baseline {args.baseline}" if args.baseline else ""
@@ -334,6 +352,8 @@ def model_main(args) -> int:
     if args.out is not None:
         with args.out.open("a") as file:
             file.write("\n\n" + text + "\n")
+    if args.csv is not None:
+        append_rows(args.csv, csv_rows)
     return 0
 
 
@@ -345,6 +365,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="append the table to this file")
     parser.add_argument("--model", action="store_true", help="the offline performance model")
+    parser.add_argument(
+        "--csv", type=Path, help="with --model: append the totals here (bench/bench_compile.csv)"
+    )
     parser.add_argument(
         "--baseline", default=None, help="with --model: also model the kernels at this git revision"
     )

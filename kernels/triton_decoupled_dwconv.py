@@ -19,8 +19,9 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   over its channel group. Its tiles are [BLOCK_P positions, BLOCK_C channels] with one channel per
   lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
   channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
-  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise;
-  the forward kernel addresses them the same way.
+  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
+  (The forward kernel addressed that way models slower: about 5% fewer SASS per element-tap on
+  the 32- and 16-wide layers, 19% more on the 8-wide ones; bench/RESULTS.md.)
   With one channel group (one position block) the kernel writes the gradient itself; else float32
   partial sums (one per group, one per position block) that ``torch.sum`` finishes in a fixed
   order.
@@ -159,7 +160,6 @@ def _forward_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
-    DENSE: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     # Offsets inside one sample fit in int32 (checked by the wrapper); the sample offset may not.
@@ -175,25 +175,14 @@ def _forward_kernel(
     spatial_ptr += sample * spatial_stride_n
     channel_ptr += sample * channel_stride_n
     out_ptr += sample * out_stride_n
-    # DENSE: x, spatial and out store their planes row after row at x's size (stride 1, "same"
-    # padding), so positions are runs and x's tap i, j sits at a constant shift from them: the
-    # compiler sees contiguous offsets and vectorises the loads it can prove aligned.
-    if DENSE:
-        spatial_offsets = offs_p
-    else:
-        spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
 
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
         inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
-        if DENSE:
-            shift = ((tap // KERNEL_SIZE) * DILATION - PADDING) * width
-            shift += (tap % KERNEL_SIZE) * DILATION - PADDING
-            x_offsets = offs_p + shift
-        else:
-            x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        x_offsets = in_row * x_stride_h + in_col * x_stride_w
         x_tap = tl.load(
             x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
             mask=mask_c[:, None] & inside[None, :],
@@ -207,10 +196,7 @@ def _forward_kernel(
         )
         weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
         acc += x_tap * weight
-    if DENSE:
-        out_offsets = offs_p
-    else:
-        out_offsets = out_row * out_stride_h + out_col * out_stride_w
+    out_offsets = out_row * out_stride_h + out_col * out_stride_w
     tl.store(
         out_ptr + offs_c[:, None] * out_stride_c + out_offsets[None, :],
         acc.to(out_ptr.dtype.element_ty),
@@ -629,10 +615,7 @@ def forward(
             config,
             grid,
             forward_launch_args(x, spatial, channel, out),
-            {
-                **_constants(kernel_size, stride, padding, dilation, x.dtype),
-                "DENSE": _dense_positions(x, out, spatial),
-            },
+            _constants(kernel_size, stride, padding, dilation, x.dtype),
         )
     return out
 
@@ -725,9 +708,9 @@ def _tensor_bytes(args: tuple) -> int:
 
 
 def _dense_positions(x: torch.Tensor, *maps: torch.Tensor) -> bool:
-    """Whether the forward and dspatial/dchannel kernels may address positions as runs: x and
-    every (N, *, Ho, Wo) map store their planes densely, row after row (NCHW-contiguous planes),
-    and the output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
+    """Whether the dspatial/dchannel kernel may address positions as runs: x and every (N, *,
+    Ho, Wo) map store their planes densely, row after row (NCHW-contiguous planes), and the
+    output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
     tensors = (x, *maps)
     dense = all(t.stride(3) == 1 and t.stride(2) == t.size(3) for t in tensors)
     return dense and all(t.shape[2:] == x.shape[2:] for t in maps)
@@ -788,7 +771,7 @@ def launch_plan(
 
     def constants(name: str) -> dict:
         tile = configs[name]
-        extra = {"DENSE": _dense_positions(x, out, spatial)} if name != "grad_input" else {}
+        extra = {"DENSE": _dense_positions(x, out, spatial)} if name == "grad_filters" else {}
         return {
             **base,
             **extra,
