@@ -160,6 +160,7 @@ def _forward_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    DENSE_WIDTH: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     # Offsets inside one sample fit in int32 (checked by the wrapper); the sample offset may not.
@@ -168,26 +169,40 @@ def _forward_kernel(
     sample = tl.program_id(2).to(tl.int64)
     mask_c = offs_c < channels
     mask_p = offs_p < positions
-    out_row = offs_p // width_out
-    out_col = offs_p % width_out
-
     x_ptr += sample * x_stride_n
     spatial_ptr += sample * spatial_stride_n
     channel_ptr += sample * channel_stride_n
     out_ptr += sample * out_stride_n
-    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+    # DENSE_WIDTH > 0: x, spatial and out store their planes row after row, all DENSE_WIDTH wide
+    # (stride 1, "same" padding), so positions are runs and each tap of x sits at a compile-time
+    # shift from them, which the loads take as an immediate offset.
+    if DENSE_WIDTH > 0:
+        out_row = offs_p // DENSE_WIDTH
+        out_col = offs_p % DENSE_WIDTH
+        spatial_offsets = offs_p
+        out_offsets = offs_p
+        x_base = x_ptr + offs_c[:, None] * x_stride_c + offs_p[None, :]
+    else:
+        out_row = offs_p // width_out
+        out_col = offs_p % width_out
+        spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
+        out_offsets = out_row * out_stride_h + out_col * out_stride_w
+        x_base = x_ptr + offs_c[:, None] * x_stride_c
 
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for tap in tl.static_range(taps):
-        in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
-        in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
-        inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
-        x_offsets = in_row * x_stride_h + in_col * x_stride_w
-        x_tap = tl.load(
-            x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
-            mask=mask_c[:, None] & inside[None, :],
-            other=0.0,
-        ).to(ACC_DTYPE)
+        row_shift = (tap // KERNEL_SIZE) * DILATION - PADDING
+        col_shift = (tap % KERNEL_SIZE) * DILATION - PADDING
+        in_row = out_row * STRIDE + row_shift
+        in_col = out_col * STRIDE + col_shift
+        if DENSE_WIDTH > 0:
+            inside = mask_p & (in_row >= 0) & (in_row < height)
+            inside = inside & (in_col >= 0) & (in_col < DENSE_WIDTH)
+            x_pointers = x_base + (row_shift * DENSE_WIDTH + col_shift)
+        else:
+            inside = mask_p & (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
+            x_pointers = x_base + (in_row * x_stride_h + in_col * x_stride_w)[None, :]
+        x_tap = tl.load(x_pointers, mask=mask_c[:, None] & inside[None, :], other=0.0).to(ACC_DTYPE)
         spatial_tap = tl.load(
             spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=mask_p, other=0.0
         )
@@ -196,7 +211,6 @@ def _forward_kernel(
         )
         weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
         acc += x_tap * weight
-    out_offsets = out_row * out_stride_h + out_col * out_stride_w
     tl.store(
         out_ptr + offs_c[:, None] * out_stride_c + out_offsets[None, :],
         acc.to(out_ptr.dtype.element_ty),
@@ -615,7 +629,10 @@ def forward(
             config,
             grid,
             forward_launch_args(x, spatial, channel, out),
-            _constants(kernel_size, stride, padding, dilation, x.dtype),
+            {
+                **_constants(kernel_size, stride, padding, dilation, x.dtype),
+                "DENSE_WIDTH": _dense_width(stride, x, out, spatial),
+            },
         )
     return out
 
@@ -707,13 +724,20 @@ def _tensor_bytes(args: tuple) -> int:
     return sum(arg.numel() * arg.element_size() for arg in args if isinstance(arg, torch.Tensor))
 
 
-def _dense_positions(x: torch.Tensor, *maps: torch.Tensor) -> bool:
-    """Whether the dspatial/dchannel kernel may address positions as runs: x and every (N, *,
-    Ho, Wo) map store their planes densely, row after row (NCHW-contiguous planes), and the
-    output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W + j*d - p."""
+def _dense_positions(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> bool:
+    """Whether the forward and dspatial/dchannel kernels may address positions as runs: stride
+    1, x and every (N, *, Ho, Wo) map store their planes densely, row after row (NCHW-contiguous
+    planes), and the output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W +
+    j*d - p. (At a larger stride padding can also keep x's size, but not that relation.)"""
     tensors = (x, *maps)
     dense = all(t.stride(3) == 1 and t.stride(2) == t.size(3) for t in tensors)
-    return dense and all(t.shape[2:] == x.shape[2:] for t in maps)
+    return stride == 1 and dense and all(t.shape[2:] == x.shape[2:] for t in maps)
+
+
+def _dense_width(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> int:
+    """The forward kernel's ``DENSE_WIDTH``: x's width where :func:`_dense_positions` holds (one
+    compiled variant per width), else 0 (strided addressing)."""
+    return x.size(3) if _dense_positions(stride, x, *maps) else 0
 
 
 def _filter_grad_buffers(
@@ -771,7 +795,11 @@ def launch_plan(
 
     def constants(name: str) -> dict:
         tile = configs[name]
-        extra = {"DENSE": _dense_positions(x, out, spatial)} if name == "grad_filters" else {}
+        extra = {}
+        if name == "grad_filters":
+            extra = {"DENSE": _dense_positions(stride, x, out, spatial)}
+        elif name == "forward":
+            extra = {"DENSE_WIDTH": _dense_width(stride, x, out, spatial)}
         return {
             **base,
             **extra,
@@ -896,7 +924,7 @@ def backward(
         grad_out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
     )
     constants = _constants(kernel_size, stride, padding, dilation, x.dtype)
-    dense = _dense_positions(x, grad_out, spatial)
+    dense = _dense_positions(stride, x, grad_out, spatial)
 
     def grad_input_grid(meta):
         return (

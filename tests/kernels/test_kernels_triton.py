@@ -80,6 +80,8 @@ CASES = [
     Case(1, 5, 8, 9, 1, 2, 0, 1, block_c=2, block_p=16),
     Case(1, 5, 9, 7, 3, 3, 1, 1, block_c=2, block_p=8, channels_per_program=3),
     Case(1, 3, 5, 6, 3, 1, 3, 2, block_c=2, block_p=16),
+    # Stride 3 whose padding keeps the input's size: not the dense (stride-1) addressing.
+    Case(2, 2, 2, 2, 5, 3, 4, 1, block_c=2, block_p=16),
 ]
 LOW_PRECISION_CASES = [CASES[0], CASES[1], CASES[5]]
 
