@@ -255,7 +255,9 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> tuple[str, list[
         total_header += [f"DRAM us ({name})", f"est. us ({name})"]
     total_rows = []
     csv_rows = []
-    kernel_names = list(dict.fromkeys(k for r in results.values() for k in next(iter(r.values()))))
+    kernel_names = list(
+        dict.fromkeys(k for r in results.values() for launches in r.values() for k in launches)
+    )
     parts = [(k, lambda e, k=k: e.kernel == k) for k in kernel_names]
     parts += [
         ("forward total", lambda e: not e.backward),
