@@ -20,8 +20,9 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
   channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
   planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
-  (The forward kernel addressed that way models slower: about 5% fewer SASS per element-tap on
-  the 32- and 16-wide layers, 19% more on the 8-wide ones; bench/RESULTS.md.)
+  The forward kernel addresses such planes with the width as a compile-time constant
+  (``DENSE_WIDTH``), so each tap is an immediate offset from the positions (with a runtime width
+  the same addressing modelled slower on the 8-wide layers; bench/RESULTS.md).
   With one channel group (one position block) the kernel writes the gradient itself; else float32
   partial sums (one per group, one per position block) that ``torch.sum`` finishes in a fixed
   order.
