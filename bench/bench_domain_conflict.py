@@ -57,6 +57,7 @@ from dcsd.data import (  # noqa: E402
     holdout_identities,
     make_synthetic_domains,
 )
+from dcsd.data.synthetic import PRESETS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,7 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=0, help="the synthetic data's seed")
     parser.add_argument(
         "--preset",
-        choices=["conflict", "conflict_mild"],
+        choices=[name for name in PRESETS if name.startswith("conflict")],
         default="conflict_mild",
         help="the synthetic preset (dcsd.data.synthetic.PRESETS); conflict_mild, where the static "
         "rows learn (>= 50 mAP on val), chosen on the static rows and the val split",
