@@ -16,7 +16,7 @@ class FeatureSet:
     """Embeddings of a query or gallery split, with the labels the ranking needs.
 
     Attributes:
-        features: (N, D) float32 CPU tensor.
+        features: (N, D) float32 CPU tensor (float64 from a float64 model).
         pids: (N,) int64 identity labels.
         camids: (N,) int64 camera IDs.
         paths: N image paths.
@@ -64,7 +64,9 @@ def extract_features(
     """Run ``model`` over ``loader`` in eval mode and collect its embeddings.
 
     The model is switched to eval mode for the pass and back to its previous mode afterwards;
-    no gradients are kept. The paper evaluates without flipping, hence ``flip=False``.
+    no gradients are kept. The paper evaluates without flipping, hence ``flip=False``. Images are
+    cast to the dtype of the model's floating-point parameters, so a ``model.double()`` gives
+    float64 embeddings: results that do not depend on the CPU's float32 arithmetic.
 
     Args:
         model: maps (B, 3, H, W) images to (B, D) embeddings in eval mode.
@@ -72,20 +74,27 @@ def extract_features(
             "path": B strings}`` (other keys, such as ``"domain"``, are ignored).
         device: where to run; default: the device of the model's first parameter (CPU for a
             model without parameters).
-        amp: bfloat16 autocast; default on for CUDA, off otherwise.
+        amp: bfloat16 autocast; default on for CUDA, off otherwise (and refused for a float64
+            model, whose point is exact arithmetic).
         flip: average each embedding with that of the horizontally flipped image.
 
     Returns:
-        A :class:`FeatureSet` with float32 CPU features in loader order.
+        A :class:`FeatureSet` with CPU features in loader order: float64 for a float64 model,
+        float32 otherwise.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    first = next(model.parameters(), None)
     if device is None:
-        first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    floating = [p.dtype for p in model.parameters() if p.dtype.is_floating_point]
+    input_dtype = floating[0] if floating else torch.float32
+    output_dtype = torch.float64 if input_dtype == torch.float64 else torch.float32
     if amp is None:
-        amp = device.type == "cuda"
+        amp = device.type == "cuda" and output_dtype != torch.float64
+    if amp and output_dtype == torch.float64:
+        raise ValueError("amp=True runs in bfloat16; a float64 model asks for exact arithmetic")
     features, pids, camids, paths = [], [], [], []
     was_training = model.training
     model.eval()
@@ -94,7 +103,7 @@ def extract_features(
             missing = [key for key in ("image", "pid", "camid", "path") if key not in batch]
             if missing:
                 raise ValueError(f"loader batch {index} lacks the key(s) {missing}")
-            images = batch["image"].to(device, non_blocking=True)
+            images = batch["image"].to(device, dtype=input_dtype, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 embedding = model(images)
                 if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2:
@@ -103,8 +112,9 @@ def extract_features(
                         f"{getattr(embedding, 'shape', type(embedding).__name__)}"
                     )
                 if flip:
-                    embedding = (embedding.float() + model(images.flip(dims=[3])).float()) / 2
-            features.append(embedding.float().cpu())
+                    flipped = model(images.flip(dims=[3]))
+                    embedding = (embedding.to(output_dtype) + flipped.to(output_dtype)) / 2
+            features.append(embedding.to(output_dtype).cpu())
             pids.append(_labels(batch, "pid"))
             camids.append(_labels(batch, "camid"))
             batch_paths = batch["path"]

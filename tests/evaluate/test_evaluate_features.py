@@ -1,5 +1,7 @@
 """extract_features on a tiny model and an in-memory dataset."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +48,7 @@ class LeftBiasedModel(nn.Module):
 
 def embed(images):
     pooled = torch.cat([images.mean(dim=(2, 3)), images[..., 0].mean(dim=2)], dim=1)
-    return (pooled - 0.25) / torch.sqrt(torch.tensor(4.0 + 1e-5))
+    return (pooled - 0.25) / math.sqrt(4.0 + 1e-5)
 
 
 def test_features_labels_and_paths_in_loader_order():
@@ -103,6 +105,18 @@ def test_amp_flag_on_cpu_runs_bfloat16_and_returns_float32():
     # bfloat16 has an 8-bit mantissa: close to, but not exactly, the float32 result.
     torch.testing.assert_close(mixed.features, exact.features, atol=0.05, rtol=0.05)
     assert not torch.equal(mixed.features, exact.features)
+
+
+def test_float64_model_gets_float64_images_and_gives_float64_features():
+    dataset = TinyDataset()
+    model = LeftBiasedModel().double()
+    result = extract_features(model, DataLoader(dataset, batch_size=3), flip=True)
+    assert result.features.dtype == torch.float64
+    images = dataset.images.double()
+    expected = (embed(images) + embed(images.flip(dims=[3]))) / 2
+    torch.testing.assert_close(result.features, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="float64 model"):
+        extract_features(model, DataLoader(dataset, batch_size=3), amp=True)
 
 
 def test_rejects_bad_batches_and_outputs():
