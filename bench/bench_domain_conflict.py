@@ -372,8 +372,11 @@ def main() -> None:
     parser.add_argument(
         "--proxy-root", type=Path, default=Path("runs/proxy"), help="bench/pretrain_proxy.py's"
     )
-    parser.add_argument("--static-only", action="store_true", help="Table II's static rows only")
-    parser.add_argument(
+    which_rows = parser.add_mutually_exclusive_group()
+    which_rows.add_argument(
+        "--static-only", action="store_true", help="Table II's static rows only"
+    )
+    which_rows.add_argument(
         "--rows",
         nargs="+",
         metavar="KEY",

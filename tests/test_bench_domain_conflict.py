@@ -69,3 +69,12 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert bad.returncode != 0 and "no row ['dcsd_jiont']" in bad.stderr
+
+
+def test_static_only_and_rows_are_refused_together(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--static-only", "--rows", "spatial_dc"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--rows: not allowed with argument --static-only" in result.stderr
