@@ -20,7 +20,7 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
   channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
   planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
-  The forward kernel addresses such planes with the width as a compile-time constant
+  The forward and dx kernels address such planes with the width as a compile-time constant
   (``DENSE_WIDTH``), so each tap is an immediate offset from the positions (with a runtime width
   the same addressing modelled slower on the 8-wide layers; bench/RESULTS.md).
   With one channel group (one position block) the kernel writes the gradient itself; else float32
@@ -254,6 +254,7 @@ def _grad_input_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    DENSE_WIDTH: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     # Positions are counted on the coarse grid of STRIDE x STRIDE cells; each program handles
@@ -289,14 +290,21 @@ def _grad_input_kernel(
                 out_row = cell_row + row_shift // STRIDE
                 out_col = cell_col + col_shift // STRIDE
                 hit = inside & (out_row >= 0) & (out_row < height_out)
-                hit = hit & (out_col >= 0) & (out_col < width_out)
-                grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
+                if DENSE_WIDTH > 0:
+                    # Dense planes at stride 1 (as in the forward): the tap of grad_out and
+                    # spatial sits at a compile-time shift from the input position.
+                    hit = hit & (out_col >= 0) & (out_col < DENSE_WIDTH)
+                    grad_offsets = offs_q + (row_shift * DENSE_WIDTH + col_shift)
+                    spatial_offsets = grad_offsets
+                else:
+                    hit = hit & (out_col >= 0) & (out_col < width_out)
+                    grad_offsets = out_row * grad_stride_h + out_col * grad_stride_w
+                    spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
                 grad_tap = tl.load(
                     grad_out_ptr + offs_c[:, None] * grad_stride_c + grad_offsets[None, :],
                     mask=mask_c[:, None] & hit[None, :],
                     other=0.0,
                 ).to(ACC_DTYPE)
-                spatial_offsets = out_row * spatial_stride_h + out_col * spatial_stride_w
                 spatial_tap = tl.load(
                     spatial_ptr + tap * spatial_stride_t + spatial_offsets, mask=hit, other=0.0
                 )
@@ -307,7 +315,10 @@ def _grad_input_kernel(
                 )
                 weight = channel_tap.to(ACC_DTYPE)[:, None] * spatial_tap.to(ACC_DTYPE)[None, :]
                 acc += grad_tap * weight
-        x_offsets = in_row * x_stride_h + in_col * x_stride_w
+        if DENSE_WIDTH > 0:
+            x_offsets = offs_q
+        else:
+            x_offsets = in_row * x_stride_h + in_col * x_stride_w
         tl.store(
             grad_x_ptr + offs_c[:, None] * x_stride_c + x_offsets[None, :],
             acc.to(grad_x_ptr.dtype.element_ty),
@@ -736,8 +747,8 @@ def _dense_positions(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> bool:
 
 
 def _dense_width(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> int:
-    """The forward kernel's ``DENSE_WIDTH``: x's width where :func:`_dense_positions` holds (one
-    compiled variant per width), else 0 (strided addressing)."""
+    """The forward and dx kernels' ``DENSE_WIDTH``: x's width where :func:`_dense_positions`
+    holds (one compiled variant per width), else 0 (strided addressing)."""
     return x.size(3) if _dense_positions(stride, x, *maps) else 0
 
 
@@ -799,7 +810,7 @@ def launch_plan(
         extra = {}
         if name == "grad_filters":
             extra = {"DENSE": _dense_positions(stride, x, out, spatial)}
-        elif name == "forward":
+        else:
             extra = {"DENSE_WIDTH": _dense_width(stride, x, out, spatial)}
         return {
             **base,
@@ -926,6 +937,7 @@ def backward(
     )
     constants = _constants(kernel_size, stride, padding, dilation, x.dtype)
     dense = _dense_positions(stride, x, grad_out, spatial)
+    dense_width = _dense_width(stride, x, grad_out, spatial)
 
     def grad_input_grid(meta):
         return (
@@ -939,7 +951,13 @@ def backward(
         return (*_filter_grad_grid(batch, channels, positions, tile, channels_per_program), batch)
 
     with _device_guard(x):
-        _launch(_grad_input_tuned, config, grad_input_grid, grad_input_args, constants)
+        _launch(
+            _grad_input_tuned,
+            config,
+            grad_input_grid,
+            grad_input_args,
+            {**constants, "DENSE_WIDTH": dense_width},
+        )
         used = _launch(
             _grad_filters_tuned,
             config,

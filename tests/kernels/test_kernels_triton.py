@@ -82,6 +82,8 @@ CASES = [
     Case(1, 3, 5, 6, 3, 1, 3, 2, block_c=2, block_p=16),
     # Stride 3 whose padding keeps the input's size: not the dense (stride-1) addressing.
     Case(2, 2, 2, 2, 5, 3, 4, 1, block_c=2, block_p=16),
+    # Dense addressing (stride 1, "same" size) with dilation 2: taps shifted by 2 rows/columns.
+    Case(1, 3, 6, 5, 3, 1, 2, 2, block_c=2, block_p=16),
 ]
 LOW_PRECISION_CASES = [CASES[0], CASES[1], CASES[5]]
 
