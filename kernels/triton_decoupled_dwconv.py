@@ -265,8 +265,12 @@ def _grad_input_kernel(
     sample = tl.program_id(2).to(tl.int64)
     mask_c = offs_c < channels
     mask_q = offs_q < tl.cdiv(height, STRIDE) * coarse_width
-    cell_row = offs_q // coarse_width
-    cell_col = offs_q % coarse_width
+    if DENSE_WIDTH > 0:
+        cell_row = offs_q // DENSE_WIDTH
+        cell_col = offs_q % DENSE_WIDTH
+    else:
+        cell_row = offs_q // coarse_width
+        cell_col = offs_q % coarse_width
 
     grad_out_ptr += sample * grad_stride_n
     spatial_ptr += sample * spatial_stride_n
@@ -278,7 +282,10 @@ def _grad_input_kernel(
         col_parity = parity % STRIDE
         in_row = cell_row * STRIDE + row_parity
         in_col = cell_col * STRIDE + col_parity
-        inside = mask_q & (in_row < height) & (in_col < width)
+        if DENSE_WIDTH > 0:
+            inside = mask_q  # one parity: every cell is an input position
+        else:
+            inside = mask_q & (in_row < height) & (in_col < width)
         acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
         for tap in tl.static_range(taps):
             # Output row h reads input row h*s + i*d - p through tap i. For input rows of one
