@@ -18,14 +18,15 @@ float32 (float64 for float64 inputs). No kernel uses atomics, so results are det
   ``grad_out * x_tap``. A program owns (sample, output-position block, channel group) and loops
   over its channel group. Its tiles are [BLOCK_P positions, BLOCK_C channels] with one channel per
   lane, so dchannel's sum over positions stays mostly within a thread; dspatial's sum over
-  channels is accumulated elementwise over the loop and crosses lanes once per tap. On NCHW
-  planes at stride 1 (``DENSE``) positions are addressed as runs, so grad_out loads vectorise.
-  The forward and dx kernels address such planes with the width as a compile-time constant
-  (``DENSE_WIDTH``), so each tap is an immediate offset from the positions (with a runtime width
-  the same addressing modelled slower on the 8-wide layers; bench/RESULTS.md).
+  channels is accumulated elementwise over the loop and crosses lanes once per tap.
   With one channel group (one position block) the kernel writes the gradient itself; else float32
   partial sums (one per group, one per position block) that ``torch.sum`` finishes in a fixed
   order.
+
+All three kernels address dense NCHW planes at stride 1 with the width as a compile-time constant
+(``DENSE_WIDTH``): positions are runs, so grad_out loads vectorise, and each tap is an immediate
+offset from the positions (with a runtime width the same addressing modelled slower on the 8-wide
+layers; bench/RESULTS.md).
 
 Every tensor is addressed through its own strides, so NCHW and channels_last (NHWC) inputs, and
 the filter tensors as the generators produce them, are read in place; outputs and input gradients
@@ -373,7 +374,7 @@ def _grad_filters_kernel(
     ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
-    DENSE: tl.constexpr,
+    DENSE_WIDTH: tl.constexpr,
 ):
     taps: tl.constexpr = KERNEL_SIZE * KERNEL_SIZE
     position_block = tl.program_id(0)
@@ -386,8 +387,12 @@ def _grad_filters_kernel(
     # holds positions of one channel, so dchannel's sum over positions stays in the thread.
     offs_p = position_block * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < positions
-    out_row = offs_p // width_out
-    out_col = offs_p % width_out
+    if DENSE_WIDTH > 0:
+        out_row = offs_p // DENSE_WIDTH
+        out_col = offs_p % DENSE_WIDTH
+    else:
+        out_row = offs_p // width_out
+        out_col = offs_p % width_out
     group_start = group * channels_per_group
     group_size = tl.minimum(channels, group_start + channels_per_group) - group_start
     # 2-D from the start ([1, BLOCK_C] and [BLOCK_P, 1]), so every vector has the tile's layout.
@@ -402,7 +407,7 @@ def _grad_filters_kernel(
     grad_channel_part_ptr += (
         sample * channel_part_stride_n + position_block * channels * taps + group_start * taps
     )
-    if DENSE:
+    if DENSE_WIDTH > 0:
         grad_offsets = offs_p[:, None] + lanes * grad_stride_c
         spatial_offsets = offs_p[:, None]
     else:
@@ -413,10 +418,13 @@ def _grad_filters_kernel(
     for tap in tl.static_range(taps):
         in_row = out_row * STRIDE + (tap // KERNEL_SIZE) * DILATION - PADDING
         in_col = out_col * STRIDE + (tap % KERNEL_SIZE) * DILATION - PADDING
-        inside = (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
+        if DENSE_WIDTH > 0:
+            inside = (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < DENSE_WIDTH)
+        else:
+            inside = (in_row >= 0) & (in_row < height) & (in_col >= 0) & (in_col < width)
         inside = mask_p & inside[:, None]
-        if DENSE:
-            shift = ((tap // KERNEL_SIZE) * DILATION - PADDING) * width
+        if DENSE_WIDTH > 0:
+            shift = ((tap // KERNEL_SIZE) * DILATION - PADDING) * DENSE_WIDTH
             shift += (tap % KERNEL_SIZE) * DILATION - PADDING
             x_offsets = (offs_p + shift)[:, None] + lanes * x_stride_c
         else:
@@ -743,20 +751,16 @@ def _tensor_bytes(args: tuple) -> int:
     return sum(arg.numel() * arg.element_size() for arg in args if isinstance(arg, torch.Tensor))
 
 
-def _dense_positions(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> bool:
-    """Whether the forward and dspatial/dchannel kernels may address positions as runs: stride
-    1, x and every (N, *, Ho, Wo) map store their planes densely, row after row (NCHW-contiguous
-    planes), and the output has x's size: x's tap ``i, j`` is output position + (i*d - p) * W +
-    j*d - p. (At a larger stride padding can also keep x's size, but not that relation.)"""
+def _dense_width(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> int:
+    """The kernels' ``DENSE_WIDTH``: x's width W where positions may be addressed as runs, else 0
+    (strided addressing; one compiled variant per width). Runs need stride 1, x and every
+    (N, *, Ho, Wo) map storing its planes densely, row after row (NCHW-contiguous planes), and an
+    output of x's size: x's tap ``i, j`` is then output position + (i*d - p) * W + j*d - p. (At a
+    larger stride padding can also keep x's size, but not that relation.)"""
     tensors = (x, *maps)
     dense = all(t.stride(3) == 1 and t.stride(2) == t.size(3) for t in tensors)
-    return stride == 1 and dense and all(t.shape[2:] == x.shape[2:] for t in maps)
-
-
-def _dense_width(stride: int, x: torch.Tensor, *maps: torch.Tensor) -> int:
-    """The forward and dx kernels' ``DENSE_WIDTH``: x's width where :func:`_dense_positions`
-    holds (one compiled variant per width), else 0 (strided addressing)."""
-    return x.size(3) if _dense_positions(stride, x, *maps) else 0
+    same_size = all(t.shape[2:] == x.shape[2:] for t in maps)
+    return x.size(3) if stride == 1 and dense and same_size else 0
 
 
 def _filter_grad_buffers(
@@ -814,14 +818,9 @@ def launch_plan(
 
     def constants(name: str) -> dict:
         tile = configs[name]
-        extra = {}
-        if name == "grad_filters":
-            extra = {"DENSE": _dense_positions(stride, x, out, spatial)}
-        else:
-            extra = {"DENSE_WIDTH": _dense_width(stride, x, out, spatial)}
         return {
             **base,
-            **extra,
+            "DENSE_WIDTH": _dense_width(stride, x, out, spatial),
             "BLOCK_C": tile.block_c,
             "BLOCK_P": tile.block_p,
             "num_warps": tile.num_warps,
@@ -943,8 +942,7 @@ def backward(
         grad_out, x, spatial, channel, grad_x, grad_spatial_part, grad_channel_part
     )
     constants = _constants(kernel_size, stride, padding, dilation, x.dtype)
-    dense = _dense_positions(stride, x, grad_out, spatial)
-    dense_width = _dense_width(stride, x, grad_out, spatial)
+    constants["DENSE_WIDTH"] = _dense_width(stride, x, grad_out, spatial)
 
     def grad_input_grid(meta):
         return (
@@ -958,20 +956,8 @@ def backward(
         return (*_filter_grad_grid(batch, channels, positions, tile, channels_per_program), batch)
 
     with _device_guard(x):
-        _launch(
-            _grad_input_tuned,
-            config,
-            grad_input_grid,
-            grad_input_args,
-            {**constants, "DENSE_WIDTH": dense_width},
-        )
-        used = _launch(
-            _grad_filters_tuned,
-            config,
-            grad_filters_grid,
-            grad_filters_args,
-            {**constants, "DENSE": dense},
-        )
+        _launch(_grad_input_tuned, config, grad_input_grid, grad_input_args, constants)
+        used = _launch(_grad_filters_tuned, config, grad_filters_grid, grad_filters_args, constants)
     blocks, groups = _filter_grad_grid(batch, channels, positions, used, channels_per_program)
     grad_spatial = _finish(grad_spatial_part, groups, spatial)
     grad_channel = _finish(grad_channel_part, blocks, channel)
