@@ -29,6 +29,7 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 from . import triton_decoupled_dwconv as kernels
+from . import triton_mean_pointwise
 
 _USAGE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -315,6 +316,27 @@ def call_specialization(
     constants, specialisation attributes, options), without compiling: calls with equal values
     compile to the same kernel."""
     return repr(_key(_bind(_call_launch(kernel, call, dtype, layout, config), arch)))
+
+
+def generators_grad_input_launch(call: OpCall, dtype: torch.dtype, layout: torch.memory_format):
+    """The launch of ``mean_and_pointwise_conv``'s input-gradient kernel for the generators of
+    the layer that makes ``call`` (their 1x1 convolution has K*K outputs and the op's stride)."""
+    x, spatial, _ = call.inputs(dtype, layout)
+    batch, channels = x.shape[:2]
+    meta = {"dtype": dtype, "device": "meta"}
+    grad_mean = torch.empty(batch, channels, **meta)
+    weight = torch.empty(spatial.shape[1], channels, **meta)
+    grad_x = torch.empty_like(x)
+    return triton_mean_pointwise.grad_input_launch(
+        grad_mean, torch.empty_like(spatial), x, weight, call.stride, grad_x
+    )
+
+
+def compile_generators_grad_input(
+    call: OpCall, dtype: torch.dtype, layout: torch.memory_format, arch: int
+) -> ResourceUsage:
+    """As :func:`compile_call`, for :func:`generators_grad_input_launch`."""
+    return compile_launch(generators_grad_input_launch(call, dtype, layout), arch).usage
 
 
 KERNELS = kernel_names()

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from dcsd.kernels import check_backend, decoupled_dwconv2d
+from dcsd.kernels import check_backend, decoupled_dwconv2d, mean_and_pointwise_conv
 from dcsd.validation import check_bool, check_int
 
 FACTORS = ("sample", "domain", "camera")
@@ -373,7 +373,15 @@ class DCSDConv(nn.Module):
     def _forward(self, x: torch.Tensor, with_logits: bool) -> DCSDConvOutput:
         batch, channels = x.shape[0], x.shape[1]
         taps = self.kernel_size * self.kernel_size
-        pooled = x.mean(dim=(2, 3))
+        # The channel branch's pooling and the spatial branch's 1x1 convolution, in one op whose
+        # backward writes x's gradient once for both.
+        pooled, spatial = mean_and_pointwise_conv(
+            x,
+            self.spatial_branch.weight.flatten(1),
+            self.spatial_branch.bias,
+            stride=self.stride,
+            backend=self.backend,
+        )
         information: torch.Tensor | None = None
         logits: dict[str, torch.Tensor | None] = {"domain": None, "camera": None}
         for name, mlp, classifier in (
@@ -390,7 +398,6 @@ class DCSDConv(nn.Module):
 
         condition = pooled if information is None else pooled + information
         channel = self.channel_branch(condition).reshape(batch, channels, taps, 1)
-        spatial = self.spatial_branch(x)
         if self.spatial_information and information is not None:
             # conv1x1(X + D + Cam) = conv1x1(X) + W (D + Cam): one (N, K*K) offset per sample.
             weight = self.spatial_branch.weight.reshape(taps, channels)

@@ -30,6 +30,7 @@ from dcsd.kernels.offline_compile import (
     call_sass,
     call_specialization,
     compile_call,
+    compile_generators_grad_input,
     record_op_calls,
 )
 from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, KERNEL_CONFIGS, TileConfig
@@ -115,6 +116,22 @@ def test_kernel_compiles_without_spills(
         if usage.spills:
             spilled.append(f"{job}: {usage}")
     assert not spilled, f"{kernel} {config} spills on sm_{arch}:\n" + "\n".join(spilled)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
+def test_generators_grad_input_compiles_without_spills(
+    arch: int, op_calls: list[OpCall], compiler: ProcessPoolExecutor
+) -> None:
+    """mean_and_pointwise_conv's input-gradient kernel, for the generators of every layer."""
+    jobs = [(call, dtype, layout) for call in op_calls for dtype in DTYPES for layout in LAYOUTS]
+    results = [compiler.submit(compile_generators_grad_input, *job, arch) for job in jobs]
+    spilled = []
+    for job, result in zip(jobs, results, strict=True):
+        usage = result.result()
+        assert usage.registers > 0
+        if usage.spills:
+            spilled.append(f"{job}: {usage}")
+    assert not spilled, f"generators_grad_input spills on sm_{arch}:\n" + "\n".join(spilled)
 
 
 def test_compile_rejects_unknown_kernel(op_calls: list[OpCall]) -> None:

@@ -1,0 +1,116 @@
+"""mean_and_pointwise_conv: the channel mean and 1x1 convolution with one input gradient, against
+PyTorch's own mean and convolution (autograd through them, float64), on every backend."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcsd.kernels import mean_and_pointwise_conv, mean_and_pointwise_conv_backward_reference
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# (batch, channels, height, width, out channels, stride, channels_last): channel and position
+# counts that the Triton kernel's blocks (16 channels, 128 positions) do not divide.
+CASES = [
+    (2, 5, 7, 6, 9, 1, False),
+    (1, 20, 9, 15, 9, 2, True),
+    (2, 3, 8, 5, 25, 3, False),
+    (1, 17, 12, 12, 9, 2, False),
+]
+
+
+def inputs(case, dtype=torch.float64, seed=0):
+    batch, channels, height, width, out_channels, stride, channels_last = case
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, channels, generator=generator, dtype=torch.float64)
+    bias = torch.randn(out_channels, generator=generator, dtype=torch.float64)
+    height_out, width_out = (height - 1) // stride + 1, (width - 1) // stride + 1
+    grad_mean = torch.randn(batch, channels, generator=generator, dtype=torch.float64)
+    grad_projected = torch.randn(
+        batch, out_channels, height_out, width_out, generator=generator, dtype=torch.float64
+    )
+    return x.to(dtype), weight, bias, stride, grad_mean.to(dtype), grad_projected.to(dtype)
+
+
+def torch_oracle(x, weight, bias, stride, grad_mean, grad_projected):
+    """Outputs and (dx, dweight, dbias) from PyTorch's mean and conv2d, autograd, float64."""
+    x, weight, bias = (t.detach().double().requires_grad_() for t in (x, weight, bias))
+    mean = x.mean(dim=(2, 3))
+    projected = F.conv2d(x, weight[:, :, None, None], bias, stride=stride)
+    loss = (mean * grad_mean.double()).sum() + (projected * grad_projected.double()).sum()
+    return (mean, projected, *torch.autograd.grad(loss, (x, weight, bias)))
+
+
+def run(backend, x, weight, bias, stride, grad_mean, grad_projected):
+    x, weight, bias = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
+    mean, projected = mean_and_pointwise_conv(x, weight, bias, stride, backend=backend)
+    loss = (mean.double() * grad_mean.double()).sum()
+    loss = loss + (projected.double() * grad_projected.double()).sum()
+    return (mean, projected, *torch.autograd.grad(loss, (x, weight, bias)))
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_backward_reference_equals_autograd_through_torch_ops(case):
+    x, weight, bias, stride, grad_mean, grad_projected = inputs(case)
+    expected = torch_oracle(x, weight, bias, stride, grad_mean, grad_projected)
+    grads = mean_and_pointwise_conv_backward_reference(grad_mean, grad_projected, x, weight, stride)
+    for actual, wanted in zip(grads, expected[2:], strict=True):
+        torch.testing.assert_close(actual, wanted, rtol=1e-12, atol=1e-12)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last) == case[-1]
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_op_equals_torch_ops_forward_and_backward(case, backend):
+    args = inputs(case)
+    for actual, wanted in zip(run(backend, *args), torch_oracle(*args), strict=True):
+        torch.testing.assert_close(actual, wanted, rtol=1e-12, atol=1e-12)
+
+
+def test_one_output_used_and_gradcheck():
+    x, weight, bias, stride, _, grad_projected = inputs(CASES[1])
+    x.requires_grad_()
+    _, projected = mean_and_pointwise_conv(x, weight, bias, stride)
+    (grad_x,) = torch.autograd.grad((projected * grad_projected).sum(), x)
+    expected = torch_oracle(x, weight, bias, stride, torch.zeros(x.shape[:2]), grad_projected)
+    torch.testing.assert_close(grad_x, expected[2], rtol=1e-12, atol=1e-12)
+    small = [t.detach().requires_grad_() for t in inputs((1, 3, 4, 5, 4, 2, False))[:3]]
+    assert torch.autograd.gradcheck(lambda *t: mean_and_pointwise_conv(*t, 2), small)
+
+
+def test_custom_op_registration_passes_opcheck():
+    x, weight, bias, stride, _, _ = inputs(CASES[0], torch.float32)
+    op = torch.ops.dcsd.mean_and_pointwise_conv.default
+    torch.library.opcheck(op, (x.requires_grad_(), weight.float(), bias.float(), stride))
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="the Triton kernel on CPU needs TRITON_INTERPRET=1")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_triton_input_gradient_equals_float64_oracle(case, dtype):
+    x, weight, bias, stride, grad_mean, grad_projected = inputs(case, dtype)
+    actual = run("triton", x, weight, bias, stride, grad_mean, grad_projected)
+    expected = torch_oracle(x, weight, bias, stride, grad_mean, grad_projected)
+    grad_x = actual[2]
+    assert grad_x.dtype == dtype
+    assert grad_x.is_contiguous(memory_format=torch.channels_last) == case[-1]
+    # float32 accumulation, rounded once to dtype: within the dtype's rounding of the result.
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    scale = expected[2].abs().max().item()
+    torch.testing.assert_close(grad_x.double(), expected[2], rtol=tolerance, atol=tolerance * scale)
+
+
+def test_refuses_bad_arguments():
+    x = torch.randn(1, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"must be \(T, C=4\)"):
+        mean_and_pointwise_conv(x, torch.randn(9, 3), torch.randn(9))
+    with pytest.raises(ValueError, match="expected x"):
+        mean_and_pointwise_conv(x[0], torch.randn(9, 4), torch.randn(9))
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
+        mean_and_pointwise_conv(x, None, torch.randn(9))
+    with pytest.raises(ValueError, match="stride"):
+        mean_and_pointwise_conv(x, torch.randn(9, 4), torch.randn(9), stride=0)
