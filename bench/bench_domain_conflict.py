@@ -218,6 +218,8 @@ def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
                 "split": args.split,
                 "train_ids": "quick" if args.quick else str(args.train_ids),
                 "test_ids": "quick" if args.quick else str(args.test_ids),
+                # The val split's held-out identities per domain ("-" on the test split).
+                "val_ids": str(args.val_ids) if args.split == "val" else "-",
                 "epochs": str(args.epochs),
                 "seeds": " ".join(map(str, args.seeds)),
                 "row": row.name,

@@ -124,6 +124,7 @@ def test_conflict_benchmark_csv_rows_render_back_to_its_printed_table(tmp_path: 
         quick=False,
         train_ids=32,
         test_ids=64,
+        val_ids=8,
         epochs=10,
         seeds=[0, 1, 2],
     )
