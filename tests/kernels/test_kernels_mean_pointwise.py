@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from dcsd.kernels import mean_and_pointwise_conv, mean_and_pointwise_conv_backward_reference
 
@@ -114,3 +115,31 @@ def test_refuses_bad_arguments():
         mean_and_pointwise_conv(x, None, torch.randn(9))
     with pytest.raises(ValueError, match="stride"):
         mean_and_pointwise_conv(x, torch.randn(9, 4), torch.randn(9), stride=0)
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    x, weight, bias, stride, grad_mean, grad_projected = inputs(CASES[1], torch.float32)
+
+    def generators(a, w, b):
+        mean, projected = mean_and_pointwise_conv(a, w, b, stride)
+        return (mean * grad_mean).sum() + (projected.relu() * grad_projected).sum()
+
+    compiled = torch.compile(generators, fullgraph=True, backend="aot_eager")
+    tensors = [t.float() for t in (x, weight, bias)]
+    compiled_inputs = [t.clone().requires_grad_() for t in tensors]
+    eager_inputs = [t.clone().requires_grad_() for t in tensors]
+    compiled(*compiled_inputs).backward()
+    generators(*eager_inputs).backward()
+    for a, b in zip(compiled_inputs, eager_inputs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_flop_counter_counts_the_convolution_as_torch_does():
+    x, weight, bias, stride, _, _ = inputs(CASES[3], torch.float32)
+    tensors = [t.float().requires_grad_() for t in (x, weight, bias)]
+    with FlopCounterMode(display=False) as ours:
+        mean_and_pointwise_conv(*tensors, stride)[1].sum().backward()
+    with FlopCounterMode(display=False) as torchs:
+        conv = F.conv2d(tensors[0], tensors[1][:, :, None, None], tensors[2], stride=stride)
+        conv.sum().backward()
+    assert ours.get_total_flops() == torchs.get_total_flops() > 0
