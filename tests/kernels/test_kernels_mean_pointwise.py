@@ -105,6 +105,25 @@ def test_triton_input_gradient_equals_float64_oracle(case, dtype):
     torch.testing.assert_close(grad_x.double(), expected[2], rtol=tolerance, atol=tolerance * scale)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_gradients_equal_float64_oracle(case, dtype):
+    """On CUDA tensors backend="auto" runs the Triton kernel for dx, torch for dweight, dbias."""
+    x, weight, bias, stride, grad_mean, grad_projected = inputs(case, dtype)
+    on_gpu = [t.cuda() for t in (x, weight.to(dtype), bias.to(dtype), grad_mean, grad_projected)]
+    actual = run("auto", on_gpu[0], on_gpu[1], on_gpu[2], stride, *on_gpu[3:])
+    expected = torch_oracle(x, weight.to(dtype), bias.to(dtype), stride, grad_mean, grad_projected)
+    # float32: cuDNN convolutions may run in TF32 (a 10-bit mantissa) by default.
+    tolerance = {torch.float32: 5e-3, torch.bfloat16: 2e-2}[dtype]
+    for got, wanted in zip(actual, expected, strict=True):
+        scale = wanted.abs().max().item()
+        got = got.double().cpu()
+        torch.testing.assert_close(got, wanted, rtol=tolerance, atol=tolerance * scale)
+    assert actual[2].is_contiguous(memory_format=torch.channels_last) == case[-1]
+
+
 def test_refuses_bad_arguments():
     x = torch.randn(1, 4, 5, 5)
     with pytest.raises(ValueError, match=r"must be \(T, C=4\)"):
