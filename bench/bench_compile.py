@@ -23,10 +23,10 @@ Exits with status 1 if any kernel spills registers.
 - warps per SM from registers and shared memory (64K registers, 228 KB, 64 warps, 32 programs);
 - an estimate per launch: the larger of its issue and DRAM times;
 - the whole layer adds the generators' passes around the op in ``DCSDConv`` (x read by the mean
-  and the 1x1 spatial conv, spatial written; backward: ``mean_and_pointwise_conv``'s input
-  gradient written once, its dW reading x, autograd's add of that gradient and the op's dx: 5
-  x-sized passes and 2 spatial-sized; before that op, 9: the conv's dX and the mean's gradient
-  were written apart and added in two passes).
+  and the 1x1 spatial conv, spatial written; backward: ``mean_and_pointwise_conv``'s kernel
+  reading the op's dx and writing x's whole gradient, its dW reading x: 3 x-sized passes and 2
+  spatial-sized; 5 when the op's dx was added by autograd, 9 before that op, when the conv's dX
+  and the mean's gradient were written apart and added in two passes).
 
 "default" rows launch with each kernel's default tile, "tuned" with the config of its tuning list
 the model estimates fastest for that kernel and layer (for dspatial/dchannel, with the passes
@@ -188,24 +188,30 @@ def model_layer(layer, module: ModuleType, batch: int, dtype: torch.dtype) -> di
     return result
 
 
-def fuses_generator_input(revision: str) -> bool:
-    """Whether the kernels at ``revision`` (a label of ``model_report``: a git revision, ``+``
-    for the working tree) have ``mean_and_pointwise_conv``, the generators' one input gradient."""
-    path = "kernels/mean_pointwise.py"
+def generator_backward_passes(revision: str) -> int:
+    """x-sized passes of the generators' backward with the kernels at ``revision`` (a label of
+    ``model_report``: a git revision, ``+`` for the working tree): 9 before
+    ``mean_and_pointwise_conv``, 5 with it, 3 once the op's dx passes through it."""
+    path = "kernels/triton_mean_pointwise.py"
     if revision.endswith("+"):
-        return (Path(__file__).resolve().parents[1] / path).exists()
-    found = subprocess.run(["git", "cat-file", "-e", f"{revision}:{path}"], capture_output=True)
-    return found.returncode == 0
+        file = Path(__file__).resolve().parents[1] / path
+        source = file.read_text() if file.exists() else None
+    else:
+        shown = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True)
+        source = shown.stdout.decode() if shown.returncode == 0 else None
+    if source is None:
+        return 9
+    return 3 if "HAS_THROUGH" in source else 5
 
 
-def generator_bytes(layer, batch: int, element: int, fused: bool) -> tuple[int, int]:
-    """(forward, backward) bytes of DCSDConv's passes around the op (see the module docstring);
-    ``fused``: with ``mean_and_pointwise_conv``."""
+def generator_bytes(layer, batch: int, element: int, backward_passes: int) -> tuple[int, int]:
+    """(forward, backward) bytes of DCSDConv's passes around the op (see the module docstring)
+    with ``backward_passes`` x-sized passes in the backward."""
     call = op_call(layer, batch)
     x = batch * layer.channels * layer.height * layer.width * element
     spatial = batch * call.spatial_shape[1] * call.spatial_shape[2] * call.spatial_shape[3]
     spatial *= element
-    return 2 * x + spatial, (5 if fused else 9) * x + 2 * spatial
+    return 2 * x + spatial, backward_passes * x + 2 * spatial
 
 
 def _us(value: float) -> str:
@@ -220,7 +226,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> tuple[str, list[
         name: {layer: model_layer(layer, module, batch, dtype) for layer in LAYERS}
         for name, module in modules.items()
     }
-    fused = {name: fuses_generator_input(name) for name in modules}
+    passes = {name: generator_backward_passes(name) for name in modules}
     lines = []
     header = ["layer", "x", "kernel", "config", "regs", "warps/SM", "SASS/thread"]
     header += ["SASS/elem-tap", "vector LDG", "LDG/thread", "BAR", "SHFL", "MB", "issue us"]
@@ -294,7 +300,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> tuple[str, list[
                     dram += count * sum(e.dram_us for e in picked)
                     est += count * sum(e.estimate_us for e in picked)
                     if selected is None:
-                        extra = sum(generator_bytes(layer, batch, element, fused[name]))
+                        extra = sum(generator_bytes(layer, batch, element, passes[name]))
                         moved += count * extra
                         dram += count * 1e6 * extra / DRAM_BYTES_PER_S
                         est += count * 1e6 * extra / DRAM_BYTES_PER_S

@@ -1,13 +1,17 @@
-"""The mean and a 1x1 convolution of one input, with one input gradient for both.
+"""The mean and a 1x1 convolution of one input, with one input gradient for both and for the
+input's other uses.
 
-A dynamic layer often reads its input twice before the main op: the per-channel mean (a channel
-branch's global average pooling) and a 1x1 convolution (a spatial branch). Computed apart, the
-backward writes two input gradients in full and autograd adds them: about four input-sized
-passes more than needed. ``dcsd::mean_and_pointwise_conv`` returns both results, and its backward
-``dcsd::mean_and_pointwise_conv_backward`` writes their input gradient once (the Triton kernel on
-CUDA tensors, plain PyTorch ops on CPU tensors; ``backend="triton"`` runs the kernel on CPU
-tensors too, under ``TRITON_INTERPRET=1``). The forward is PyTorch's mean and convolution on
-every device. Fake implementations make both traceable by ``torch.compile(fullgraph=True)``.
+A dynamic layer reads its input three times: the per-channel mean (a channel branch's global
+average pooling), a 1x1 convolution (a spatial branch) and the main op. Computed apart, the
+backward writes three input gradients in full and autograd adds them in two passes.
+:func:`mean_and_pointwise_conv` returns the mean, the convolution and the input passed through
+(a view, for the main op), from one autograd node whose backward
+``dcsd::mean_and_pointwise_conv_backward`` writes the input gradient once: the mean's and the
+convolution's gradients plus the one that came back through the passed-through input (the
+Triton kernel on CUDA tensors, plain PyTorch ops on CPU tensors; ``backend="triton"`` runs the
+kernel on CPU tensors too, under ``TRITON_INTERPRET=1``). The forward
+``dcsd::mean_and_pointwise_conv`` is PyTorch's mean and convolution on every device. Fake
+implementations make both custom ops traceable by ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
@@ -44,17 +48,22 @@ def mean_and_pointwise_conv_reference(
 def mean_and_pointwise_conv_backward_reference(
     grad_mean: torch.Tensor,
     grad_projected: torch.Tensor,
+    grad_through: torch.Tensor | None,
     x: torch.Tensor,
     weight: torch.Tensor,
     stride: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias) of :func:`mean_and_pointwise_conv_reference`, accumulated in at
-    least float32 and returned in the dtypes of x, weight and weight."""
+    """(dx, dweight, dbias) of :func:`mean_and_pointwise_conv`, accumulated in at least float32
+    and returned in the dtypes of x, weight and weight; ``grad_through`` (the gradient of the
+    passed-through x, or ``None``) is added to dx."""
     wide = accumulation_dtype(x.dtype)
     batch, channels, height, width = x.shape
     grad_wide = grad_projected.to(wide)
-    grad_x = torch.zeros(x.shape, dtype=wide, device=x.device)
-    grad_x[:, :, ::stride, ::stride] = torch.einsum("nthw,tc->nchw", grad_wide, weight.to(wide))
+    if grad_through is None:
+        grad_x = torch.zeros(x.shape, dtype=wide, device=x.device)
+    else:
+        grad_x = grad_through.to(wide, copy=True)
+    grad_x[:, :, ::stride, ::stride] += torch.einsum("nthw,tc->nchw", grad_wide, weight.to(wide))
     grad_x += (grad_mean.to(wide) / (height * width))[:, :, None, None]
     strided = x[:, :, ::stride, ::stride].to(wide)
     grad_weight = torch.einsum("nthw,nchw->tc", grad_wide, strided)
@@ -96,21 +105,22 @@ def _forward_fake(x, weight, bias, stride):
 def _backward_op(
     grad_mean: torch.Tensor,
     grad_projected: torch.Tensor,
+    grad_through: torch.Tensor | None,
     x: torch.Tensor,
     weight: torch.Tensor,
     stride: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CPU kernel: plain ops, or the Triton kernel's dx under ``_cpu_runs_triton``."""
-    grads = mean_and_pointwise_conv_backward_reference(grad_mean, grad_projected, x, weight, stride)
+    args = (grad_mean, grad_projected, grad_through, x, weight, stride)
+    grads = mean_and_pointwise_conv_backward_reference(*args)
     if _CPU_RUNS_TRITON.get():
-        grad_x = _triton_module().grad_input(grad_mean, grad_projected, x, weight, stride)
-        return grad_x, grads[1], grads[2]
+        return _triton_module().grad_input(*args), grads[1], grads[2]
     return grads
 
 
 @_backward_op.register_kernel("cuda")
-def _backward_cuda(grad_mean, grad_projected, x, weight, stride):
-    grad_x = _triton_module().grad_input(grad_mean, grad_projected, x, weight, stride)
+def _backward_cuda(grad_mean, grad_projected, grad_through, x, weight, stride):
+    grad_x = _triton_module().grad_input(grad_mean, grad_projected, grad_through, x, weight, stride)
     # dweight and dbias are (T, C) and (T,) reductions: torch's matmul and sum.
     strided = x[:, :, ::stride, ::stride]
     grad_weight = torch.einsum("nthw,nchw->tc", grad_projected, strided.to(grad_projected.dtype))
@@ -119,7 +129,7 @@ def _backward_cuda(grad_mean, grad_projected, x, weight, stride):
 
 
 @_backward_op.register_fake
-def _backward_fake(grad_mean, grad_projected, x, weight, stride):
+def _backward_fake(grad_mean, grad_projected, grad_through, x, weight, stride):
     return (
         torch.empty_like(x, memory_format=memory_format(x)),
         torch.empty_like(weight),
@@ -127,27 +137,30 @@ def _backward_fake(grad_mean, grad_projected, x, weight, stride):
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    x, weight, bias, stride = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.stride = stride
-    ctx.cpu_runs_triton = _CPU_RUNS_TRITON.get()
+class _MeanAndPointwise(torch.autograd.Function):
+    """The autograd node: its outputs are the mean, the convolution and x passed through (a
+    view), so the gradients of all three reach one backward, which writes dx once."""
 
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, cpu_runs_triton):
+        mean, projected = _forward_op(x, weight, bias, stride)
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        ctx.cpu_runs_triton = cpu_runs_triton
+        return mean, projected, x.view_as(x)
 
-def _backward(ctx, grad_mean, grad_projected):
-    x, weight = ctx.saved_tensors
-    if grad_mean is None:
-        grad_mean = x.new_zeros(x.shape[:2])
-    if grad_projected is None:
-        grad_projected = x.new_zeros(_projected_shape(x, weight, ctx.stride))
-    with _cpu_runs_triton(ctx.cpu_runs_triton):
-        grad_x, grad_weight, grad_bias = _backward_op(
-            grad_mean, grad_projected.to(x.dtype), x, weight, ctx.stride
-        )
-    return grad_x, grad_weight, grad_bias, None
-
-
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
+    @staticmethod
+    def backward(ctx, grad_mean, grad_projected, grad_through):
+        x, weight = ctx.saved_tensors
+        if grad_mean is None:
+            grad_mean = x.new_zeros(x.shape[:2])
+        if grad_projected is None:
+            grad_projected = x.new_zeros(_projected_shape(x, weight, ctx.stride))
+        args = (grad_mean, grad_projected, grad_through, x, weight, ctx.stride)
+        if ctx.cpu_runs_triton:
+            with _cpu_runs_triton(True):
+                return (*_backward_op(*args), None, None)
+        return (*_backward_op(*args), None, None)
 
 
 def _pointwise_flops(channels: int, projected_shape) -> int:
@@ -161,7 +174,9 @@ def _forward_flop_formula(x_shape, weight_shape, *args, out_shape=None, **kwargs
 
 
 @register_flop_formula(torch.ops.dcsd.mean_and_pointwise_conv_backward)
-def _backward_flop_formula(grad_mean_shape, grad_projected_shape, x_shape, *args, **kwargs) -> int:
+def _backward_flop_formula(
+    grad_mean_shape, grad_projected_shape, grad_through_shape, x_shape, *args, **kwargs
+) -> int:
     # dx and dweight each take one multiply-add per product of the forward.
     return 2 * _pointwise_flops(x_shape[1], grad_projected_shape)
 
@@ -172,11 +187,14 @@ def mean_and_pointwise_conv(
     bias: torch.Tensor,
     stride: int = 1,
     backend: Backend = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel mean of ``x`` and its 1x1 convolution, with one input gradient for both.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-channel mean of ``x`` and its 1x1 convolution, with one input gradient for both
+    and for x's other uses.
 
-    Equal to ``(x.mean(dim=(2, 3)), F.conv2d(x, weight[:, :, None, None], bias, stride))``;
-    differentiable in ``x``, ``weight`` and ``bias``. The backward writes x's gradient once.
+    Equal to ``(x.mean(dim=(2, 3)), F.conv2d(x, weight[:, :, None, None], bias, stride), x)``;
+    differentiable in ``x``, ``weight`` and ``bias``. The third result is x passed through (a
+    view): feed it, not x, to whatever else reads x, and the gradient that comes back through it
+    is added in the same pass that writes x's gradient.
 
     Args:
         x: (N, C, H, W).
@@ -188,7 +206,7 @@ def mean_and_pointwise_conv(
             ``"reference"`` (plain PyTorch ops, autograd through them).
 
     Returns:
-        (mean (N, C), projected (N, T, Ho, Wo)) in x's dtype, Ho = (H - 1) // stride + 1.
+        (mean (N, C), projected (N, T, Ho, Wo), x) in x's dtype, Ho = (H - 1) // stride + 1.
 
     Raises:
         TypeError / ValueError: wrong types, ranks or sizes, or a backend that cannot run here.
@@ -211,8 +229,6 @@ def mean_and_pointwise_conv(
     _check_backend_fits(backend, x)
     weight, bias = weight.to(x.dtype), bias.to(x.dtype)
     if backend == "reference" or (backend == "auto" and x.device.type not in ("cpu", "cuda")):
-        return mean_and_pointwise_conv_reference(x, weight, bias, stride)
-    if backend == "triton" and x.device.type == "cpu":
-        with _cpu_runs_triton(True):
-            return _forward_op(x, weight, bias, stride)
-    return _forward_op(x, weight, bias, stride)
+        return (*mean_and_pointwise_conv_reference(x, weight, bias, stride), x)
+    cpu_runs_triton = backend == "triton" and x.device.type == "cpu"
+    return _MeanAndPointwise.apply(x, weight, bias, stride, cpu_runs_triton)

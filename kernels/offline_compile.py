@@ -320,7 +320,8 @@ def call_specialization(
 
 def generators_grad_input_launch(call: OpCall, dtype: torch.dtype, layout: torch.memory_format):
     """The launch of ``mean_and_pointwise_conv``'s input-gradient kernel for the generators of
-    the layer that makes ``call`` (their 1x1 convolution has K*K outputs and the op's stride)."""
+    the layer that makes ``call`` (their 1x1 convolution has K*K outputs and the op's stride; the
+    op's dx passed through, as in training)."""
     x, spatial, _ = call.inputs(dtype, layout)
     batch, channels = x.shape[:2]
     meta = {"dtype": dtype, "device": "meta"}
@@ -328,7 +329,7 @@ def generators_grad_input_launch(call: OpCall, dtype: torch.dtype, layout: torch
     weight = torch.empty(spatial.shape[1], channels, **meta)
     grad_x = torch.empty_like(x)
     return triton_mean_pointwise.grad_input_launch(
-        grad_mean, torch.empty_like(spatial), x, weight, call.stride, grad_x
+        grad_mean, torch.empty_like(spatial), torch.empty_like(x), x, weight, call.stride, grad_x
     )
 
 

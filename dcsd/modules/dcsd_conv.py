@@ -374,8 +374,8 @@ class DCSDConv(nn.Module):
         batch, channels = x.shape[0], x.shape[1]
         taps = self.kernel_size * self.kernel_size
         # The channel branch's pooling and the spatial branch's 1x1 convolution, in one op whose
-        # backward writes x's gradient once for both.
-        pooled, spatial = mean_and_pointwise_conv(
+        # backward writes x's gradient once for both and for the op, which reads x through it.
+        pooled, spatial, x = mean_and_pointwise_conv(
             x,
             self.spatial_branch.weight.flatten(1),
             self.spatial_branch.bias,

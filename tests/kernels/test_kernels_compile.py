@@ -87,6 +87,17 @@ def test_recorded_calls_are_resnet50_dcsd_layers(op_calls: list[OpCall]) -> None
     assert {(call.kernel_size, call.padding, call.dilation) for call in op_calls} == {(3, 1, 1)}
 
 
+def assert_no_spills(jobs: list, results: list, what: str) -> None:
+    """Every compile succeeded (an error raises here, through result()) without a spill."""
+    spilled = []
+    for job, result in zip(jobs, results, strict=True):
+        usage = result.result()
+        assert usage.registers > 0
+        if usage.spills:
+            spilled.append(f"{job}: {usage}")
+    assert not spilled, f"{what} spills:\n" + "\n".join(spilled)
+
+
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
 @pytest.mark.parametrize(("kernel", "config"), KERNEL_TILES, ids=str)
 def test_kernel_compiles_without_spills(
@@ -106,16 +117,8 @@ def test_kernel_compiles_without_spills(
     jobs = list(distinct.values())
     # Stride 1 and 2, NCHW and NHWC at least; the 16x8 maps of layer3/layer4 add their own.
     assert len(jobs) >= 4 * len(DTYPES), [job[0] for job in jobs]
-    results = [
-        compiler.submit(compile_call, kernel, *job, config, arch) for job in jobs
-    ]  # a compile error raises here, through result()
-    spilled = []
-    for job, result in zip(jobs, results, strict=True):
-        usage = result.result()
-        assert usage.registers > 0
-        if usage.spills:
-            spilled.append(f"{job}: {usage}")
-    assert not spilled, f"{kernel} {config} spills on sm_{arch}:\n" + "\n".join(spilled)
+    results = [compiler.submit(compile_call, kernel, *job, config, arch) for job in jobs]
+    assert_no_spills(jobs, results, f"{kernel} {config} on sm_{arch}")
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
@@ -125,13 +128,7 @@ def test_generators_grad_input_compiles_without_spills(
     """mean_and_pointwise_conv's input-gradient kernel, for the generators of every layer."""
     jobs = [(call, dtype, layout) for call in op_calls for dtype in DTYPES for layout in LAYOUTS]
     results = [compiler.submit(compile_generators_grad_input, *job, arch) for job in jobs]
-    spilled = []
-    for job, result in zip(jobs, results, strict=True):
-        usage = result.result()
-        assert usage.registers > 0
-        if usage.spills:
-            spilled.append(f"{job}: {usage}")
-    assert not spilled, f"generators_grad_input spills on sm_{arch}:\n" + "\n".join(spilled)
+    assert_no_spills(jobs, results, f"generators_grad_input on sm_{arch}")
 
 
 def test_compile_rejects_unknown_kernel(op_calls: list[OpCall]) -> None:
