@@ -59,12 +59,10 @@ def mean_and_pointwise_conv_backward_reference(
     wide = accumulation_dtype(x.dtype)
     batch, channels, height, width = x.shape
     grad_wide = grad_projected.to(wide)
-    if grad_through is None:
-        grad_x = torch.zeros(x.shape, dtype=wide, device=x.device)
-    else:
-        grad_x = grad_through.to(wide, copy=True)
+    # One pass for the mean's gradient and the pass-through, then the convolution's in place.
+    grad_x = (grad_mean.to(wide) / (height * width))[:, :, None, None].expand(x.shape)
+    grad_x = grad_x.clone() if grad_through is None else grad_through.to(wide) + grad_x
     grad_x[:, :, ::stride, ::stride] += torch.einsum("nthw,tc->nchw", grad_wide, weight.to(wide))
-    grad_x += (grad_mean.to(wide) / (height * width))[:, :, None, None]
     strided = x[:, :, ::stride, ::stride].to(wide)
     grad_weight = torch.einsum("nthw,nchw->tc", grad_wide, strided)
     grad_bias = grad_wide.sum(dim=(0, 2, 3))
