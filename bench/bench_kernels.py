@@ -56,6 +56,7 @@ import triton.testing
 from dcsd.kernels import (
     decoupled_dwconv2d,
     decoupled_dwconv2d_reference,
+    mean_and_pointwise_conv,
     output_size,
     triton_decoupled_dwconv,
 )
@@ -467,8 +468,9 @@ def bytes_report(dtype_names: list[str], batch: int, baseline: str | None = None
 
 def kernel_times_report(dtype_names: list[str], batch: int, device: torch.device) -> str:
     """Per layer, the GPU time of every kernel one forward and backward of the Triton
-    implementation launches (torch.profiler's device times, averaged over 20 steps, so host
-    launch time does not count), to set beside ``bench/bench_compile.py --model``."""
+    implementation launches, with the generators' input side (``mean_and_pointwise_conv``) as
+    ``DCSDConv`` runs it (torch.profiler's device times, averaged over 20 steps, so host launch
+    time does not count), to set beside ``bench/bench_compile.py --model``."""
     from torch.profiler import ProfilerActivity, profile
 
     steps = 20
@@ -485,10 +487,22 @@ def kernel_times_report(dtype_names: list[str], batch: int, device: torch.device
             options = call.kernel_size, call.stride, call.padding, call.dilation
             grad_out = torch.randn(batch, layer.channels, *spatial.shape[2:], device=device)
             grad_out = grad_out.to(dtype)
+            # The generators' input side as DCSDConv runs it: the mean and the spatial branch's
+            # 1x1 convolution, with x passed through to the op (one input-gradient kernel).
+            weight = torch.randn(spatial.shape[1], layer.channels, device=device, dtype=dtype)
+            bias = torch.zeros(spatial.shape[1], device=device, dtype=dtype)
+            grad_mean = torch.randn(batch, layer.channels, device=device, dtype=dtype)
+            grad_projected = torch.randn(spatial.shape, device=device, dtype=dtype)
 
-            def step(x=x, spatial=spatial, channel=channel, options=options, grad_out=grad_out):
-                out = triton_dwconv2d(x, spatial, channel, *options)
-                return torch.autograd.grad(out, (x, spatial, channel), grad_out)
+            tensors = (x, spatial, channel, weight, bias, grad_out, grad_mean, grad_projected)
+
+            def step(tensors=tensors, options=options):
+                x, spatial, channel, weight, bias, *grads = tensors
+                mean, projected, through = mean_and_pointwise_conv(
+                    x, weight, bias, options[1], backend="triton"
+                )
+                out = triton_dwconv2d(through, spatial, channel, *options)
+                return torch.autograd.grad((out, mean, projected), (x, spatial, channel), grads)
 
             step()  # compile (and autotune) outside the profile
             torch.cuda.synchronize(device)

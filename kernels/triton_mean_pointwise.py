@@ -34,7 +34,7 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
 @triton.jit
-def _grad_input_kernel(
+def _mean_pointwise_grad_input_kernel(
     grad_through_ptr,
     grad_mean_ptr,
     grad_projected_ptr,
@@ -156,7 +156,14 @@ def grad_input_launch(
     tensors = (grad_mean, grad_projected, weight, grad_x, grad_through)
     moved = sum(t.numel() * t.element_size() for t in tensors if t is not None)
     return Launch(
-        "generators_grad_input", _grad_input_kernel, grid, args, constants, 1, moved, True
+        "mean_pointwise_grad_input",
+        _mean_pointwise_grad_input_kernel,
+        grid,
+        args,
+        constants,
+        1,
+        moved,
+        True,
     )
 
 
@@ -183,5 +190,5 @@ def grad_input(
     launch = grad_input_launch(grad_mean, grad_projected, grad_through, x, weight, stride, grad_x)
     guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with guard:
-        _grad_input_kernel[launch.grid](*launch.args, **launch.constants)
+        _mean_pointwise_grad_input_kernel[launch.grid](*launch.args, **launch.constants)
     return grad_x
