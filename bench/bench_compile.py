@@ -22,8 +22,9 @@ Exits with status 1 if any kernel spills registers.
   passes that finish a gradient count as DRAM time only;
 - warps per SM from registers and shared memory (64K registers, 228 KB, 64 warps, 32 programs);
 - an estimate per launch: the larger of its issue and DRAM times;
-- the whole layer adds the generators' passes around the op in ``DCSDConv`` (x read by the mean
-  and the 1x1 spatial conv, spatial written; backward: ``mean_and_pointwise_conv``'s kernel
+- the whole layer adds the generators' passes around the op in ``DCSDConv`` (x read once by
+  ``mean_and_pointwise_conv``'s forward kernel, twice before it (the mean and the 1x1 spatial
+  conv apart), spatial written; backward: ``mean_and_pointwise_conv``'s kernel
   reading the op's dx and writing x's whole gradient, its dW reading x: 3 x-sized passes and 2
   spatial-sized; 5 when the op's dx was added by autograd, 9 before that op, when the conv's dX
   and the mean's gradient were written apart and added in two passes).
@@ -188,10 +189,11 @@ def model_layer(layer, module: ModuleType, batch: int, dtype: torch.dtype) -> di
     return result
 
 
-def generator_backward_passes(revision: str) -> int:
-    """x-sized passes of the generators' backward with the kernels at ``revision`` (a label of
-    ``model_report``: a git revision, ``+`` for the working tree): 9 before
-    ``mean_and_pointwise_conv``, 5 with it, 3 once the op's dx passes through it."""
+def generator_passes(revision: str) -> tuple[int, int]:
+    """x-sized passes of the generators' (forward, backward) with the kernels at ``revision`` (a
+    label of ``model_report``: a git revision, ``+`` for the working tree). Backward: 9 before
+    ``mean_and_pointwise_conv``, 5 with it, 3 once the op's dx passes through it; forward: 2
+    (the mean and the convolution read x apart), 1 once its Triton forward reads x once."""
     path = "kernels/triton_mean_pointwise.py"
     if revision.endswith("+"):
         file = Path(__file__).resolve().parents[1] / path
@@ -200,18 +202,19 @@ def generator_backward_passes(revision: str) -> int:
         shown = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True)
         source = shown.stdout.decode() if shown.returncode == 0 else None
     if source is None:
-        return 9
-    return 3 if "HAS_THROUGH" in source else 5
+        return 2, 9
+    forward = 1 if "_mean_pointwise_forward_kernel" in source else 2
+    return forward, 3 if "HAS_THROUGH" in source else 5
 
 
-def generator_bytes(layer, batch: int, element: int, backward_passes: int) -> tuple[int, int]:
+def generator_bytes(layer, batch: int, element: int, passes: tuple[int, int]) -> tuple[int, int]:
     """(forward, backward) bytes of DCSDConv's passes around the op (see the module docstring)
-    with ``backward_passes`` x-sized passes in the backward."""
+    with ``passes`` x-sized (forward, backward) passes."""
     call = op_call(layer, batch)
     x = batch * layer.channels * layer.height * layer.width * element
     spatial = batch * call.spatial_shape[1] * call.spatial_shape[2] * call.spatial_shape[3]
     spatial *= element
-    return 2 * x + spatial, backward_passes * x + 2 * spatial
+    return passes[0] * x + spatial, passes[1] * x + 2 * spatial
 
 
 def _us(value: float) -> str:
@@ -226,7 +229,7 @@ def model_report(modules: dict[str, ModuleType], batch: int) -> tuple[str, list[
         name: {layer: model_layer(layer, module, batch, dtype) for layer in LAYERS}
         for name, module in modules.items()
     }
-    passes = {name: generator_backward_passes(name) for name in modules}
+    passes = {name: generator_passes(name) for name in modules}
     lines = []
     header = ["layer", "x", "kernel", "config", "regs", "warps/SM", "SASS/thread"]
     header += ["SASS/elem-tap", "vector LDG", "LDG/thread", "BAR", "SHFL", "MB", "issue us"]

@@ -10,8 +10,9 @@ backward writes three input gradients in full and autograd adds them in two pass
 convolution's gradients plus the one that came back through the passed-through input (the
 Triton kernel on CUDA tensors, plain PyTorch ops on CPU tensors; ``backend="triton"`` runs the
 kernel on CPU tensors too, under ``TRITON_INTERPRET=1``). The forward
-``dcsd::mean_and_pointwise_conv`` is PyTorch's mean and convolution on every device. Fake
-implementations make both custom ops traceable by ``torch.compile(fullgraph=True)``.
+``dcsd::mean_and_pointwise_conv`` reads the input once for both results on CUDA tensors (a
+Triton kernel) and is PyTorch's mean and convolution on CPU tensors. Fake implementations make
+both custom ops traceable by ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
@@ -78,14 +79,25 @@ def _projected_shape(x: torch.Tensor, weight: torch.Tensor, stride: int) -> tupl
     return batch, weight.shape[0], (height - 1) // stride + 1, (width - 1) // stride + 1
 
 
-@torch.library.custom_op("dcsd::mean_and_pointwise_conv", mutates_args=(), device_types=None)
+@torch.library.custom_op("dcsd::mean_and_pointwise_conv", mutates_args=(), device_types="cpu")
 def _forward_op(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU kernel: PyTorch's mean and convolution, or the Triton kernel under
+    ``_cpu_runs_triton``."""
+    if _CPU_RUNS_TRITON.get():
+        return _triton_module().forward(x, weight, bias, stride)
     # In x's dtype, as the fake says, whatever autocast state the caller runs under.
     with torch.autocast(x.device.type, enabled=False):
         mean, projected = mean_and_pointwise_conv_reference(x, weight, bias, stride)
     return mean, projected.contiguous(memory_format=memory_format(x))
+
+
+@_forward_op.register_kernel("cuda")
+def _forward_cuda(x, weight, bias, stride):
+    if x.dtype == torch.float64:  # the Triton kernels take 16- and 32-bit floats
+        return mean_and_pointwise_conv_reference(x, weight, bias, stride)
+    return _triton_module().forward(x, weight, bias, stride)
 
 
 @_forward_op.register_fake
@@ -141,7 +153,11 @@ class _MeanAndPointwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, cpu_runs_triton):
-        mean, projected = _forward_op(x, weight, bias, stride)
+        if cpu_runs_triton:
+            with _cpu_runs_triton(True):
+                mean, projected = _forward_op(x, weight, bias, stride)
+        else:
+            mean, projected = _forward_op(x, weight, bias, stride)
         ctx.save_for_backward(x, weight)
         ctx.stride = stride
         ctx.cpu_runs_triton = cpu_runs_triton
@@ -199,9 +215,10 @@ def mean_and_pointwise_conv(
         weight: (T, C) the convolution's weight (cast to x's dtype, as autocast would).
         bias: (T,) its bias.
         stride: the convolution's stride (no padding).
-        backend: ``"auto"`` (the custom ops: the Triton kernel for dx on CUDA tensors),
-            ``"triton"`` (that kernel on CPU tensors too, under ``TRITON_INTERPRET=1``) or
-            ``"reference"`` (plain PyTorch ops, autograd through them).
+        backend: ``"auto"`` (the custom ops: the Triton kernels on CUDA tensors, PyTorch's
+            ops on CPU tensors), ``"triton"`` (the kernels on CPU tensors too, under
+            ``TRITON_INTERPRET=1``) or ``"reference"`` (plain PyTorch ops, autograd through
+            them).
 
     Returns:
         (mean (N, C), projected (N, T, Ho, Wo), x) in x's dtype, Ho = (H - 1) // stride + 1.

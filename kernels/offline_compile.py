@@ -318,26 +318,39 @@ def call_specialization(
     return repr(_key(_bind(_call_launch(kernel, call, dtype, layout, config), arch)))
 
 
-def generators_grad_input_launch(call: OpCall, dtype: torch.dtype, layout: torch.memory_format):
-    """The launch of ``mean_and_pointwise_conv``'s input-gradient kernel for the generators of
-    the layer that makes ``call`` (their 1x1 convolution has K*K outputs and the op's stride; the
-    op's dx passed through, as in training)."""
+def generators_launches(call: OpCall, dtype: torch.dtype, layout: torch.memory_format) -> dict:
+    """``mean_and_pointwise_conv``'s launches, forward and input gradient, for the generators
+    of the layer that makes ``call`` (their 1x1 convolution has K*K outputs and the op's stride;
+    the op's dx passed through, as in training), by name."""
     x, spatial, _ = call.inputs(dtype, layout)
     batch, channels = x.shape[:2]
     meta = {"dtype": dtype, "device": "meta"}
-    grad_mean = torch.empty(batch, channels, **meta)
     weight = torch.empty(spatial.shape[1], channels, **meta)
-    grad_x = torch.empty_like(x)
-    return triton_mean_pointwise.grad_input_launch(
-        grad_mean, torch.empty_like(spatial), torch.empty_like(x), x, weight, call.stride, grad_x
-    )
+    bias = torch.empty(spatial.shape[1], **meta)
+    blocks = triton.cdiv(x.shape[2] * x.shape[3], triton_mean_pointwise.FORWARD_BLOCK_P)
+    sum_part = torch.empty(batch, blocks, channels, dtype=torch.float32, device="meta")
+    launches = [
+        triton_mean_pointwise.forward_launch(
+            x, weight, bias, call.stride, torch.empty_like(spatial), sum_part
+        ),
+        triton_mean_pointwise.grad_input_launch(
+            torch.empty(batch, channels, **meta),
+            torch.empty_like(spatial),
+            torch.empty_like(x),
+            x,
+            weight,
+            call.stride,
+            torch.empty_like(x),
+        ),
+    ]
+    return {launch.name: launch for launch in launches}
 
 
-def compile_generators_grad_input(
-    call: OpCall, dtype: torch.dtype, layout: torch.memory_format, arch: int
+def compile_generators(
+    name: str, call: OpCall, dtype: torch.dtype, layout: torch.memory_format, arch: int
 ) -> ResourceUsage:
-    """As :func:`compile_call`, for :func:`generators_grad_input_launch`."""
-    return compile_launch(generators_grad_input_launch(call, dtype, layout), arch).usage
+    """As :func:`compile_call`, for the launch ``name`` of :func:`generators_launches`."""
+    return compile_launch(generators_launches(call, dtype, layout)[name], arch).usage
 
 
 KERNELS = kernel_names()

@@ -1,8 +1,16 @@
-"""Triton kernel of the input gradient of :func:`dcsd.kernels.mean_and_pointwise_conv`.
+"""Triton kernels of :func:`dcsd.kernels.mean_and_pointwise_conv`: its forward and its input
+gradient.
 
-The op reads one input for its per-channel mean over positions and a 1x1 convolution (stride s,
-no padding), and passes it through to its other uses. Autograd would write each input gradient
-out in full and add them; this kernel writes their sum once:
+Forward: one read of x gives both results. A program owns (sample, block of input positions) and
+loops over channel blocks: each [channels, positions] tile of x is summed over its positions
+(the mean's partial sums, one per position block, finished by a fixed-order ``torch.sum``) and
+multiplied by the weight's [outputs, channels] tile (``tl.dot``, the outputs padded to 16), which
+accumulates the convolution at the block's positions; at stride s only the positions whose row
+and column are multiples of s are stored.
+
+Backward: the op reads one input for its per-channel mean over positions and a 1x1 convolution
+(stride s, no padding), and passes it through to its other uses. Autograd would write each input
+gradient out in full and add them; this kernel writes their sum once:
 
     dx[n,c,y,x] = grad_through[n,c,y,x] + grad_mean[n,c] / (H*W)
                   + sum_t weight[t,c] * grad_projected[n,t,y/s,x/s]
@@ -30,7 +38,150 @@ from .triton_decoupled_dwconv import Launch
 BLOCK_C = 16
 BLOCK_P = 128
 NUM_WARPS = 4
+# The forward's tiles: tl.dot needs 16 or more along every dimension.
+FORWARD_BLOCK_C = 32
+FORWARD_BLOCK_P = 64
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
+@triton.jit
+def _mean_pointwise_forward_kernel(
+    x_ptr,
+    weight_ptr,
+    bias_ptr,
+    projected_ptr,
+    sum_part_ptr,
+    channels,
+    out_channels,
+    width,
+    positions,
+    width_out,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    weight_stride_t,
+    weight_stride_c,
+    projected_stride_n,
+    projected_stride_t,
+    projected_stride_h,
+    projected_stride_w,
+    STRIDE: tl.constexpr,
+    OUT_BLOCK: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    position_block = tl.program_id(0)
+    sample = tl.program_id(1).to(tl.int64)
+    offs_p = position_block * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_t = tl.arange(0, OUT_BLOCK)
+    mask_p = offs_p < positions
+    mask_t = offs_t < out_channels
+    row = offs_p // width
+    col = offs_p % width
+    x_offsets = (row * x_stride_h + col * x_stride_w)[None, :]
+    x_ptr += sample * x_stride_n
+    # (N, position blocks, C) float32 partial sums, contiguous.
+    sum_part_ptr += (sample * tl.num_programs(0) + position_block) * channels
+    acc = tl.zeros([OUT_BLOCK, BLOCK_P], dtype=ACC_DTYPE)
+    for start in range(0, channels, BLOCK_C):
+        offs_c = start + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < channels
+        tile = tl.load(
+            x_ptr + offs_c[:, None] * x_stride_c + x_offsets,
+            mask=mask_c[:, None] & mask_p[None, :],
+            other=0.0,
+        )
+        tl.store(sum_part_ptr + offs_c, tl.sum(tile.to(ACC_DTYPE), axis=1), mask=mask_c)
+        weight = tl.load(
+            weight_ptr + offs_t[:, None] * weight_stride_t + offs_c[None, :] * weight_stride_c,
+            mask=mask_t[:, None] & mask_c[None, :],
+            other=0.0,
+        )
+        # In float32 (IEEE, no TF32): 16 multiply-adds per element of x do not bind a
+        # memory-bound kernel, and the products are then exact for 16-bit inputs.
+        acc = tl.dot(weight.to(ACC_DTYPE), tile.to(ACC_DTYPE), acc, input_precision="ieee")
+    bias = tl.load(bias_ptr + offs_t, mask=mask_t, other=0.0).to(ACC_DTYPE)
+    acc += bias[:, None]
+    on_grid = mask_p & (row % STRIDE == 0) & (col % STRIDE == 0)
+    out_offsets = (row // STRIDE) * projected_stride_h + (col // STRIDE) * projected_stride_w
+    tl.store(
+        projected_ptr
+        + sample * projected_stride_n
+        + offs_t[:, None] * projected_stride_t
+        + out_offsets[None, :],
+        acc.to(projected_ptr.dtype.element_ty),
+        mask=mask_t[:, None] & on_grid[None, :],
+    )
+
+
+def forward_launch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    stride: int,
+    projected: torch.Tensor,
+    sum_part: torch.Tensor,
+) -> Launch:
+    """The forward kernel's launch writing ``projected`` and the mean's partial sums
+    ``sum_part`` (N, position blocks, C) float32 (tensors may live on the meta device)."""
+    batch, channels, height, width = x.shape
+    positions = height * width
+    args = (
+        x,
+        weight,
+        bias,
+        projected,
+        sum_part,
+        channels,
+        weight.shape[0],
+        width,
+        positions,
+        projected.shape[3],
+        *x.stride(),
+        *weight.stride(),
+        *projected.stride(),
+    )
+    constants = {
+        "STRIDE": stride,
+        "OUT_BLOCK": max(16, triton.next_power_of_2(weight.shape[0])),
+        "ACC_DTYPE": _TL_DTYPES[accumulation_dtype(x.dtype)],
+        "BLOCK_C": FORWARD_BLOCK_C,
+        "BLOCK_P": FORWARD_BLOCK_P,
+        "num_warps": NUM_WARPS,
+    }
+    grid = (triton.cdiv(positions, FORWARD_BLOCK_P), batch, 1)
+    moved = sum(t.numel() * t.element_size() for t in (x, weight, bias, projected, sum_part))
+    return Launch(
+        "mean_pointwise_forward",
+        _mean_pointwise_forward_kernel,
+        grid,
+        args,
+        constants,
+        1,
+        moved,
+        False,
+    )
+
+
+def forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (N, C), projected (N, T, Ho, Wo)) in x's dtype; projected in x's memory format.
+    ``weight`` (T, C) and ``bias`` (T,) in x's dtype."""
+    batch, channels, height, width = x.shape
+    shape = (batch, weight.shape[0], (height - 1) // stride + 1, (width - 1) // stride + 1)
+    projected = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+    blocks = triton.cdiv(height * width, FORWARD_BLOCK_P)
+    wide = accumulation_dtype(x.dtype)
+    sum_part = torch.empty(batch, blocks, channels, dtype=wide, device=x.device)
+    launch = forward_launch(x, weight, bias, stride, projected, sum_part)
+    guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        _mean_pointwise_forward_kernel[launch.grid](*launch.args, **launch.constants)
+    mean = sum_part.sum(dim=1) / (height * width)
+    return mean.to(x.dtype), projected
 
 
 @triton.jit

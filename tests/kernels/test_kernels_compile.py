@@ -30,7 +30,7 @@ from dcsd.kernels.offline_compile import (
     call_sass,
     call_specialization,
     compile_call,
-    compile_generators_grad_input,
+    compile_generators,
     record_op_calls,
 )
 from dcsd.kernels.triton_decoupled_dwconv import DEFAULT_CONFIG, KERNEL_CONFIGS, TileConfig
@@ -122,13 +122,14 @@ def test_kernel_compiles_without_spills(
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm{arch}")
-def test_generators_grad_input_compiles_without_spills(
-    arch: int, op_calls: list[OpCall], compiler: ProcessPoolExecutor
+@pytest.mark.parametrize("name", ["mean_pointwise_forward", "mean_pointwise_grad_input"])
+def test_generators_kernels_compile_without_spills(
+    name: str, arch: int, op_calls: list[OpCall], compiler: ProcessPoolExecutor
 ) -> None:
-    """mean_and_pointwise_conv's input-gradient kernel, for the generators of every layer."""
+    """mean_and_pointwise_conv's kernels, for the generators of every layer."""
     jobs = [(call, dtype, layout) for call in op_calls for dtype in DTYPES for layout in LAYOUTS]
-    results = [compiler.submit(compile_generators_grad_input, *job, arch) for job in jobs]
-    assert_no_spills(jobs, results, f"generators_grad_input on sm_{arch}")
+    results = [compiler.submit(compile_generators, name, *job, arch) for job in jobs]
+    assert_no_spills(jobs, results, f"{name} on sm_{arch}")
 
 
 def test_compile_rejects_unknown_kernel(op_calls: list[OpCall]) -> None:

@@ -123,13 +123,15 @@ def test_triton_input_gradient_equals_float64_oracle(case, dtype, through):
     args = args if through else args[:-1]
     actual = run("triton", *args)
     expected = torch_oracle(*args)
-    grad_x = actual[2]
-    assert grad_x.dtype == dtype
+    mean, projected, grad_x = actual[:3]
+    assert mean.dtype == projected.dtype == grad_x.dtype == dtype
+    assert projected.is_contiguous(memory_format=torch.channels_last) == case[-1]
     assert grad_x.is_contiguous(memory_format=torch.channels_last) == case[-1]
     # float32 accumulation, rounded once to dtype: within the dtype's rounding of the result.
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
-    scale = expected[2].abs().max().item()
-    torch.testing.assert_close(grad_x.double(), expected[2], rtol=tolerance, atol=tolerance * scale)
+    for got, wanted in zip((mean, projected, grad_x), expected[:3], strict=True):
+        scale = wanted.abs().max().item()
+        torch.testing.assert_close(got.double(), wanted, rtol=tolerance, atol=tolerance * scale)
 
 
 @pytest.mark.cuda
