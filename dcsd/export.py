@@ -88,6 +88,19 @@ def _decoupled_dwconv2d_onnx() -> Callable[..., Any]:
     return decoupled_dwconv2d
 
 
+def _mean_and_pointwise_conv_onnx() -> Callable[..., Any]:
+    """The ONNX translation of ``dcsd::mean_and_pointwise_conv``: ReduceMean over H, W and a
+    1x1 Conv with the op's stride."""
+    from onnxscript import opset18 as op
+
+    def mean_and_pointwise_conv(x: Any, weight: Any, bias: Any, stride: int) -> Any:
+        mean = op.ReduceMean(x, op.Constant(value_ints=[2, 3]), keepdims=0)
+        kernel = op.Unsqueeze(weight, op.Constant(value_ints=[2, 3]))  # (T, C, 1, 1)
+        return mean, op.Conv(x, kernel, bias, strides=[stride, stride])
+
+    return mean_and_pointwise_conv
+
+
 def export_onnx(
     model: torch.nn.Module,
     path: str | os.PathLike,
@@ -99,10 +112,11 @@ def export_onnx(
     """Write ``model``'s embedding (eval mode, after BNNeck) as an ONNX graph.
 
     The model is captured with ``torch.export`` (upstream's exporter, ``dynamo=True``), where the
-    DCSD layers call the ``dcsd::decoupled_dwconv2d`` custom op (through its fake
-    implementation); onnxscript translates that op into standard ONNX ops (Pad, Slice, Mul, Add:
-    the reference's sum of shifted windows), so any ONNX runtime runs the graph, no custom op
-    library needed. Needs the ``onnx`` extra (onnx, onnxscript; onnxruntime to run it).
+    DCSD layers call the ``dcsd::decoupled_dwconv2d`` and ``dcsd::mean_and_pointwise_conv``
+    custom ops (through their fake implementations); onnxscript translates them into standard
+    ONNX ops (Pad, Slice, Mul, Add: the reference's sum of shifted windows; ReduceMean and
+    Conv), so any ONNX runtime runs the graph, no custom op library needed. Needs the ``onnx``
+    extra (onnx, onnxscript; onnxruntime to run it).
 
     Args:
         model: a dcsd ReID model (any module mapping (N, 3, H, W) to (N, D) in eval mode).
@@ -130,7 +144,8 @@ def export_onnx(
         dynamo=True,
         optimize=optimize,
         custom_translation_table={
-            torch.ops.dcsd.decoupled_dwconv2d.default: _decoupled_dwconv2d_onnx()
+            torch.ops.dcsd.decoupled_dwconv2d.default: _decoupled_dwconv2d_onnx(),
+            torch.ops.dcsd.mean_and_pointwise_conv.default: _mean_and_pointwise_conv_onnx(),
         },
         verbose=False,
     )
