@@ -232,6 +232,28 @@ def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
     return out
 
 
+def make_datasets(args) -> tuple[list, str]:
+    """The benchmark's synthetic domains and the label its cache keys carry. ``args.train_ids``
+    identities per domain train in either split; ``--split val`` draws ``args.val_ids`` more
+    and holds them out as its query and gallery identities."""
+    drawn = args.train_ids + (args.val_ids if args.split == "val" else 0)
+    size = {"train_ids_per_domain": drawn, "test_ids_per_domain": args.test_ids}
+    if args.quick:
+        size = dict(train_ids_per_domain=4, test_ids_per_domain=3)
+    datasets = make_synthetic_domains(
+        preset=args.preset, seed=args.data_seed, image_size=args.image_size, **size
+    )
+    label = f"{args.preset} preset, data seed {args.data_seed}" + (" quick" if args.quick else "")
+    if args.test_ids != 32 and not args.quick:  # 32, the preset's own, keeps the cache keys
+        label += f", {args.test_ids} test ids"
+    if drawn != 32 and not args.quick:  # likewise for the preset's 32 training ids
+        label += f", {drawn} train ids"  # drawn: the held-out ones included
+    if args.split == "val":
+        datasets = [holdout_identities(d, args.val_ids, seed=0) for d in datasets]
+        label += f", {args.val_ids} val ids/domain"
+    return datasets, label
+
+
 def regime_check(results, domains, floor: float = 50.0) -> tuple[str, bool]:
     """Static alone against ``floor`` mAP on every domain: do the models learn?"""
     means = {d: statistics.mean(m[d]["mAP"] for m in results["static alone"]) for d in domains}
@@ -361,7 +383,8 @@ def main() -> None:
         "--train-ids",
         type=int,
         default=32,
-        help="training identities per domain (the preset's 32 by default)",
+        help="identities per domain the models train on, in either split (the preset's 32 by "
+        "default); --split val draws --val-ids more and holds them out",
     )
     parser.add_argument(
         "--split",
@@ -395,24 +418,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = select_rows(args.rows, args.static_only)
     names = {row.name for row in rows}
-    size = {"train_ids_per_domain": args.train_ids, "test_ids_per_domain": args.test_ids}
     args.image_size = (64, 32)
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
-        size = dict(train_ids_per_domain=4, test_ids_per_domain=3)
-    datasets = make_synthetic_domains(
-        preset=args.preset, seed=args.data_seed, image_size=args.image_size, **size
-    )
-    args.data_label = f"{args.preset} preset, data seed {args.data_seed}" + (
-        " quick" if args.quick else ""
-    )
-    if args.test_ids != 32 and not args.quick:  # 32, the preset's own, keeps the cache keys
-        args.data_label += f", {args.test_ids} test ids"
-    if args.train_ids != 32 and not args.quick:  # likewise for the preset's 32 training ids
-        args.data_label += f", {args.train_ids} train ids"
-    if args.split == "val":
-        datasets = [holdout_identities(d, args.val_ids, seed=0) for d in datasets]
-        args.data_label += f", {args.val_ids} val ids/domain"
+    datasets, args.data_label = make_datasets(args)
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
     proxy = quick_config() if args.quick else PoolConfig()
@@ -443,6 +452,7 @@ def main() -> None:
             if args.quick
             else f", {args.train_ids} / {args.test_ids} train / test identities per domain"
         )
+        + (f" ({args.val_ids} more held out)" if args.split == "val" else "")
         + f", {args.split} split"
         + f"; {args.epochs} epochs from the proxy-pretrained starts (key {args.proxy_key}; "
         "per-domain models: as many iterations), "

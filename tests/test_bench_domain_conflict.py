@@ -1,12 +1,16 @@
-"""Smoke test of the domain-conflict benchmark (tiny data, 1 seed, 1 epoch): the proxy starts are
-pretrained, every row trains from its start (two at a time), the tables, the checks and the
-figure are written, and a second call trains nothing."""
+"""The domain-conflict benchmark: the identities its splits draw, and a smoke test (tiny data, 1
+seed, 1 epoch): the proxy starts are pretrained, every row trains from its start (two at a
+time), the tables, the checks and the figure are written, and a second call trains nothing."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_domain_conflict as bench  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_conflict.py"
 
@@ -78,3 +82,32 @@ def test_static_only_and_rows_are_refused_together(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "--rows: not allowed with argument --static-only" in result.stderr
+
+
+def _sizes_args(split, train_ids=6, val_ids=3):
+    return argparse.Namespace(
+        preset="conflict_mild",
+        data_seed=0,
+        image_size=(16, 8),
+        quick=False,
+        split=split,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        test_ids=4,
+    )
+
+
+def test_train_ids_counts_the_identities_trained_on_in_either_split():
+    """--train-ids N trains on N identities per domain on the test and the val split; val holds
+    out --val-ids more, and names the drawn total in its cache label as before."""
+    test_sets, test_label = bench.make_datasets(_sizes_args("test"))
+    val_sets, val_label = bench.make_datasets(_sizes_args("val"))
+    drawn_sets, drawn_label = bench.make_datasets(_sizes_args("test", train_ids=9))
+    for test, val, drawn in zip(test_sets, val_sets, drawn_sets, strict=True):
+        assert len({pid for _, pid, _ in test.train}) == 6
+        assert len({pid for _, pid, _ in val.train}) == 6
+        held_out = {pid for _, pid, _ in val.query} | {pid for _, pid, _ in val.gallery}
+        assert len(held_out) == 3
+        assert held_out <= {pid for _, pid, _ in drawn.train}
+    assert val_label == drawn_label + ", 3 val ids/domain"
+    assert test_label == "conflict_mild preset, data seed 0, 4 test ids, 6 train ids"
