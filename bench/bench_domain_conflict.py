@@ -9,6 +9,8 @@ proxy-pretrained starts
 (``bench/pretrain_proxy.py``: a stand-in for the paper's ImageNet start, never ImageNet):
 
 - Table II: the static ResNet50 from the proxy static start, per domain ("alone") and joint;
+  a control, the static depthwise ResNet50 (DCSD's connectivity without dynamic filters) joint
+  from the proxy static depthwise start;
   ResNet50-DCSD joint and per domain from three starts: the proxy DDF network (DDF's layer
   loaded through ``load_ddf_backbone``: the paper's likely start), the proxy static network with
   fresh generators (``pretrained="imagenet"``'s path) and from scratch;
@@ -65,7 +67,7 @@ from dcsd.data.synthetic import PRESETS  # noqa: E402
 class Row:
     """One line of the tables: a model trained jointly or one model per domain, from a start
     (``""``: scratch, or a name of :func:`pretrain_proxy.starts`). ``key`` names it on the
-    command line (``--rows``)."""
+    command line (``--rows``); ``tweaks`` are :data:`reid_runs.TWEAKS` applied to the model."""
 
     key: str
     name: str
@@ -74,6 +76,7 @@ class Row:
     model_kwargs: dict
     per_domain: bool = False
     init: str = "proxy_ddf"
+    tweaks: tuple[str, ...] = ()
 
 
 DDF = {"filter_norm": "ddf"}
@@ -81,6 +84,15 @@ DCSD = "resnet50_dcsd"
 ROWS = (
     Row("static_alone", "static alone", "II", "resnet50_reid", {}, True, "proxy_static"),
     Row("static_joint", "static joint", "II", "resnet50_reid", {}, init="proxy_static"),
+    Row(
+        "static_dw_joint",
+        "static depthwise joint (control)",
+        "II",
+        "resnet50_reid",
+        {},
+        init="proxy_static_dw",
+        tweaks=("depthwise",),
+    ),
     Row("dcsd_alone", "DCSD alone", "II", DCSD, DDF, per_domain=True),
     Row("dcsd_joint", "DCSD joint (S+D+C)", "II", DCSD, DDF),
     Row("dcsd_alone_static", "DCSD alone, static start", "II", DCSD, DDF, True, "proxy_static"),
@@ -140,6 +152,7 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
         spec = RunSpec(
             model=row.model,
             model_kwargs=row.model_kwargs,
+            tweaks=row.tweaks,
             domains=tuple(d.name for d in group),
             seed=seed,
             epochs=epochs,

@@ -7,7 +7,8 @@ domain styles. Three networks train with the same recipe and epochs:
 
 - ``static``: the static ResNet50 (dense 3x3), the start of the static rows and of "DCSD from
   a static start" (fresh generators: the ImageNet start's path, ``load_imagenet_backbone``);
-- ``static_dw``: the static depthwise ResNet50 (a control: DCSD's connectivity, no dynamics);
+- ``static_dw``: the static depthwise ResNet50 (a control: DCSD's connectivity, no dynamics),
+  the start of the benchmark's static depthwise row;
 - ``ddf``: ResNet50-DCSD with the sample factor only and DDF's layer (``filter_norm="ddf"``):
   DDF's ``ddf_mul_resnet50``. It is saved in DDF's key layout (``ddf_mul_resnet50_proxy.pth.tar``,
   a timm-style checkpoint) and the benchmark loads it through
@@ -194,10 +195,14 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
 
 
 def starts(config: PoolConfig, root: Path) -> dict[str, Path]:
-    """The benchmark's start names and their files: ``proxy_static`` (a model folder) and
-    ``proxy_ddf`` (a DDF-layout checkpoint)."""
+    """The benchmark's start names and their files: ``proxy_static`` and ``proxy_static_dw``
+    (model folders) and ``proxy_ddf`` (a DDF-layout checkpoint)."""
     out = root / config.key()
-    return {"proxy_static": out / "static", "proxy_ddf": out / DDF_FILE}
+    return {
+        "proxy_static": out / "static",
+        "proxy_static_dw": out / "static_dw",
+        "proxy_ddf": out / DDF_FILE,
+    }
 
 
 def quick_config() -> PoolConfig:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
@@ -36,6 +37,7 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     for row in (
         "static alone",
         "static joint",
+        "static depthwise joint (control)",
         "DCSD alone",
         "DCSD joint (S+D+C)",
         "| S |",
@@ -50,14 +52,16 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert "| synth0 | synth1 | synth2 | mean |" in out
     assert "Conflict present:" in out and "DCSD joint" in out and "<= S+D" in out
     assert "Static alone >= 50 mAP on every domain:" in out
-    # The starts: a static model folder and a DDF-layout checkpoint, loaded as a user would.
+    # The starts: static and static depthwise model folders and a DDF-layout checkpoint, loaded
+    # as a user would.
     assert len(list((tmp_path / "proxy").glob("*/static/model.safetensors"))) == 1
+    assert len(list((tmp_path / "proxy").glob("*/static_dw/model.safetensors"))) == 1
     assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
     assert figure.stat().st_size > 5000
     assert results.read_text().count("## Domain conflict in miniature") == 1
-    # 9 joint rows + 4 per-domain rows of 3 domains, one seed: 21 cached runs.
+    # 10 joint rows + 4 per-domain rows of 3 domains, one seed: 22 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
-    assert len(cached) == 21
+    assert len(cached) == 22
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
@@ -111,3 +115,33 @@ def test_train_ids_counts_the_identities_trained_on_in_either_split():
         assert held_out <= {pid for _, pid, _ in drawn.train}
     assert val_label == drawn_label + ", 3 val ids/domain"
     assert test_label == "conflict_mild preset, data seed 0, 4 test ids, 6 train ids"
+
+
+def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
+    """The control row builds the depthwise static model and its start loads every backbone
+    tensor of the saved depthwise network, the depthwise 3x3 filters included."""
+    from reid_runs import apply_start, build_model
+
+    from dcsd.data import MultiDomainDataset
+    from dcsd.models import save_model
+
+    datasets, _ = bench.make_datasets(_sizes_args("test"))
+    args = argparse.Namespace(
+        epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
+    )
+    row = next(r for r in bench.ROWS if r.key == "static_dw_joint")
+    ((spec, group),) = bench.row_runs(row, datasets, args, seed=0)
+    assert spec.tweaks == ("depthwise",) and spec.init == "proxy_static_dw@k"
+    data = MultiDomainDataset(group)
+    saved = build_model(spec, data)
+    with torch.no_grad():
+        for parameter in saved.parameters():
+            parameter.normal_()
+    save_model(saved, tmp_path / "static_dw")
+    model = build_model(spec, data)
+    conv2 = model.layer1[0].conv2
+    assert conv2.groups == conv2.in_channels  # depthwise
+    report = apply_start(model, "proxy_static_dw", {"proxy_static_dw": tmp_path / "static_dw"})
+    assert "layer1.0.conv2.weight" in report.loaded
+    assert not [key for key in report.fresh if key.startswith(("conv1", "bn1", "layer"))]
+    torch.testing.assert_close(conv2.weight, saved.layer1[0].conv2.weight)
