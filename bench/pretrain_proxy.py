@@ -196,7 +196,9 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
 
 def starts(config: PoolConfig, root: Path) -> dict[str, Path]:
     """The benchmark's start names and their files: ``proxy_static`` and ``proxy_static_dw``
-    (model folders) and ``proxy_ddf`` (a DDF-layout checkpoint)."""
+    (model folders whose weights the benchmark loads by name into a model it builds; the
+    depthwise folder's config does not record the depthwise tweak) and ``proxy_ddf`` (a
+    DDF-layout checkpoint)."""
     out = root / config.key()
     return {
         "proxy_static": out / "static",

@@ -1,6 +1,7 @@
 """The domain-conflict benchmark: the identities its splits draw, and a smoke test (tiny data, 1
 seed, 1 epoch): the proxy starts are pretrained, every row trains from its start (two at a
-time), the tables, the checks and the figure are written, and a second call trains nothing."""
+time), the tables, the checks and the figure are written, and a second call trains nothing; the
+static depthwise control row starts from its own depthwise filters."""
 
 import argparse
 import subprocess
@@ -12,6 +13,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
+from reid_runs import apply_start, build_model  # noqa: E402
+
+from dcsd.data import MultiDomainDataset  # noqa: E402
+from dcsd.models import save_model  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_conflict.py"
 
@@ -52,8 +57,8 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert "| synth0 | synth1 | synth2 | mean |" in out
     assert "Conflict present:" in out and "DCSD joint" in out and "<= S+D" in out
     assert "Static alone >= 50 mAP on every domain:" in out
-    # The starts: static and static depthwise model folders and a DDF-layout checkpoint, loaded
-    # as a user would.
+    # The starts: static and static depthwise model folders (read by the benchmark's apply_start)
+    # and a DDF-layout checkpoint (loaded through load_ddf_backbone, as a user loads DDF's file).
     assert len(list((tmp_path / "proxy").glob("*/static/model.safetensors"))) == 1
     assert len(list((tmp_path / "proxy").glob("*/static_dw/model.safetensors"))) == 1
     assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
@@ -120,11 +125,6 @@ def test_train_ids_counts_the_identities_trained_on_in_either_split():
 def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
     """The control row builds the depthwise static model and its start loads every backbone
     tensor of the saved depthwise network, the depthwise 3x3 filters included."""
-    from reid_runs import apply_start, build_model
-
-    from dcsd.data import MultiDomainDataset
-    from dcsd.models import save_model
-
     datasets, _ = bench.make_datasets(_sizes_args("test"))
     args = argparse.Namespace(
         epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
@@ -141,7 +141,8 @@ def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
     model = build_model(spec, data)
     conv2 = model.layer1[0].conv2
     assert conv2.groups == conv2.in_channels  # depthwise
-    report = apply_start(model, "proxy_static_dw", {"proxy_static_dw": tmp_path / "static_dw"})
+    start = spec.init.split("@")[0]
+    report = apply_start(model, start, {start: tmp_path / "static_dw"})
     assert "layer1.0.conv2.weight" in report.loaded
     assert not [key for key in report.fresh if key.startswith(("conv1", "bn1", "layer"))]
     torch.testing.assert_close(conv2.weight, saved.layer1[0].conv2.weight)
