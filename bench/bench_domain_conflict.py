@@ -25,11 +25,16 @@ and date to ``--results`` and draws ``--figure``. ``--split val`` evaluates on h
 identities instead of the test split: the schedule is chosen there, on the static rows alone
 (``--static-only``), before any DCSD row runs. Every run is cached in ``--root`` (a finished run
 is not trained again), so an interrupted benchmark continues where it stopped; ``--jobs`` runs
-that many trainings side by side (one thread each). Uses the GPU when there is one.
+that many trainings side by side (``bench/run_queue.py``; the missing proxy starts pretrain
+among them, then the static rows, the joint rows and the per-domain rows). ``--deadline
+MINUTES`` starts no run after that time and stops the running ones: the tables hold the rows
+whose runs all finished, and the same command continues the rest (a short GPU lease). Uses the
+GPU when there is one.
 
     python bench/pretrain_proxy.py                                  # the starts, once
     python bench/bench_domain_conflict.py --static-only --split val # choose the schedule
     python bench/bench_domain_conflict.py --jobs 2                  # 3 seeds, every row
+    python bench/bench_domain_conflict.py --jobs 12 --deadline 8    # a GPU lease, in parts
     python bench/bench_domain_conflict.py --quick                   # tiny smoke run (CI)
 """
 
@@ -40,7 +45,6 @@ import multiprocessing
 import platform
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_proxy import PoolConfig, pretrain, quick_config, starts  # noqa: E402
 from reid_runs import RunSpec, mean_std, run  # noqa: E402
 from results_csv import append_rows  # noqa: E402
+from run_queue import Task, run_tasks  # noqa: E402
 
 from dcsd.data import (  # noqa: E402
     IdentityBatchSampler,
@@ -166,39 +171,58 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
     return runs
 
 
-def _run_one(spec, group, root, device, starts) -> dict:
-    torch.set_num_threads(1)
+def run_name(row: Row, seed: int, spec: RunSpec) -> str:
+    return f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
+
+
+def _metrics(spec, group, root, device, starts) -> dict:
     return run(spec, group, root, device, starts=starts)["metrics"]
 
 
-def run_all(rows, datasets, args, device, starts) -> dict[str, list]:
-    """``{row name: [{domain: {"mAP", "rank1"}} per seed]}``, with ``args.jobs`` trainings side
-    by side (each cached, so the order does not change a result)."""
-    plan = [
-        (row.name, seed, spec, group)
-        for seed in args.seeds
-        for row in rows
-        for spec, group in row_runs(row, datasets, args, seed)
-    ]
-    outcomes: dict[tuple[str, int], dict] = {}
-    if args.jobs == 1:
-        for name, seed, spec, group in plan:
-            outcomes.setdefault((name, seed), {}).update(
-                run(spec, group, args.root, device, starts=starts)["metrics"]
-            )
-            print(f"seed {seed}: {name} ({', '.join(spec.domains)}) done", flush=True)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = {
-                pool.submit(_run_one, spec, group, args.root, device, starts): (name, seed, spec)
-                for name, seed, spec, group in plan
-            }
-            for future in as_completed(futures):
-                name, seed, spec = futures[future]
-                outcomes.setdefault((name, seed), {}).update(future.result())
-                print(f"seed {seed}: {name} ({', '.join(spec.domains)}) done", flush=True)
-    return {row.name: [outcomes[(row.name, seed)] for seed in args.seeds] for row in rows}
+def plan(rows, datasets, args, device, starts, missing_starts) -> list[Task]:
+    """The benchmark's tasks in the order they start: the missing proxy starts (``needs`` of
+    the runs that load them; the runs from scratch fill the free workers meanwhile), then the
+    static rows (every check reads them), the other joint rows and the per-domain rows, each
+    row's seeds together, so that a benchmark stopped early has whole rows."""
+    tasks = [
+        Task(f"pretrain {name}", pretrain, (name.removeprefix("proxy_"), args.proxy,
+             args.proxy_root, device, args.quick))
+        for name in missing_starts
+    ]  # fmt: skip
+    ordered = sorted(rows, key=lambda row: (row not in STATIC_ROWS, row.per_domain))
+    for row in ordered:
+        for seed in args.seeds:
+            for spec, group in row_runs(row, datasets, args, seed):
+                needs = f"pretrain {row.init}" if row.init in missing_starts else None
+                task_args = (spec, group, args.root, device, starts)
+                tasks.append(Task(run_name(row, seed, spec), _metrics, task_args, needs))
+    return tasks
+
+
+def run_all(rows, datasets, args, device, starts, missing_starts=()) -> dict[str, list]:
+    """``{row name: [{domain: {"mAP", "rank1"}} per seed]}`` of the rows whose runs all
+    finished (every row without ``--deadline``), ``args.jobs`` tasks side by side (each run
+    cached, so the order does not change a result)."""
+    tasks = plan(rows, datasets, args, device, starts, missing_starts)
+    deadline = None if args.deadline is None else args.deadline * 60
+    threads = max(1, (multiprocessing.cpu_count() if device.type == "cpu" else 1) // args.jobs)
+    finished = run_tasks(
+        tasks,
+        args.jobs,
+        deadline,
+        threads,
+        on_done=lambda task, _: print(f"{task.name} done", flush=True),
+    )
+    results = {}
+    for row in rows:
+        per_seed = []
+        for seed in args.seeds:
+            names = [run_name(row, seed, spec) for spec, _ in row_runs(row, datasets, args, seed)]
+            if all(name in finished for name in names):
+                per_seed.append({k: v for name in names for k, v in finished[name].items()})
+        if len(per_seed) == len(args.seeds):
+            results[row.name] = per_seed
+    return results
 
 
 def table(rows, results, domains, metric) -> str:
@@ -418,6 +442,13 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="MINUTES",
+        help="start no run after this many minutes and stop the running ones (they resume at "
+        "the next call); the tables then hold the rows whose runs all finished",
+    )
+    parser.add_argument(
         "--proxy-root", type=Path, default=Path("runs/proxy"), help="bench/pretrain_proxy.py's"
     )
     which_rows = parser.add_mutually_exclusive_group()
@@ -447,13 +478,22 @@ def main() -> None:
     datasets, args.data_label = make_datasets(args)
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
-    proxy = quick_config() if args.quick else PoolConfig()
-    args.proxy_key = proxy.key()
-    proxy_starts = starts(proxy, args.proxy_root)
-    for name in sorted({row.init for row in rows} - {""}):
-        if not proxy_starts[name].exists():  # pretrain once (cached), as the script does
-            pretrain(name.removeprefix("proxy_"), proxy, args.proxy_root, device, args.quick)
-    results = run_all(rows, datasets, args, device, proxy_starts)
+    args.proxy = quick_config() if args.quick else PoolConfig()
+    args.proxy_key = args.proxy.key()
+    proxy_starts = starts(args.proxy, args.proxy_root)
+    missing = [n for n in sorted({row.init for row in rows} - {""}) if not proxy_starts[n].exists()]
+    results = run_all(rows, datasets, args, device, proxy_starts, missing)
+    unfinished = [row.name for row in rows if row.name not in results]
+    if unfinished:
+        print(
+            f"stopped at the deadline ({args.deadline:g} min): rows {unfinished} unfinished; "
+            "the same command continues them (finished runs are cached, stopped ones resume "
+            "from their last checkpoint)"
+        )
+        if any(row.name in unfinished for row in STATIC_ROWS):
+            return  # every table and check reads the static rows
+        rows = tuple(row for row in rows if row.name in results)
+        names = {row.name for row in rows}
 
     device_name = (
         torch.cuda.get_device_name(device)

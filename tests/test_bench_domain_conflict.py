@@ -1,7 +1,8 @@
 """The domain-conflict benchmark: the identities its splits draw, and a smoke test (tiny data, 1
 seed, 1 epoch): the proxy starts are pretrained, every row trains from its start (two at a
-time), the tables, the checks and the figure are written, and a second call trains nothing; the
-static depthwise control row starts from its own depthwise filters."""
+time), the tables, the checks and the figure are written, a second call trains nothing, and one
+past its deadline stops; the static depthwise control row starts from its own depthwise
+filters."""
 
 import argparse
 import subprocess
@@ -77,6 +78,10 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert "static alone" in table and "X + D + Cam" in table and "DCSD alone" not in table
     assert "### The goal" not in out
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    # --deadline: no run starts after it; without the static rows, no table, and it says so.
+    out = run(tmp_path, "--static-only", "--deadline", "0")
+    assert "stopped at the deadline (0 min): rows ['static alone', 'static joint']" in out
+    assert "### mAP" not in out
     bad = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--rows", "dcsd_jiont"],
         capture_output=True, text=True, cwd=tmp_path,

@@ -69,7 +69,15 @@ def tiny_data(tmp_path_factory):
 
 
 def make_trainer(
-    data, out_dir, epochs=3, num_workers=0, evaluate=None, context=None, seed=0, callbacks=()
+    data,
+    out_dir,
+    epochs=3,
+    num_workers=0,
+    evaluate=None,
+    context=None,
+    seed=0,
+    callbacks=(),
+    **train_options,
 ):
     torch.manual_seed(seed)
     model = TinyReIDNet(data.num_classes, data.num_domains, data.num_cameras)
@@ -83,7 +91,13 @@ def make_trainer(
         seed=seed,
     )
     config = TrainConfig(
-        epochs=epochs, lr=1e-2, warmup_epochs=1, milestones=(2,), progress=False, seed=seed
+        epochs=epochs,
+        lr=1e-2,
+        warmup_epochs=1,
+        milestones=(2,),
+        progress=False,
+        seed=seed,
+        **train_options,
     )
     return Trainer(
         model,
@@ -128,6 +142,46 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
         json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
     ]
     assert [record["epoch"] for record in log] == [1, 2, 3]
+
+
+def test_checkpoint_period_saves_every_nth_epoch_and_a_resume_retrains_the_rest(
+    tiny_data, tmp_path
+):
+    options = {"epochs": 5, "checkpoint_period": 2, "keep_checkpoints": 5}
+    reference = make_trainer(tiny_data, tmp_path / "straight", **options)
+    reference.fit()
+    saved = sorted(p.name for p in (tmp_path / "straight" / "checkpoints").glob("epoch_*"))
+    assert saved == ["epoch_0002", "epoch_0004", "epoch_0005"]  # every 2nd, and the last
+    every_epoch = make_trainer(tiny_data, tmp_path / "every", epochs=5)
+    every_epoch.fit()  # saving less often leaves the training itself unchanged
+    for name, value in every_epoch.model.state_dict().items():
+        assert torch.equal(reference.model.state_dict()[name], value), name
+
+    interrupted = make_trainer(tiny_data, tmp_path / "resumed", **options)
+    criterion, calls = interrupted.criterion, []
+
+    def failing_criterion(*args):  # fails in epoch 4: epochs 1-3 done, the checkpoint is 2's
+        calls.append(1)
+        if len(calls) == 3 * interrupted.iters_per_epoch + 1:
+            raise Interrupt
+        return criterion(*args)
+
+    interrupted.criterion = failing_criterion
+    with pytest.raises(Interrupt):
+        interrupted.fit()
+    resumed = make_trainer(tiny_data, tmp_path / "resumed", **options)
+    assert resumed.resume() == 2
+    with pytest.warns(RuntimeWarning, match="epochs after the resumed one"):
+        resumed.fit()  # epoch 3's log line is set aside: it is trained again
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    log = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4, 5]
+
+
+def test_checkpoint_period_below_one_is_refused():
+    with pytest.raises(ValueError, match="checkpoint_period must be >= 1"):
+        TrainConfig(checkpoint_period=0)
 
 
 def test_fit_logs_losses_and_evaluates(tiny_data, tmp_path):

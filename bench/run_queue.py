@@ -1,0 +1,99 @@
+"""Run a benchmark's tasks side by side in worker processes, in order, until a deadline.
+
+A task may need another (a training run needs its pretrained start): it waits until that one
+has finished, while the tasks after it that need nothing waiting fill the free workers. No task
+starts after the deadline, and the tasks still running then are stopped: a benchmark whose runs
+are cached and resume from their last checkpoint continues them at its next call. This is what
+a short lease of a GPU needs (many small trainings on one device, a fixed time), and what lets
+a long benchmark on the CPU end at a chosen time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """``function(*args)`` (picklable: a module-level function), called ``name`` (unique), to
+    start once the task named ``needs`` (if any) has finished."""
+
+    name: str
+    function: Callable[..., Any]
+    args: tuple = ()
+    needs: str | None = None
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    jobs: int,
+    deadline_s: float | None = None,
+    threads: int = 1,
+    on_done: Callable[[Task, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``tasks`` in their order, ``jobs`` at a time in spawned processes of ``threads``
+    torch threads each, a task once the one it ``needs`` has finished; call ``on_done(task,
+    result)`` as each finishes. After ``deadline_s`` seconds from the call, no task starts and
+    the running ones are stopped.
+
+    Returns ``{name: result}`` of the tasks that finished (all of them without a deadline).
+
+    Raises:
+        ValueError: two tasks share a name, a task needs one that is not among them, or
+            tasks wait on each other.
+        Exception: a task's own error (the other running tasks are stopped first).
+    """
+    names = [task.name for task in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+    missing = sorted({task.needs for task in tasks if task.needs} - set(names))
+    if missing:
+        raise ValueError(f"tasks need {missing}, which are not among the tasks")
+    start = time.monotonic()
+    queue = list(tasks)
+    finished: dict[str, Any] = {}
+    running: dict[Future, Task] = {}
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    )
+    try:
+        while queue or running:
+            late = deadline_s is not None and time.monotonic() - start >= deadline_s
+            if late:
+                break
+            for task in list(queue):
+                if len(running) == jobs:
+                    break
+                if task.needs is None or task.needs in finished:
+                    queue.remove(task)
+                    running[pool.submit(task.function, *task.args)] = task
+            if not running:
+                raise ValueError(f"tasks wait on each other: {[t.name for t in queue]}")
+            timeout = (
+                None if deadline_s is None else max(0.0, start + deadline_s - time.monotonic())
+            )
+            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                finished[task.name] = future.result()
+                if on_done is not None:
+                    on_done(task, finished[task.name])
+    finally:
+        if running:
+            # No public way to stop a pool's busy workers before Python 3.14's kill_workers().
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return finished

@@ -1,0 +1,47 @@
+"""bench/run_queue.py: tasks in worker processes, in order, after what they need, and stopped at
+a deadline. Standard-library functions stand in for trainings (spawned workers import them)."""
+
+import math
+import operator
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from run_queue import Task, run_tasks  # noqa: E402
+
+
+def test_a_task_starts_after_the_one_it_needs_while_others_fill_the_workers():
+    order = []
+    tasks = [
+        Task("start", time.sleep, (1.5,)),
+        Task("run from the start", operator.add, (1, 2), needs="start"),
+        Task("run from scratch", operator.mul, (3, 4)),
+    ]
+    results = run_tasks(tasks, jobs=2, on_done=lambda task, _: order.append(task.name))
+    assert results == {"start": None, "run from the start": 3, "run from scratch": 12}
+    assert order == ["run from scratch", "start", "run from the start"]
+
+
+def test_the_deadline_stops_running_tasks_and_starts_no_more():
+    tasks = [Task("long", time.sleep, (120,)), Task("after it", operator.add, (1, 1))]
+    began = time.monotonic()
+    results = run_tasks(tasks, jobs=1, deadline_s=3)
+    assert results == {}
+    assert time.monotonic() - began < 60  # the sleeping worker was stopped, not waited for
+
+
+def test_a_failing_task_raises_its_error():
+    with pytest.raises(ValueError, match="math domain error"):
+        run_tasks([Task("bad", math.sqrt, (-1.0,)), Task("good", abs, (-2,))], jobs=1)
+
+
+def test_bad_task_lists_are_refused_with_the_names():
+    with pytest.raises(ValueError, match=r"task names repeat: \['a'\]"):
+        run_tasks([Task("a", abs, (1,)), Task("a", abs, (2,))], jobs=1)
+    with pytest.raises(ValueError, match=r"need \['nowhere'\]"):
+        run_tasks([Task("a", abs, (1,), needs="nowhere")], jobs=1)
+    with pytest.raises(ValueError, match="wait on each other"):
+        run_tasks([Task("a", abs, (1,), needs="b"), Task("b", abs, (2,), needs="a")], jobs=1)
