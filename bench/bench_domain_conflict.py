@@ -27,9 +27,10 @@ identities instead of the test split: the schedule is chosen there, on the stati
 is not trained again), so an interrupted benchmark continues where it stopped; ``--jobs`` runs
 that many trainings side by side (``bench/run_queue.py``; the missing proxy starts pretrain
 among them, then the static rows, the joint rows and the per-domain rows). ``--deadline
-MINUTES`` starts no run after that time and stops the running ones: the tables hold the rows
-whose runs all finished, and the same command continues the rest (a short GPU lease). Uses the
-GPU when there is one.
+MINUTES`` starts no run after that time and stops the running ones: it prints the tables of
+the rows whose runs all finished (none without the static rows) and appends nothing, and the
+same command continues the rest (a short GPU lease; cached runs are read, never queued). Uses
+the GPU when there is one.
 
     python bench/pretrain_proxy.py                                  # the starts, once
     python bench/bench_domain_conflict.py --static-only --split val # choose the schedule
@@ -41,7 +42,7 @@ GPU when there is one.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -54,8 +55,8 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pretrain_proxy import PoolConfig, pretrain, quick_config, starts  # noqa: E402
-from reid_runs import RunSpec, mean_std, run  # noqa: E402
+from pretrain_proxy import PoolConfig, is_pretrained, pretrain, quick_config, starts  # noqa: E402
+from reid_runs import RunSpec, cached_result, mean_std, run  # noqa: E402
 from results_csv import append_rows  # noqa: E402
 from run_queue import Task, run_tasks  # noqa: E402
 
@@ -171,57 +172,66 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
     return runs
 
 
-def run_name(row: Row, seed: int, spec: RunSpec) -> str:
-    return f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
-
-
 def _metrics(spec, group, root, device, starts) -> dict:
     return run(spec, group, root, device, starts=starts)["metrics"]
 
 
-def plan(rows, datasets, args, device, starts, missing_starts) -> list[Task]:
-    """The benchmark's tasks in the order they start: the missing proxy starts (``needs`` of
-    the runs that load them; the runs from scratch fill the free workers meanwhile), then the
-    static rows (every check reads them), the other joint rows and the per-domain rows, each
-    row's seeds together, so that a benchmark stopped early has whole rows."""
+def _pretrain_task(start: str) -> str:
+    return f"pretrain {start}"
+
+
+def plan(rows, datasets, args, device, starts, missing_starts):
+    """The benchmark's tasks in the order they start, the metrics of the cached runs (read
+    here, never queued) and the run names of each ``(row name, seed)``. The missing proxy
+    starts come first (``needs`` of the runs that load them; the runs from scratch fill the
+    free workers meanwhile), then the static rows (every check reads them), the other joint
+    rows and the per-domain rows, each row's seeds together, so that a benchmark stopped early
+    has whole rows."""
     tasks = [
-        Task(f"pretrain {name}", pretrain, (name.removeprefix("proxy_"), args.proxy,
-             args.proxy_root, device, args.quick))
+        Task(
+            _pretrain_task(name),
+            pretrain,
+            (name.removeprefix("proxy_"), args.proxy, args.proxy_root, device, args.quick),
+        )
         for name in missing_starts
-    ]  # fmt: skip
-    ordered = sorted(rows, key=lambda row: (row not in STATIC_ROWS, row.per_domain))
-    for row in ordered:
+    ]
+    cached, names = {}, {}
+    for row in sorted(rows, key=lambda row: (row not in STATIC_ROWS, row.per_domain)):
         for seed in args.seeds:
+            names[(row.name, seed)] = []
             for spec, group in row_runs(row, datasets, args, seed):
-                needs = f"pretrain {row.init}" if row.init in missing_starts else None
+                name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
+                names[(row.name, seed)].append(name)
+                result = cached_result(spec, group, args.root)
+                if result is not None:
+                    cached[name] = result["metrics"]
+                    continue
+                needs = _pretrain_task(row.init) if row.init in missing_starts else None
                 task_args = (spec, group, args.root, device, starts)
-                tasks.append(Task(run_name(row, seed, spec), _metrics, task_args, needs))
-    return tasks
+                tasks.append(Task(name, _metrics, task_args, needs))
+    return tasks, cached, names
 
 
-def run_all(rows, datasets, args, device, starts, missing_starts=()) -> dict[str, list]:
+def run_all(rows, datasets, args, device, starts, missing_starts, threads) -> dict[str, list]:
     """``{row name: [{domain: {"mAP", "rank1"}} per seed]}`` of the rows whose runs all
-    finished (every row without ``--deadline``), ``args.jobs`` tasks side by side (each run
-    cached, so the order does not change a result)."""
-    tasks = plan(rows, datasets, args, device, starts, missing_starts)
-    deadline = None if args.deadline is None else args.deadline * 60
-    threads = max(1, (multiprocessing.cpu_count() if device.type == "cpu" else 1) // args.jobs)
-    finished = run_tasks(
+    finished (every row without ``--deadline``), ``args.jobs`` tasks side by side of
+    ``threads`` threads each (each run cached, so the order does not change a result)."""
+    tasks, finished, names = plan(rows, datasets, args, device, starts, missing_starts)
+    finished |= run_tasks(
         tasks,
         args.jobs,
-        deadline,
+        None if args.deadline is None else args.deadline * 60,
         threads,
         on_done=lambda task, _: print(f"{task.name} done", flush=True),
     )
     results = {}
     for row in rows:
-        per_seed = []
-        for seed in args.seeds:
-            names = [run_name(row, seed, spec) for spec, _ in row_runs(row, datasets, args, seed)]
-            if all(name in finished for name in names):
-                per_seed.append({k: v for name in names for k, v in finished[name].items()})
-        if len(per_seed) == len(args.seeds):
-            results[row.name] = per_seed
+        runs = [names[(row.name, seed)] for seed in args.seeds]
+        if all(name in finished for seed_runs in runs for name in seed_runs):
+            results[row.name] = [
+                {domain: m for name in seed_runs for domain, m in finished[name].items()}
+                for seed_runs in runs
+            ]
     return results
 
 
@@ -446,7 +456,8 @@ def main() -> None:
         type=float,
         metavar="MINUTES",
         help="start no run after this many minutes and stop the running ones (they resume at "
-        "the next call); the tables then hold the rows whose runs all finished",
+        "the next call); the tables then hold the rows whose runs all finished (none without "
+        "the static rows) and are printed, not appended to --results / --csv",
     )
     parser.add_argument(
         "--proxy-root", type=Path, default=Path("runs/proxy"), help="bench/pretrain_proxy.py's"
@@ -481,33 +492,35 @@ def main() -> None:
     args.proxy = quick_config() if args.quick else PoolConfig()
     args.proxy_key = args.proxy.key()
     proxy_starts = starts(args.proxy, args.proxy_root)
-    missing = [n for n in sorted({row.init for row in rows} - {""}) if not proxy_starts[n].exists()]
-    results = run_all(rows, datasets, args, device, proxy_starts, missing)
+    inits = sorted({row.init for row in rows} - {""})
+    missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
+    threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    results = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
         print(
             f"stopped at the deadline ({args.deadline:g} min): rows {unfinished} unfinished; "
             "the same command continues them (finished runs are cached, stopped ones resume "
-            "from their last checkpoint)"
+            "from their last checkpoint)" + ("" if results else "; no row finished")
         )
         if any(row.name in unfinished for row in STATIC_ROWS):
-            return  # every table and check reads the static rows
+            print("no tables: every table and check reads the static rows")
+            return
         rows = tuple(row for row in rows if row.name in results)
         names = {row.name for row in rows}
 
     device_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else (
-            f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-        )
+        else (f"CPU ({platform.processor() or platform.machine()})")
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M+00:00")
     regimes = "summer / winter / dusk"
     report = [
         "## Domain conflict in miniature (paper Tables II, V, VI)",
         "",
-        f"- device: {device_name}; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
+        f"- device: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) each; "
+        f"torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (
@@ -556,6 +569,9 @@ def main() -> None:
         ]
     text = "\n".join(report)
     print(text)
+    if unfinished:  # the next call, with these rows finished, writes the whole tables
+        print("stopped at the deadline: nothing appended to --results / --csv, no --figure")
+        return
     if args.results:
         with args.results.open("a") as out:
             out.write("\n" + text + "\n")

@@ -172,6 +172,8 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
     load_weights(model, run_folder(spec, model, root / "runs") / "train" / "checkpoints")
     out = root / config.key()
     out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / f"{name}.json"
+    summary_path.unlink(missing_ok=True)  # written last: the start is whole once it exists
     if name == "ddf":
         checkpoint = {
             "arch": "ddf_mul_resnet50",
@@ -189,8 +191,9 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
         "identities": sum(d.num_train_pids for d in datasets),
         "train_images": sum(len(d.train) for d in datasets),
         "seconds": result["seconds"],
+        "resumed_at_epoch": result["resumed_at_epoch"],
     }
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
+    summary_path.write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -205,6 +208,12 @@ def starts(config: PoolConfig, root: Path) -> dict[str, Path]:
         "proxy_static_dw": out / "static_dw",
         "proxy_ddf": out / DDF_FILE,
     }
+
+
+def is_pretrained(config: PoolConfig, root: Path, start: str) -> bool:
+    """Whether the start ``start`` (a name of :func:`starts`) was written whole: its summary,
+    written after it, exists (a pretraining stopped while writing leaves none)."""
+    return (root / config.key() / f"{start.removeprefix('proxy_')}.json").is_file()
 
 
 def quick_config() -> PoolConfig:
@@ -235,7 +244,9 @@ def main() -> None:
         summary = pretrain(name, config, args.root, torch.device(args.device), args.quick)
         print(
             f"| {name} | {summary['what']} | {summary['top1']:.1f} "
-            f"({summary['held_out_images']} images) | {summary['seconds']:.0f} |",
+            f"({summary['held_out_images']} images) | {summary['seconds']:.0f}"
+            + (f" (epochs after {resumed})" if (resumed := summary["resumed_at_epoch"]) else "")
+            + " |",
             flush=True,
         )
 

@@ -148,6 +148,22 @@ def run_folder(spec: RunSpec, model: nn.Module, root: Path) -> Path:
     return root / key
 
 
+def _read_result(folder: Path) -> dict[str, Any]:
+    result = json.loads((folder / "result.json").read_text())
+    # Runs cached before the result recorded these: the training loss is in their log.
+    result.setdefault("train_loss", last_train_loss(folder / "train"))
+    result.setdefault("resumed_at_epoch", None)
+    return result
+
+
+def cached_result(spec: RunSpec, datasets: list[ReIDDataset], root: Path) -> dict | None:
+    """:func:`run`'s result for ``spec`` if it is cached under ``root``, else ``None`` (builds
+    the model on the CPU for the run's key; trains nothing)."""
+    model = build_model(spec, MultiDomainDataset(datasets))
+    folder = run_folder(spec, model, root)
+    return _read_result(folder) if (folder / "result.json").is_file() else None
+
+
 def apply_start(model: nn.Module, start: str, starts: dict[str, Path]) -> LoadReport:
     """Load the proxy-pretrained start ``start`` (a name of ``starts``) into ``model``: a DDF
     checkpoint through :func:`dcsd.models.load_ddf_backbone` (what a user does with DDF's
@@ -176,7 +192,8 @@ def run(
 
     Returns ``{"spec": ..., "seconds": ..., "resumed_at_epoch": ..., "train_loss": {"id",
     "triplet"} of the last epoch, "metrics": {domain: {"mAP", "rank1"}}}``: ``seconds`` times
-    the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted and resumed).
+    the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted and resumed;
+    ``None`` for runs cached before it was recorded).
     """
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
@@ -184,10 +201,7 @@ def run(
     folder = run_folder(spec, model, root)
     result_path = folder / "result.json"
     if result_path.is_file():
-        result = json.loads(result_path.read_text())
-        # Runs cached before the result recorded the training loss still have it in their log.
-        result.setdefault("train_loss", last_train_loss(folder / "train"))
-        return result
+        return _read_result(folder)
     if spec.init:
         apply_start(model, spec.init.split("@")[0], starts or {})
     config = TrainConfig(

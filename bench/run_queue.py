@@ -39,13 +39,13 @@ def run_tasks(
     tasks: Sequence[Task],
     jobs: int,
     deadline_s: float | None = None,
-    threads: int = 1,
+    threads: int | None = 1,
     on_done: Callable[[Task, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``tasks`` in their order, ``jobs`` at a time in spawned processes of ``threads``
-    torch threads each, a task once the one it ``needs`` has finished; call ``on_done(task,
-    result)`` as each finishes. After ``deadline_s`` seconds from the call, no task starts and
-    the running ones are stopped.
+    torch threads each (``None``: leave torch alone), a task once the one it ``needs`` has
+    finished; call ``on_done(task, result)`` as each finishes. After ``deadline_s`` seconds
+    from the call, no task starts and the running ones are stopped.
 
     Returns ``{name: result}`` of the tasks that finished (all of them without a deadline).
 
@@ -66,7 +66,10 @@ def run_tasks(
     running: dict[Future, Task] = {}
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+        jobs,
+        mp_context=context,
+        initializer=None if threads is None else _limit_threads,
+        initargs=() if threads is None else (threads,),
     )
     try:
         while queue or running:

@@ -78,10 +78,20 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert "static alone" in table and "X + D + Cam" in table and "DCSD alone" not in table
     assert "### The goal" not in out
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps
-    # --deadline: no run starts after it; without the static rows, no table, and it says so.
-    out = run(tmp_path, "--static-only", "--deadline", "0")
+    # --deadline: cached runs are read, not queued; no run starts after it. Without the static
+    # rows there is no table; with them, the finished rows are printed and nothing appended.
+    assert "| static joint |" in run(tmp_path, "--static-only", "--deadline", "0")
+    out = run(tmp_path, "--static-only", "--deadline", "0", "--root", tmp_path / "fresh")
     assert "stopped at the deadline (0 min): rows ['static alone', 'static joint']" in out
-    assert "### mAP" not in out
+    assert "no tables" in out and "### mAP" not in out
+    spatial = [p for p in cached if "spatial_information" in p.read_text()]
+    assert len(spatial) == 1
+    spatial[0].unlink()
+    more = tmp_path / "more.md"
+    out = run(tmp_path, "--rows", "spatial_dc", "--deadline", "0", "--results", more)
+    assert "rows ['S+D+C, spatial branch reads X + D + Cam'] unfinished" in out
+    assert "| static joint |" in out and "X + D + Cam |" not in out
+    assert "nothing appended" in out and not more.exists()
     bad = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--rows", "dcsd_jiont"],
         capture_output=True, text=True, cwd=tmp_path,

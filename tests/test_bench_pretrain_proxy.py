@@ -1,5 +1,6 @@
 """The proxy DDF network is saved in DDF's own layout: DDF's model (a transcription of its
-published code) loads the file strictly and computes the same features."""
+published code) loads the file strictly and computes the same features. A start counts as
+pretrained once its summary, written after it, exists."""
 
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import dcsd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from pretrain_proxy import dcsd_to_ddf  # noqa: E402
+from pretrain_proxy import DDF_FILE, PoolConfig, dcsd_to_ddf, is_pretrained, starts  # noqa: E402
 
 
 def test_saved_ddf_layout_is_ddfs_own():
@@ -27,3 +28,16 @@ def test_saved_ddf_layout_is_ddfs_own():
         torch.testing.assert_close(
             ddf.forward_features(images), model.forward_features(images), rtol=0, atol=1e-5
         )
+
+
+def test_a_start_without_its_summary_is_not_pretrained(tmp_path):
+    """A pretraining stopped while writing its start (a --deadline) leaves the file but no
+    summary: the benchmark pretrains it again instead of loading half a file."""
+    config = PoolConfig()
+    path = starts(config, tmp_path)["proxy_ddf"]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a checkpoint")
+    assert path.name == DDF_FILE and not is_pretrained(config, tmp_path, "proxy_ddf")
+    (path.parent / "ddf.json").write_text("{}")
+    assert is_pretrained(config, tmp_path, "proxy_ddf")
+    assert not is_pretrained(config, tmp_path, "proxy_static")

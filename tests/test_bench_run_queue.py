@@ -1,8 +1,9 @@
 """bench/run_queue.py: tasks in worker processes, in order, after what they need, and stopped at
-a deadline. Standard-library functions stand in for trainings (spawned workers import them)."""
+a deadline. Standard-library callables stand in for trainings (spawned workers import them)."""
 
 import math
 import operator
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,29 +14,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from run_queue import Task, run_tasks  # noqa: E402
 
 
-def test_a_task_starts_after_the_one_it_needs_while_others_fill_the_workers():
+def test_a_task_starts_after_the_one_it_needs_while_others_fill_the_workers(tmp_path):
+    """ "start" ends only once "run from scratch" has run beside it (it waits for its file, 60 s
+    at most), and "run from the start" waits for "start"."""
+    signal = tmp_path / "scratch ran"
+    wait_for_signal = (
+        f"for i in $(seq 600); do [ -e '{signal}' ] && exit 0; sleep 0.1; done; exit 1"
+    )
     order = []
     tasks = [
-        Task("start", time.sleep, (1.5,)),
+        Task("start", subprocess.call, (["bash", "-c", wait_for_signal],)),
         Task("run from the start", operator.add, (1, 2), needs="start"),
-        Task("run from scratch", operator.mul, (3, 4)),
+        Task("run from scratch", signal.touch),
     ]
-    results = run_tasks(tasks, jobs=2, on_done=lambda task, _: order.append(task.name))
-    assert results == {"start": None, "run from the start": 3, "run from scratch": 12}
+    results = run_tasks(tasks, jobs=2, threads=None, on_done=lambda t, _: order.append(t.name))
+    assert results == {"start": 0, "run from the start": 3, "run from scratch": None}
     assert order == ["run from scratch", "start", "run from the start"]
 
 
 def test_the_deadline_stops_running_tasks_and_starts_no_more():
     tasks = [Task("long", time.sleep, (120,)), Task("after it", operator.add, (1, 1))]
     began = time.monotonic()
-    results = run_tasks(tasks, jobs=1, deadline_s=3)
+    results = run_tasks(tasks, jobs=1, deadline_s=3, threads=None)
     assert results == {}
     assert time.monotonic() - began < 60  # the sleeping worker was stopped, not waited for
 
 
+def test_workers_run_with_the_threads_asked_for():
+    import torch
+
+    results = run_tasks([Task("threads", torch.get_num_threads)], jobs=1, threads=1)
+    assert results == {"threads": 1}
+
+
 def test_a_failing_task_raises_its_error():
     with pytest.raises(ValueError, match="math domain error"):
-        run_tasks([Task("bad", math.sqrt, (-1.0,)), Task("good", abs, (-2,))], jobs=1)
+        run_tasks([Task("bad", math.sqrt, (-1.0,)), Task("good", abs, (-2,))], jobs=1, threads=None)
 
 
 def test_bad_task_lists_are_refused_with_the_names():

@@ -7,7 +7,7 @@ the order given, on every process (a callback that writes files checks
 ``trainer.context.is_main`` itself).
 
 A callback with state (an EMA of the weights, a counter) returns it from :meth:`state_dict`;
-the trainer stores it in each epoch's checkpoint (``training_state.pt``, written after
+the trainer stores it in every checkpoint (``training_state.pt``, written after
 :meth:`on_epoch_end`) and hands it back to :meth:`load_state_dict` on resume, so a resumed run
 repeats an uninterrupted one. A resume refuses a checkpoint whose callbacks' states do not
 match the run's callbacks (matched by class name, in order). The state is

@@ -269,7 +269,8 @@ class Trainer:
 
     The loader yields dict batches with ``image``, ``pid``, ``camid`` and ``domain``; its batch
     sampler must offer ``set_epoch``. Checkpoints go to ``out_dir/checkpoints``, one JSON line per
-    epoch to ``out_dir/log.jsonl``. Each epoch's checkpoint is written before it is evaluated.
+    epoch to ``out_dir/log.jsonl``. An epoch's checkpoint (every ``checkpoint_period`` epochs and
+    after the last) is written before the epoch is evaluated.
 
     Every checkpoint and the exported model carry the card of the weights trained
     (:meth:`trained_card`: datasets in domain order, cameras, image size, recipe, measured
@@ -679,9 +680,10 @@ class Trainer:
         barrier()
 
     def _repair_log(self) -> None:
-        """On resume: keep one line per epoch up to the resumed one (the last written, which
-        belongs to the weights resumed), and set aside a torn line, lines of epochs after it
-        (a fall-back), and lines of another run, saying so."""
+        """On resume: keep one line per epoch up to the resumed one (whose line belongs to the
+        weights resumed), and set aside a torn line, lines of epochs after it (trained after the
+        last checkpoint, or a fall-back past a damaged one: they are trained again), and lines
+        of another run, saying so."""
         if not self.context.is_main or not self.log_path.is_file():
             return
         lines = self.log_path.read_bytes().split(b"\n")

@@ -523,6 +523,7 @@ def test_bad_train_config_values_are_named():
         ({"lr": 0.0}, "lr must be a finite number"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1"),
+        ({"checkpoint_period": 0}, "checkpoint_period must be >= 1"),
         ({"eval_period": -1}, "eval_period must be >= 0"),
         ({"warmup_epochs": -1.0}, "warmup_epochs must be a finite number >= 0"),
         ({"warmup_epochs": float("inf")}, "warmup_epochs must be a finite number >= 0"),

@@ -179,11 +179,6 @@ def test_checkpoint_period_saves_every_nth_epoch_and_a_resume_retrains_the_rest(
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4, 5]
 
 
-def test_checkpoint_period_below_one_is_refused():
-    with pytest.raises(ValueError, match="checkpoint_period must be >= 1"):
-        TrainConfig(checkpoint_period=0)
-
-
 def test_fit_logs_losses_and_evaluates(tiny_data, tmp_path):
     splits = build_eval_splits(tiny_data, image_size=(32, 16), batch_size=16, num_workers=0)
     trainer = make_trainer(
