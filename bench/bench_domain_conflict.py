@@ -119,24 +119,40 @@ ROWS = (
 )
 STATIC_ROWS = ROWS[:2]
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
+# The goal's comparisons, as (row, minus row): each is reported paired by seed.
+PAIRS = (
+    ("DCSD joint (S+D+C)", "static joint"),
+    ("DCSD joint (S+D+C)", "static alone"),
+    ("S+D", "S"),
+    ("S+C", "S"),
+    ("DCSD joint (S+D+C)", "S+D"),
+    ("DCSD joint (S+D+C)", "S+C"),
+)
 
 
-def select_rows(keys: list[str] | None, static_only: bool) -> tuple[Row, ...]:
+def select_rows(
+    keys: list[str] | None, static_only: bool, without_static: bool = False
+) -> tuple[Row, ...]:
     """The static rows (every check compares with them) and the rows ``keys`` name (all
-    without ``keys``), in table order.
+    without ``keys``), in table order; ``without_static``: the rows ``keys`` name alone.
 
     Raises:
-        SystemExit: a key names no row (the known keys are listed).
+        SystemExit: a key names no row (the known keys are listed), or ``without_static``
+            comes without ``keys``.
     """
     if static_only:
         return STATIC_ROWS
     if keys is None:
+        if without_static:
+            raise SystemExit("--without-static needs --rows: the rows to train")
         return ROWS
     known = {row.key for row in ROWS}
     unknown = sorted(set(keys) - known)
     if unknown:
         raise SystemExit(f"--rows: no row {unknown}; known: {[row.key for row in ROWS]}")
-    return tuple(row for row in ROWS if row in STATIC_ROWS or row.key in keys)
+    return tuple(
+        row for row in ROWS if row.key in keys or (row in STATIC_ROWS and not without_static)
+    )
 
 
 def iterations_per_epoch(datasets, batch) -> int:
@@ -202,7 +218,7 @@ def plan(rows, datasets, args, device, starts, missing_starts):
             for spec, group in row_runs(row, datasets, args, seed):
                 name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
                 names[(row.name, seed)].append(name)
-                result = cached_result(spec, group, args.root)
+                result = cached_result(spec, group, args.root, starts)
                 if result is not None:
                     cached[name] = result["metrics"]
                     continue
@@ -369,6 +385,30 @@ def goal_check(results, domains) -> list[str]:
     return lines
 
 
+def paired_check(results, domains) -> str:
+    """Each comparison of :data:`PAIRS` whose rows both finished, paired by seed: the mean ±
+    std over seeds of the per-seed difference, per domain and over the domains, and each
+    seed's difference over the domains (the rows must share their seeds)."""
+    lines = [
+        f"| difference | {' | '.join(domains)} | mean | per seed |",
+        "|---|" + "---:|" * (len(domains) + 1) + "---|",
+    ]
+    for row, minus in PAIRS:
+        if row not in results or minus not in results:
+            continue
+        pairs = list(zip(results[row], results[minus], strict=True))
+        cells = []
+        for domain in domains:
+            mean, std = mean_std([a[domain]["mAP"] - b[domain]["mAP"] for a, b in pairs])
+            cells.append(f"{mean:+.1f} ± {std:.1f}")
+        per_seed = [statistics.mean(a[d]["mAP"] - b[d]["mAP"] for d in domains) for a, b in pairs]
+        mean, std = mean_std(per_seed)
+        seeds = ", ".join(f"{value:+.1f}" for value in per_seed)
+        cells.append(f"{mean:+.1f} ± {std:.1f}")
+        lines.append(f"| {row} − {minus} | {' | '.join(cells)} | {seeds} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def draw_figure(results, domains, path: Path) -> None:
     import matplotlib
 
@@ -472,6 +512,13 @@ def main() -> None:
         metavar="KEY",
         help=f"these rows and the static ones (default: all): {', '.join(r.key for r in ROWS)}",
     )
+    parser.add_argument(
+        "--without-static",
+        action="store_true",
+        help="train the --rows alone, not the static rows: the report then has their tables "
+        "and paired differences, none of the checks that read the static rows, and nothing is "
+        "appended to --csv (its tables compare with the static rows)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
@@ -481,7 +528,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    rows = select_rows(args.rows, args.static_only)
+    rows = select_rows(args.rows, args.static_only, args.without_static)
     names = {row.name for row in rows}
     args.image_size = (64, 32)
     if args.quick:
@@ -544,12 +591,21 @@ def main() -> None:
         "",
         table(rows, results, domains, "rank1"),
         "",
-        "### Domain conflict of the static model (alone vs joint)",
-        "",
     ]
-    check, found = conflict_check(results, domains)
-    regime, _ = regime_check(results, domains)
-    report += [check, "", f"Conflict present: {'yes' if found else 'no'}", "", regime, ""]
+    with_static = all(row in rows for row in STATIC_ROWS)
+    if with_static:
+        check, found = conflict_check(results, domains)
+        regime, _ = regime_check(results, domains)
+        report += [
+            "### Domain conflict of the static model (alone vs joint)",
+            "",
+            check,
+            "",
+            f"Conflict present: {'yes' if found else 'no'}",
+            "",
+            regime,
+            "",
+        ]
     if len(args.seeds) > 1:
         spreads, small = spread_check(rows, results, domains)
         report += [
@@ -560,7 +616,10 @@ def main() -> None:
             f"Every std <= 2: {'yes' if small else 'no'}",
             "",
         ]
-    if names.issuperset(GOAL_ROWS):
+    paired = paired_check(results, domains)
+    if paired:
+        report += ["### Paired by seed: mAP differences (mean ± std over seeds)", "", paired, ""]
+    if with_static and names.issuperset(GOAL_ROWS):
         report += [
             "### The goal (DCSD joint >= static joint and alone; S <= S+D, S+C <= S+D+C)",
             "",
@@ -575,9 +634,9 @@ def main() -> None:
     if args.results:
         with args.results.open("a") as out:
             out.write("\n" + text + "\n")
-    if args.csv:
+    if args.csv and with_static:
         append_rows(args.csv, csv_rows(rows, results, domains, args))
-    if args.figure and "DCSD joint (S+D+C)" in names:
+    if args.figure and with_static and "DCSD joint (S+D+C)" in names:
         draw_figure(results, domains, args.figure)
         print(f"figure written to {args.figure}")
 

@@ -8,6 +8,7 @@ run is never trained again and an interrupted one starts over cleanly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -137,14 +138,39 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
     return {"id": last["id"], "triplet": last["triplet"]}
 
 
-def run_folder(spec: RunSpec, model: nn.Module, root: Path) -> Path:
-    """Where ``spec``'s run (built as ``model``) lives under ``root``."""
+def start_digest(path: Path) -> str:
+    """The first 8 hex digits of the SHA-256 of a proxy start (a DDF checkpoint file, or a
+    model folder's ``model.safetensors``): a start pretrained again gets a new digest."""
+    file = _start_file(path)
+    stat = file.stat()
+    return _file_digest(file, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _file_digest(file: Path, size: int, mtime_ns: int) -> str:
+    # size and mtime enter the cache key: a file rewritten in place is hashed again.
+    with file.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:8]
+
+
+def run_folder(
+    spec: RunSpec, model: nn.Module, root: Path, starts: dict[str, Path] | None = None
+) -> Path:
+    """Where ``spec``'s run (built as ``model``) lives under ``root``. A run from a proxy start
+    (``spec.init``, a name of ``starts``) lives under the start's digest too, so that runs from
+    two pretrainings of one start (which differ) are never cached or resumed as one.
+
+    Raises:
+        ValueError: ``spec.init`` names no start of ``starts``.
+    """
     key = spec.key()
     if getattr(model, "dynamic", False):
         # A DCSD run also depends on the layer defaults of the installed library (say, its
         # filter_norm), which the spec leaves implicit: they are part of its key.
         layer_config = json.dumps(model.config, sort_keys=True).encode()
         key += "-" + hashlib.sha256(layer_config).hexdigest()[:8]
+    if spec.init:
+        key += "-" + start_digest(_start_path(spec.init, starts or {}))
     return root / key
 
 
@@ -156,12 +182,30 @@ def _read_result(folder: Path) -> dict[str, Any]:
     return result
 
 
-def cached_result(spec: RunSpec, datasets: list[ReIDDataset], root: Path) -> dict | None:
-    """:func:`run`'s result for ``spec`` if it is cached under ``root``, else ``None`` (builds
-    the model on the CPU for the run's key; trains nothing)."""
+def cached_result(
+    spec: RunSpec, datasets: list[ReIDDataset], root: Path, starts: dict[str, Path] | None = None
+) -> dict | None:
+    """:func:`run`'s result for ``spec`` if it is cached under ``root`` from the start that
+    ``starts`` holds now, else ``None``, also when that start is not pretrained yet (builds the
+    model on the CPU for the run's key; trains nothing)."""
+    if spec.init and not _start_file(_start_path(spec.init, starts or {})).is_file():
+        # (a start not pretrained yet, or being pretrained again)
+        return None
     model = build_model(spec, MultiDomainDataset(datasets))
-    folder = run_folder(spec, model, root)
+    folder = run_folder(spec, model, root, starts)
     return _read_result(folder) if (folder / "result.json").is_file() else None
+
+
+def _start_path(init: str, starts: dict[str, Path]) -> Path:
+    start = init.split("@")[0]
+    if start not in starts:
+        raise ValueError(f"unknown start {start!r}; known: {sorted(starts)}")
+    return starts[start]
+
+
+def _start_file(path: Path) -> Path:
+    """The file a start's digest reads: a DDF checkpoint itself, a model folder's weights."""
+    return path if path.is_file() else path / "model.safetensors"
 
 
 def apply_start(model: nn.Module, start: str, starts: dict[str, Path]) -> LoadReport:
@@ -170,9 +214,7 @@ def apply_start(model: nn.Module, start: str, starts: dict[str, Path]) -> LoadRe
     file), a dcsd model folder through :func:`dcsd.models.load_imagenet_backbone` (its stem,
     1x1 convolutions, BatchNorms and downsample; its 3x3 convolutions too if ``model`` is
     static: today's ImageNet path)."""
-    if start not in starts:
-        raise ValueError(f"unknown start {start!r}; known: {sorted(starts)}")
-    path = starts[start]
+    path = _start_path(start, starts)
     if path.is_file():
         return load_ddf_backbone(model, read_ddf_checkpoint(path))
     state = safetensors.torch.load_file(path / "model.safetensors")
@@ -198,7 +240,7 @@ def run(
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
     model = build_model(spec, data)
-    folder = run_folder(spec, model, root)
+    folder = run_folder(spec, model, root, starts)
     result_path = folder / "result.json"
     if result_path.is_file():
         return _read_result(folder)

@@ -14,7 +14,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
-from reid_runs import apply_start, build_model  # noqa: E402
+from reid_runs import (  # noqa: E402
+    RunSpec,
+    apply_start,
+    build_model,
+    cached_result,
+    run_folder,
+)
 
 from dcsd.data import MultiDomainDataset  # noqa: E402
 from dcsd.models import save_model  # noqa: E402
@@ -92,6 +98,17 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert "rows ['S+D+C, spatial branch reads X + D + Cam'] unfinished" in out
     assert "| static joint |" in out and "X + D + Cam |" not in out
     assert "nothing appended" in out and not more.exists()
+    # --without-static: the rows named alone, from the cache; their paired differences, no
+    # check that reads the static rows, nothing appended to the CSV.
+    csv = tmp_path / "rows.csv"
+    out = run(tmp_path, "--rows", "s", "sd", "--without-static", "--csv", csv)
+    table = out.split("### rank-1")[0]
+    assert "| S |" in table and "| S+D |" in table and "| static" not in table
+    assert "| S+D − S |" in out and "Conflict present" not in out and "### The goal" not in out
+    assert not csv.exists()
+    assert {p: p.stat().st_mtime_ns for p in cached if p.exists()} == {
+        p: t for p, t in stamps.items() if p.exists()
+    }
     bad = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--rows", "dcsd_jiont"],
         capture_output=True, text=True, cwd=tmp_path,
@@ -161,3 +178,50 @@ def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
     assert "layer1.0.conv2.weight" in report.loaded
     assert not [key for key in report.fresh if key.startswith(("conv1", "bn1", "layer"))]
     torch.testing.assert_close(conv2.weight, saved.layer1[0].conv2.weight)
+
+
+def test_without_static_selects_the_rows_named_alone():
+    rows = bench.select_rows(["sd", "s"], static_only=False, without_static=True)
+    assert [row.key for row in rows] == ["s", "sd"]  # table order
+    assert bench.STATIC_ROWS[0] in bench.select_rows(["s"], static_only=False)
+    with pytest.raises(SystemExit, match="--without-static needs --rows"):
+        bench.select_rows(None, static_only=False, without_static=True)
+
+
+def test_paired_differences_are_per_seed_then_averaged():
+    def seed(a, b):
+        return {"d0": {"mAP": a}, "d1": {"mAP": b}}
+
+    results = {
+        "S": [seed(40.0, 50.0), seed(42.0, 46.0)],
+        "S+D": [seed(41.0, 53.0), seed(40.0, 46.0)],
+        "static joint": [seed(1.0, 1.0), seed(1.0, 1.0)],
+    }
+    text = bench.paired_check(results, ["d0", "d1"])
+    # S+D - S: d0 +1, -2 (mean -0.5, std 2.1); d1 +3, 0 (+1.5, 2.1); seeds +2.0, -1.0.
+    assert "| S+D − S | -0.5 ± 2.1 | +1.5 ± 2.1 | +0.5 ± 2.1 | +2.0, -1.0 |" in text
+    assert "static joint" not in text  # no DCSD joint row to pair it with
+    assert bench.paired_check({"S": results["S"]}, ["d0", "d1"]) == ""
+
+
+def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
+    """Runs from a proxy start are cached under the start's digest: a start pretrained again
+    (other weights) neither reads nor resumes the runs of the one before."""
+    datasets, _ = bench.make_datasets(_sizes_args("test"))
+    spec = RunSpec(model="resnet50_reid", domains=("synth0",), init="proxy_static@k")
+    starts = {"proxy_static": tmp_path / "start"}
+    assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None  # no start yet
+    model = build_model(spec, MultiDomainDataset(datasets[:1]))
+    save_model(model, starts["proxy_static"])
+    folder = run_folder(spec, model, tmp_path / "runs", starts)
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text('{"metrics": {"synth0": {"mAP": 1.0, "rank1": 2.0}}}')
+    cached = cached_result(spec, datasets[:1], tmp_path / "runs", starts)
+    assert cached["metrics"] == {"synth0": {"mAP": 1.0, "rank1": 2.0}}
+    with torch.no_grad():
+        model.bn1.weight.add_(1.0)
+    save_model(model, starts["proxy_static"])  # pretrained again: other weights
+    assert run_folder(spec, model, tmp_path / "runs", starts) != folder
+    assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None
+    with pytest.raises(ValueError, match="unknown start 'proxy_static'"):
+        run_folder(spec, model, tmp_path / "runs", {})
