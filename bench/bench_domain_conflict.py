@@ -110,6 +110,14 @@ ROWS = (
     Row("sc", "S+C", "V", DCSD, {**DDF, "factors": ("sample", "camera")}),
     Row("no_stop_gradient", "S+D+C, no stop gradient", "VI", DCSD, {**DDF, "stop_gradient": False}),
     Row(
+        "dcsd_joint_info_detached",
+        "S+D+C, domain/camera losses kept off the backbone",
+        "VI",
+        DCSD,
+        DDF,
+        tweaks=("information_detached",),
+    ),
+    Row(
         "spatial_dc",
         "S+D+C, spatial branch reads X + D + Cam",
         "III",
@@ -119,7 +127,7 @@ ROWS = (
 )
 STATIC_ROWS = ROWS[:2]
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
-# The goal's comparisons, as (row, minus row): each is reported paired by seed.
+# The goal's comparisons and the studies', as (row, minus row): each is reported paired by seed.
 PAIRS = (
     ("DCSD joint (S+D+C)", "static joint"),
     ("DCSD joint (S+D+C)", "static alone"),
@@ -127,6 +135,8 @@ PAIRS = (
     ("S+C", "S"),
     ("DCSD joint (S+D+C)", "S+D"),
     ("DCSD joint (S+D+C)", "S+C"),
+    ("S+D+C, domain/camera losses kept off the backbone", "DCSD joint (S+D+C)"),
+    ("S+D+C, domain/camera losses kept off the backbone", "S"),
 )
 
 

@@ -59,6 +59,7 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         "DCSD joint, static start",
         "DCSD alone, scratch",
         "spatial branch reads X + D + Cam",
+        "S+D+C, domain/camera losses kept off the backbone",
     ):
         assert row in out
     assert "| synth0 | synth1 | synth2 | mean |" in out
@@ -71,9 +72,9 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
     assert figure.stat().st_size > 5000
     assert results.read_text().count("## Domain conflict in miniature") == 1
-    # 10 joint rows + 4 per-domain rows of 3 domains, one seed: 22 cached runs.
+    # 11 joint rows + 4 per-domain rows of 3 domains, one seed: 23 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
-    assert len(cached) == 22
+    assert len(cached) == 23
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
@@ -225,3 +226,28 @@ def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
     assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None
     with pytest.raises(ValueError, match="unknown start 'proxy_static'"):
         run_folder(spec, model, tmp_path / "runs", {})
+
+
+def test_information_detached_keeps_the_domain_and_camera_losses_off_the_backbone(tmp_path):
+    """The ``information_detached`` tweak: the domain and camera classifiers' losses train the
+    MLPs and leave every backbone weight without a gradient (without it, they reach conv1)."""
+    datasets, _ = bench.make_datasets(_sizes_args("test"))
+    data = MultiDomainDataset(datasets)
+    images = torch.randn(4, 3, 64, 32)
+
+    def gradients(tweaks):
+        torch.manual_seed(0)
+        spec = RunSpec(model="resnet50_dcsd", model_kwargs={"filter_norm": "ddf"}, tweaks=tweaks)
+        model = build_model(spec, data).train()
+        out = model(images)
+        sum(logits.square().sum() for logits in (*out.domain_logits, *out.camera_logits)).backward()
+        mlp = model.layer1[0].conv2.camera_mlp
+        return model.conv1.weight.grad, mlp[0].weight.grad
+
+    backbone, mlp = gradients(())
+    assert backbone is not None and backbone.abs().sum() > 0 and mlp.abs().sum() > 0
+    backbone, detached_mlp = gradients(("information_detached",))
+    assert backbone is None
+    torch.testing.assert_close(detached_mlp, mlp)  # the MLPs learn as before
+    with pytest.raises(ValueError, match="information_detached needs DCSD layers"):
+        build_model(RunSpec(model="resnet50_reid", tweaks=("information_detached",)), data)
