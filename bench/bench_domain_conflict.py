@@ -137,6 +137,7 @@ PAIRS = (
     ("DCSD joint (S+D+C)", "S+C"),
     ("S+D+C, domain/camera losses kept off the backbone", "DCSD joint (S+D+C)"),
     ("S+D+C, domain/camera losses kept off the backbone", "S"),
+    ("S+D+C, domain/camera losses kept off the backbone", "static joint"),
 )
 
 
