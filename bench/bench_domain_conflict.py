@@ -127,17 +127,18 @@ ROWS = (
 )
 STATIC_ROWS = ROWS[:2]
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
-# The goal's comparisons and the studies', as (row, minus row): each is reported paired by seed.
+# The goal's comparisons and the studies', as (row key, minus row key): each is reported
+# paired by seed.
 PAIRS = (
-    ("DCSD joint (S+D+C)", "static joint"),
-    ("DCSD joint (S+D+C)", "static alone"),
-    ("S+D", "S"),
-    ("S+C", "S"),
-    ("DCSD joint (S+D+C)", "S+D"),
-    ("DCSD joint (S+D+C)", "S+C"),
-    ("S+D+C, domain/camera losses kept off the backbone", "DCSD joint (S+D+C)"),
-    ("S+D+C, domain/camera losses kept off the backbone", "S"),
-    ("S+D+C, domain/camera losses kept off the backbone", "static joint"),
+    ("dcsd_joint", "static_joint"),
+    ("dcsd_joint", "static_alone"),
+    ("sd", "s"),
+    ("sc", "s"),
+    ("dcsd_joint", "sd"),
+    ("dcsd_joint", "sc"),
+    ("dcsd_joint_info_detached", "dcsd_joint"),
+    ("dcsd_joint_info_detached", "s"),
+    ("dcsd_joint_info_detached", "static_joint"),
 )
 
 
@@ -404,7 +405,8 @@ def paired_check(results, domains) -> str:
         f"| difference | {' | '.join(domains)} | mean | per seed |",
         "|---|" + "---:|" * (len(domains) + 1) + "---|",
     ]
-    for row, minus in PAIRS:
+    names = {row.key: row.name for row in ROWS}
+    for row, minus in ((names[a], names[b]) for a, b in PAIRS):
         if row not in results or minus not in results:
             continue
         pairs = list(zip(results[row], results[minus], strict=True))

@@ -228,7 +228,7 @@ def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
         run_folder(spec, model, tmp_path / "runs", {})
 
 
-def test_information_detached_keeps_the_domain_and_camera_losses_off_the_backbone(tmp_path):
+def test_information_detached_keeps_the_domain_and_camera_losses_off_the_backbone():
     """The ``information_detached`` tweak: the domain and camera classifiers' losses train the
     MLPs and leave every backbone weight without a gradient (without it, they reach conv1)."""
     datasets, _ = bench.make_datasets(_sizes_args("test"))
