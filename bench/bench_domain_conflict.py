@@ -110,12 +110,11 @@ ROWS = (
     Row("sc", "S+C", "V", DCSD, {**DDF, "factors": ("sample", "camera")}),
     Row("no_stop_gradient", "S+D+C, no stop gradient", "VI", DCSD, {**DDF, "stop_gradient": False}),
     Row(
-        "dcsd_joint_info_detached",
-        "S+D+C, domain/camera losses kept off the backbone",
+        "dcsd_joint_info_attached",
+        "S+D+C, domain/camera losses reach the backbone",
         "VI",
         DCSD,
-        DDF,
-        tweaks=("information_detached",),
+        {**DDF, "detach_information_input": False},
     ),
     Row(
         "spatial_dc",
@@ -136,9 +135,7 @@ PAIRS = (
     ("sc", "s"),
     ("dcsd_joint", "sd"),
     ("dcsd_joint", "sc"),
-    ("dcsd_joint_info_detached", "dcsd_joint"),
-    ("dcsd_joint_info_detached", "s"),
-    ("dcsd_joint_info_detached", "static_joint"),
+    ("dcsd_joint", "dcsd_joint_info_attached"),
 )
 
 

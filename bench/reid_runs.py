@@ -36,11 +36,9 @@ from dcsd.losses import DCSDLoss
 from dcsd.models import LoadReport, load_ddf_backbone, load_imagenet_backbone, read_ddf_checkpoint
 from dcsd.models.resnet import Bottleneck
 
-# Knobs of a run that are not model-builder arguments: the depthwise control, initialisations
-# and parameter freezes applied to a built model; "information_detached": every DCSD layer's
-# domain and camera MLPs read GAP(X) detached, so their classifiers' losses train the MLPs and
-# never reach the backbone (a study of where the supervision's cost enters).
-TWEAKS = ("depthwise", "ddf_init", "information_detached")
+# Knobs of a run that are not model-builder arguments: the depthwise control and
+# initialisations applied to a built model.
+TWEAKS = ("depthwise", "ddf_init")
 
 
 @dataclass(frozen=True)
@@ -127,28 +125,7 @@ def build_model(spec: RunSpec, data: MultiDomainDataset) -> nn.Module:
         raise ValueError("the depthwise control needs the static resnet50_reid")
     if "ddf_init" in spec.tweaks:
         ddf_init(model)
-    if "information_detached" in spec.tweaks and detach_information_inputs(model) == 0:
-        raise ValueError("information_detached needs DCSD layers with a domain or camera factor")
     return model
-
-
-def _detached_input(module: nn.Module, args: tuple) -> tuple:
-    return tuple(arg.detach() for arg in args)
-
-
-def detach_information_inputs(model: nn.Module) -> int:
-    """Make every DCSD layer's domain and camera MLP read its input detached (a forward
-    pre-hook); returns how many MLPs were changed."""
-    mlps = [
-        mlp
-        for layer in model.modules()
-        if isinstance(layer, dcsd.DCSDConv)
-        for mlp in (layer.domain_mlp, layer.camera_mlp)
-        if mlp is not None
-    ]
-    for mlp in mlps:
-        mlp.register_forward_pre_hook(_detached_input)
-    return len(mlps)
 
 
 def last_train_loss(out_dir: Path) -> dict[str, float] | None:

@@ -5,12 +5,16 @@ has finished, while the tasks after it that need nothing waiting fill the free w
 starts after the deadline, and the tasks still running then are stopped: a benchmark whose runs
 are cached and resume from their last checkpoint continues them at its next call. This is what
 a short lease of a GPU needs (many small trainings on one device, a fixed time), and what lets
-a long benchmark on the CPU end at a chosen time.
+a long benchmark on the CPU end at a chosen time. A SIGTERM to the calling process (``kill``,
+a job scheduler's stop) stops the running tasks too, as the deadline does, before it ends.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,6 +39,13 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Raised in the main thread, so that run_tasks' ``finally`` stops the workers: left alone,
+    # SIGTERM ends the caller at once and its workers train on, orphaned.
+    print("run_queue: SIGTERM: stopping the running tasks", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def run_tasks(
     tasks: Sequence[Task],
     jobs: int,
@@ -45,7 +56,8 @@ def run_tasks(
     """Run ``tasks`` in their order, ``jobs`` at a time in spawned processes of ``threads``
     torch threads each (``None``: leave torch alone), a task once the one it ``needs`` has
     finished; call ``on_done(task, result)`` as each finishes. After ``deadline_s`` seconds
-    from the call, no task starts and the running ones are stopped.
+    from the call, no task starts and the running ones are stopped. Called from the main
+    thread, a SIGTERM stops the running tasks and raises ``SystemExit(143)``.
 
     Returns ``{name: result}`` of the tasks that finished (all of them without a deadline).
 
@@ -65,6 +77,8 @@ def run_tasks(
     finished: dict[str, Any] = {}
     running: dict[Future, Task] = {}
     context = multiprocessing.get_context("spawn")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     pool = ProcessPoolExecutor(
         jobs,
         mp_context=context,
@@ -99,4 +113,6 @@ def run_tasks(
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     return finished

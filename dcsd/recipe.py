@@ -114,8 +114,11 @@ class ModelConfig:
         architecture: a registered model (``dcsd.list_models()``).
         head: the head after the backbone: BoT's BNNeck or AGW's (non-local blocks and GeM).
         factors: the DCSD filter factors (paper Table V ablations); DCSD models only.
-        stop_gradient: stop the gradient from the domain / camera classifiers into the
-            backbone (paper Table VI ablation); DCSD models only.
+        stop_gradient: the filter generators read the domain and camera information D and
+            Cam detached, so the generators' gradient never trains the domain / camera MLPs
+            (paper Table VI ablation); DCSD models only.
+        detach_information_input: the domain / camera MLPs read their input detached, so the
+            domain and camera classifiers' losses never train the backbone; DCSD models only.
         pretrained: the start: ``"imagenet"`` (torchvision's ResNet50 backbone), ``"none"``,
             weights of the zoo (``dcsd.list_pretrained()``) or a local model folder.
         init_ddf: start ResNet50-DCSD from DDF's ImageNet weights instead: DDF's
@@ -136,6 +139,7 @@ class ModelConfig:
     head: str = field(default=HEADS[0], metadata={"choices": lambda: HEADS})
     factors: tuple[str, ...] = field(default=FACTORS, metadata={"choices": lambda: FACTORS})
     stop_gradient: bool = True
+    detach_information_input: bool = True
     pretrained: str = "none"
     init_ddf: str | None = None
     init: str | None = None

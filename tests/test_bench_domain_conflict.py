@@ -226,28 +226,3 @@ def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
     assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None
     with pytest.raises(ValueError, match="unknown start 'proxy_static'"):
         run_folder(spec, model, tmp_path / "runs", {})
-
-
-def test_information_detached_keeps_the_domain_and_camera_losses_off_the_backbone():
-    """The ``information_detached`` tweak: the domain and camera classifiers' losses train the
-    MLPs and leave every backbone weight without a gradient (without it, they reach conv1)."""
-    datasets, _ = bench.make_datasets(_sizes_args("test"))
-    data = MultiDomainDataset(datasets)
-    images = torch.randn(4, 3, 64, 32)
-
-    def gradients(tweaks):
-        torch.manual_seed(0)
-        spec = RunSpec(model="resnet50_dcsd", model_kwargs={"filter_norm": "ddf"}, tweaks=tweaks)
-        model = build_model(spec, data).train()
-        out = model(images)
-        sum(logits.square().sum() for logits in (*out.domain_logits, *out.camera_logits)).backward()
-        mlp = model.layer1[0].conv2.camera_mlp
-        return model.conv1.weight.grad, mlp[0].weight.grad
-
-    backbone, mlp = gradients(())
-    assert backbone is not None and backbone.abs().sum() > 0 and mlp.abs().sum() > 0
-    backbone, detached_mlp = gradients(("information_detached",))
-    assert backbone is None
-    torch.testing.assert_close(detached_mlp, mlp)  # the MLPs learn as before
-    with pytest.raises(ValueError, match="information_detached needs DCSD layers"):
-        build_model(RunSpec(model="resnet50_reid", tweaks=("information_detached",)), data)

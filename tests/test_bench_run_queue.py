@@ -40,6 +40,52 @@ def test_the_deadline_stops_running_tasks_and_starts_no_more():
     assert time.monotonic() - began < 60  # the sleeping worker was stopped, not waited for
 
 
+_STOPPED_BY_SIGTERM = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+from run_queue import Task, run_tasks
+run_tasks(
+    [Task("long", time.sleep, (300,)), Task("mark", Path({mark!r}).touch)], jobs=2, threads=None
+)
+"""
+
+
+def _children(pid: int) -> set[int]:
+    listing = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(line) for line in listing.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended
+
+
+def test_sigterm_stops_the_workers_with_the_caller(tmp_path):
+    """A benchmark killed with SIGTERM takes its workers with it: none trains on, orphaned."""
+    mark = tmp_path / "workers started"
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    script = _STOPPED_BY_SIGTERM.format(bench=bench, mark=str(mark))
+    caller = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mark.exists(), "the workers never started"
+    workers = _children(caller.pid)
+    assert workers and all(_alive(pid) for pid in workers)
+    caller.terminate()
+    _, stderr = caller.communicate(timeout=60)
+    assert caller.returncode == 143, stderr
+    assert "SIGTERM: stopping the running tasks" in stderr
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
 def test_workers_run_with_the_threads_asked_for():
     import torch
 

@@ -199,7 +199,11 @@ def build_model(
     }
     dynamic = recipe.is_dynamic()
     if dynamic:
-        model_kwargs |= {"factors": recipe.factors, "stop_gradient": recipe.stop_gradient}
+        model_kwargs |= {
+            "factors": recipe.factors,
+            "stop_gradient": recipe.stop_gradient,
+            "detach_information_input": recipe.detach_information_input,
+        }
     if recipe.init_ddf is not None:
         if not dynamic:
             raise SystemExit(f"--init-ddf starts a DCSD model, not {recipe.architecture}")

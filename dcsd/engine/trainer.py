@@ -56,6 +56,7 @@ _MODEL_FLAGS = {
     "head": "--head",
     "factors": "--factors",
     "stop_gradient": "--no-stop-gradient",
+    "detach_information_input": "--no-detach-information-input",
     "num_classes": "the identity count: --datasets, --synthetic-scale, --combineall",
     "num_domains": "--datasets",
     "num_cameras": "--datasets",

@@ -141,7 +141,8 @@ class ReIDResNet(
             Only an initialisation (not stored in ``config``; pretrained weights replace it);
             it makes training from scratch far faster. Off by default, as in torchvision.
         **dcsd_options: options of every :class:`DCSDConv` (``factors``, ``stop_gradient``,
-            ``filter_norm``, stored in ``config``; ``backend``, a runtime choice that is not),
+            ``detach_information_input``, ``filter_norm``, ``spatial_information``, stored in
+            ``config``; ``backend``, a runtime choice that is not),
             with :class:`DCSDConv`'s defaults; refused by the static model.
     """
 
@@ -229,6 +230,12 @@ class ReIDResNet(
         return self._first_dcsd_layer.stop_gradient if self.dynamic else None
 
     @property
+    def detach_information_input(self) -> bool | None:
+        """Whether the domain and camera MLPs read GAP(X) detached, keeping their classifiers'
+        losses off the backbone (None for the static model)."""
+        return self._first_dcsd_layer.detach_information_input if self.dynamic else None
+
+    @property
     def filter_norm(self) -> str | None:
         """The DCSD filter normalisation (None for the static model)."""
         return self._first_dcsd_layer.filter_norm if self.dynamic else None
@@ -282,6 +289,7 @@ class ReIDResNet(
             config |= {
                 "factors": list(self.factors),
                 "stop_gradient": self.stop_gradient,
+                "detach_information_input": self.detach_information_input,
                 "filter_norm": self.filter_norm,
                 "spatial_information": self.spatial_information,
             }
@@ -542,8 +550,8 @@ def resnet50_dcsd(pretrained: bool = False, **kwargs: Any) -> ReIDResNet:
         pretrained: load the default weights of the zoo, ``resnet50_dcsd.joint5``.
         **kwargs: :class:`ReIDResNet` options (``num_classes``, ``num_domains``,
             ``num_cameras``, ``last_stride``, ``head``, ``zero_init_residual``) and the DCSD
-            layer options (``factors``, ``stop_gradient``, ``filter_norm``,
-            ``spatial_information``, ``backend``).
+            layer options (``factors``, ``stop_gradient``, ``detach_information_input``,
+            ``filter_norm``, ``spatial_information``, ``backend``).
     """
     return create_reid_resnet("resnet50_dcsd", pretrained, dynamic=True, **kwargs)
 
@@ -598,6 +606,7 @@ register_weights(
 _DCSD_OPTIONS = (
     "factors",
     "stop_gradient",
+    "detach_information_input",
     "filter_norm",
     "spatial_information",
     "backend",

@@ -5,7 +5,9 @@ For an input X (N, C, H, W):
 
 - domain MLP and camera MLP (C -> C/4 -> C on GAP(X)) predict the domain information D and the
   camera information Cam (N, C); a linear classifier on each gives the per-layer domain and
-  camera logits, supervised by the domain ID and the global camera ID;
+  camera logits, supervised by the domain ID and the global camera ID. By default the MLPs read
+  GAP(X) detached, so those classifiers' losses train the MLPs and classifiers but never the
+  backbone (``detach_information_input``);
 - the channel branch turns z = GAP(X) + D + Cam (D and Cam detached by default) into one K x K
   filter per channel (N, C, K*K) with two FC layers (C -> C*r -> C*K*K, r = 0.2 as DDF);
 - the spatial branch turns X into one K x K filter per output position (N, K*K, Ho, Wo) with a
@@ -174,6 +176,13 @@ class DCSDConv(nn.Module):
             MLP, no classifier and no logits.
         stop_gradient: feed ``D.detach()`` and ``Cam.detach()`` to the channel branch, so the
             domain and camera MLPs learn only from their classifiers (paper Table VI).
+        detach_information_input: the domain and camera MLPs read ``GAP(X).detach()``, so the
+            domain and camera classifiers' losses train the MLPs and classifiers and never
+            reach the backbone; ``False`` lets them train the backbone too (a multi-task
+            reading of the paper, which does not say). The forward is the same either way.
+            Default ``True``, chosen on held-out training identities: letting the camera loss
+            reach the backbone trains its features to tell cameras apart, which costs
+            cross-camera retrieval (docs, research).
         dilation: dilation of the dynamic filter.
         channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
         mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.
@@ -209,6 +218,7 @@ class DCSDConv(nn.Module):
         num_cameras: int | None = None,
         factors: Iterable[str] = FACTORS,
         stop_gradient: bool = True,
+        detach_information_input: bool = True,
         dilation: int = 1,
         channel_ratio: float = 0.2,
         mlp_ratio: float = 0.25,
@@ -229,6 +239,7 @@ class DCSDConv(nn.Module):
                 raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
         check_backend(backend)
         check_bool("stop_gradient", stop_gradient)
+        check_bool("detach_information_input", detach_information_input)
         check_bool("spatial_information", spatial_information)
         if spatial_information and self.factors == ("sample",):
             raise ValueError(
@@ -248,6 +259,7 @@ class DCSDConv(nn.Module):
         self.dilation = dilation
         self.padding = dilation * (kernel_size - 1) // 2
         self.stop_gradient = stop_gradient
+        self.detach_information_input = detach_information_input
         self.spatial_information = spatial_information
         self.backend = backend
         self.filter_norm = filter_norm
@@ -383,6 +395,7 @@ class DCSDConv(nn.Module):
             backend=self.backend,
         )
         information: torch.Tensor | None = None
+        information_input = pooled.detach() if self.detach_information_input else pooled
         logits: dict[str, torch.Tensor | None] = {"domain": None, "camera": None}
         for name, mlp, classifier in (
             ("domain", self.domain_mlp, self.domain_classifier),
@@ -390,7 +403,7 @@ class DCSDConv(nn.Module):
         ):
             if mlp is None:
                 continue
-            predicted = mlp(pooled)
+            predicted = mlp(information_input)
             if with_logits:
                 logits[name] = classifier(predicted)
             predicted = predicted.detach() if self.stop_gradient else predicted
@@ -438,6 +451,7 @@ class DCSDConv(nn.Module):
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"factors={self.factors}, stop_gradient={self.stop_gradient}, "
+            f"detach_information_input={self.detach_information_input}, "
             f"filter_norm={self.filter_norm!r}, spatial_information={self.spatial_information}, "
             f"backend={self.backend!r}"
         )

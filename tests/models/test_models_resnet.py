@@ -120,6 +120,24 @@ def test_stop_gradient_switch_reaches_every_layer():
     assert model.layer3[0].conv2.domain_mlp[0].weight.grad.abs().sum() > 0
 
 
+def test_domain_and_camera_losses_reach_the_backbone_only_when_attached():
+    """By default the DCSD classifiers' losses train their MLPs and leave every backbone weight
+    without a gradient; ``detach_information_input=False`` sends them into the backbone."""
+    for detach in (True, False):
+        torch.manual_seed(0)
+        model = dcsd.resnet50_dcsd(num_classes=NUM_CLASSES, detach_information_input=detach)
+        assert model.config["detach_information_input"] is detach
+        output = model(images())
+        sum(
+            logits.square().sum() for logits in (*output.domain_logits, *output.camera_logits)
+        ).backward()
+        assert model.layer4[2].conv2.camera_mlp[0].weight.grad.abs().sum() > 0
+        if detach:
+            assert model.conv1.weight.grad is None and model.layer1[0].conv1.weight.grad is None
+        else:
+            assert model.conv1.weight.grad.abs().sum() > 0
+
+
 def test_no_classifier_refuses_training_forward():
     model = dcsd.resnet50_dcsd()
     assert model.num_classes == 0 and model.head.classifier is None
@@ -218,6 +236,7 @@ def test_zoo():
         "head": "agw",
         "factors": ["sample", "domain", "camera"],
         "stop_gradient": True,
+        "detach_information_input": True,
         "filter_norm": "ddf",
         "spatial_information": False,
     }

@@ -166,6 +166,29 @@ def test_stop_gradient_does_not_change_the_forward():
     torch.testing.assert_close(on(x), off(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("factor", ["domain", "camera"])
+def test_detach_information_input_keeps_the_classifier_losses_off_the_input(factor):
+    """Detached (the default), a classifier's loss trains its MLP exactly as attached and gives
+    the layer's input no gradient; attached, it reaches the input. The forward is the same."""
+    detached = make_layer()
+    attached = make_layer(detach_information_input=False)
+    attached.load_state_dict(detached.state_dict())
+    assert detached.detach_information_input and not attached.detach_information_input
+    gradients = {}
+    for name, layer in (("detached", detached), ("attached", attached)):
+        x = make_input().requires_grad_(True)
+        result = layer.forward_with_logits(x)
+        getattr(result, f"{factor}_logits").square().sum().backward()
+        mlp = getattr(layer, f"{factor}_mlp")
+        gradients[name] = (x.grad, [p.grad for p in mlp.parameters()], result.output)
+    assert gradients["detached"][0] is None
+    assert gradients["attached"][0].abs().sum() > 0
+    for detached_grad, attached_grad in zip(*(gradients[n][1] for n in gradients), strict=True):
+        assert detached_grad.abs().sum() > 0
+        torch.testing.assert_close(detached_grad, attached_grad, rtol=0, atol=0)
+    torch.testing.assert_close(gradients["detached"][2], gradients["attached"][2], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "factors",
     [("sample",), ("sample", "domain"), ("sample", "camera"), ("sample", "domain", "camera")],
@@ -313,6 +336,7 @@ def test_set_op_backend_counts_layers_and_checks_the_name():
         (dict(backend=1), TypeError, "backend must be a str"),
         (dict(op_backend="reference"), TypeError, "unexpected keyword argument 'op_backend'"),
         (dict(channel_ratio=0), ValueError, "channel_ratio"),
+        (dict(detach_information_input=1), TypeError, "detach_information_input must be a bool"),
     ],
 )
 def test_invalid_arguments(kwargs, error, match):
