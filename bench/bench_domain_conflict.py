@@ -15,7 +15,8 @@ proxy-pretrained starts
   loaded through ``load_ddf_backbone``: the paper's likely start), the proxy static network with
   fresh generators (``pretrained="imagenet"``'s path) and from scratch;
 - Table V: DCSD joint from the DDF start with the factors S, S+D, S+C, S+D+C;
-- Table VI: S+D+C without the stop gradient;
+- Table VI: S+D+C without the stop gradient, and S+D+C with the domain and camera classifiers'
+  losses reaching the backbone (``detach_information_input=False``);
 - the spatial branch reading X + D + Cam (the paper's literal text), joint, DDF start.
 
 It prints per-domain mAP / rank-1 as mean ± std over seeds, checks the learning regime (static
@@ -135,6 +136,7 @@ PAIRS = (
     ("sc", "s"),
     ("dcsd_joint", "sd"),
     ("dcsd_joint", "sc"),
+    ("dcsd_joint", "s"),
     ("dcsd_joint", "dcsd_joint_info_attached"),
 )
 

@@ -68,6 +68,12 @@ class RunSpec:
         for name, default in _LATER_FIELDS.items():
             if fields[name] == default:
                 del fields[name]
+        # A later layer option set to its earlier value builds the model of the earlier runs.
+        fields["model_kwargs"] = {
+            name: value
+            for name, value in fields["model_kwargs"].items()
+            if not (name in _LATER_LAYER_OPTIONS and value == _LATER_LAYER_OPTIONS[name])
+        }
         text = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -153,6 +159,26 @@ def _file_digest(file: Path, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()[:8]
 
 
+# Layer options added after DCSD runs were first cached, with the value every earlier run had
+# (as _LATER_FIELDS for the spec): at that value, or where the option changes nothing, they stay
+# out of a run's key, so the earlier runs stay valid.
+_LATER_LAYER_OPTIONS: dict[str, Any] = {"detach_information_input": False}
+
+
+def _keyed_layer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A DCSD model's ``config`` as it enters its runs' keys: without the later layer options
+    at their earlier value, and without ``detach_information_input`` for a layer with no
+    domain or camera MLP (whose input it detaches)."""
+    informed = bool({"domain", "camera"} & set(config.get("factors", ())))
+    return {
+        name: value
+        for name, value in config.items()
+        if not (
+            name in _LATER_LAYER_OPTIONS and (value == _LATER_LAYER_OPTIONS[name] or not informed)
+        )
+    }
+
+
 def run_folder(
     spec: RunSpec, model: nn.Module, root: Path, starts: dict[str, Path] | None = None
 ) -> Path:
@@ -167,7 +193,7 @@ def run_folder(
     if getattr(model, "dynamic", False):
         # A DCSD run also depends on the layer defaults of the installed library (say, its
         # filter_norm), which the spec leaves implicit: they are part of its key.
-        layer_config = json.dumps(model.config, sort_keys=True).encode()
+        layer_config = json.dumps(_keyed_layer_config(model.config), sort_keys=True).encode()
         key += "-" + hashlib.sha256(layer_config).hexdigest()[:8]
     if spec.init:
         key += "-" + start_digest(_start_path(spec.init, starts or {}))

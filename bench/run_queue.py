@@ -65,6 +65,7 @@ def run_tasks(
         ValueError: two tasks share a name, a task needs one that is not among them, or
             tasks wait on each other.
         Exception: a task's own error (the other running tasks are stopped first).
+        SystemExit: a SIGTERM came (status 143; the running tasks are stopped first).
     """
     names = [task.name for task in tasks]
     if len(set(names)) != len(names):
@@ -77,15 +78,19 @@ def run_tasks(
     finished: dict[str, Any] = {}
     running: dict[Future, Task] = {}
     context = multiprocessing.get_context("spawn")
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     pool = ProcessPoolExecutor(
         jobs,
         mp_context=context,
         initializer=None if threads is None else _limit_threads,
         initargs=() if threads is None else (threads,),
     )
+    # Only the main thread may set a signal handler; the one it replaces comes back at the end
+    # (None: one set from C, which Python cannot put back).
+    handles_sigterm = threading.current_thread() is threading.main_thread()
+    previous_handler = None
     try:
+        if handles_sigterm:
+            previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         while queue or running:
             late = deadline_s is not None and time.monotonic() - start >= deadline_s
             if late:
@@ -113,6 +118,6 @@ def run_tasks(
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
-        if main_thread:
+        if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     return finished

@@ -117,8 +117,10 @@ class ModelConfig:
         stop_gradient: the filter generators read the domain and camera information D and
             Cam detached, so the generators' gradient never trains the domain / camera MLPs
             (paper Table VI ablation); DCSD models only.
-        detach_information_input: the domain / camera MLPs read their input detached, so the
-            domain and camera classifiers' losses never train the backbone; DCSD models only.
+        detach_information_input: the domain / camera MLPs read their input detached, so
+            nothing that trains them (the domain and camera classifiers' losses; without
+            ``stop_gradient``, the filters' gradient) flows on into the backbone; DCSD models
+            only.
         pretrained: the start: ``"imagenet"`` (torchvision's ResNet50 backbone), ``"none"``,
             weights of the zoo (``dcsd.list_pretrained()``) or a local model folder.
         init_ddf: start ResNet50-DCSD from DDF's ImageNet weights instead: DDF's

@@ -3,6 +3,8 @@ a deadline. Standard-library callables stand in for trainings (spawned workers i
 
 import math
 import operator
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,20 +72,28 @@ def test_sigterm_stops_the_workers_with_the_caller(tmp_path):
     bench = str(Path(__file__).resolve().parents[1] / "bench")
     script = _STOPPED_BY_SIGTERM.format(bench=bench, mark=str(mark))
     caller = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert mark.exists(), "the workers never started"
-    workers = _children(caller.pid)
-    assert workers and all(_alive(pid) for pid in workers)
-    caller.terminate()
-    _, stderr = caller.communicate(timeout=60)
-    assert caller.returncode == 143, stderr
-    assert "SIGTERM: stopping the running tasks" in stderr
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+    # The caller's children: its two workers and multiprocessing's resource tracker.
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert mark.exists(), "the workers never started"
+        children = _children(caller.pid)
+        assert len(children) >= 2 and all(_alive(pid) for pid in children)
+        caller.terminate()
+        _, stderr = caller.communicate(timeout=60)
+        assert caller.returncode == 143, stderr
+        assert "SIGTERM: stopping the running tasks" in stderr
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in children)
+    finally:  # leave no sleeping process behind, whatever failed
+        for pid in (caller.pid, *children):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        caller.wait(timeout=60)
 
 
 def test_workers_run_with_the_threads_asked_for():

@@ -161,6 +161,35 @@ def test_every_recipe_key_has_its_flag_with_the_sources_choices():
         train_args("--amp", "fp8")
 
 
+def test_the_dcsd_layer_flags_reach_the_built_model(tmp_path):
+    """``--no-stop-gradient`` and ``--no-detach-information-input`` build every DCSD layer with
+    them off; without the flags the layers keep the defaults (both on)."""
+    import torch
+
+    from dcsd.cli.train import build_model
+    from dcsd.data import MultiDomainDataset, make_synthetic_domains
+    from dcsd.engine.distributed import DistributedContext
+
+    data = MultiDomainDataset(
+        make_synthetic_domains(
+            tmp_path, num_domains=2, train_ids_per_domain=2, test_ids_per_domain=2
+        )
+    )
+    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    for flags, expected in (
+        ((), True),
+        (("--no-stop-gradient", "--no-detach-information-input"), False),
+    ):
+        config, _ = resolve_recipe(
+            train_args("--out", tmp_path / "run", "--model", "resnet50_dcsd", *flags)
+        )
+        with torch.device("meta"):
+            model = build_model(config, data, context)
+        assert model.stop_gradient is expected
+        assert model.detach_information_input is expected
+        assert model.layer4[2].conv2.detach_information_input is expected
+
+
 def test_whether_a_model_takes_dcsd_options_is_asked_of_the_model(monkeypatch):
     """A registered DCSD variant whose name does not say "dcsd" still gets the DCSD options,
     and a static one does not: the answer is the built model's, not the name's."""

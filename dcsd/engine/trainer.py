@@ -531,9 +531,14 @@ class Trainer:
             for key in sorted(saved_model.keys() | model.keys()):
                 if not _same_setting(saved_model.get(key), model.get(key)):
                     flag = _MODEL_FLAGS.get(key)
+                    in_checkpoint = (
+                        repr(saved_model[key])
+                        if key in saved_model
+                        else "none (saved before this setting existed)"
+                    )
                     refused.append(
-                        f"{key}{f' ({flag})' if flag else ''}: checkpoint "
-                        f"{saved_model.get(key)!r}, this run {model.get(key)!r}"
+                        f"{key}{f' ({flag})' if flag else ''}: checkpoint {in_checkpoint}, "
+                        f"this run {model.get(key)!r}"
                     )
         if "datasets" in saved and "datasets" in current:
             if not _same_setting(saved["datasets"], current["datasets"]):

@@ -176,13 +176,14 @@ class DCSDConv(nn.Module):
             MLP, no classifier and no logits.
         stop_gradient: feed ``D.detach()`` and ``Cam.detach()`` to the channel branch, so the
             domain and camera MLPs learn only from their classifiers (paper Table VI).
-        detach_information_input: the domain and camera MLPs read ``GAP(X).detach()``, so the
-            domain and camera classifiers' losses train the MLPs and classifiers and never
-            reach the backbone; ``False`` lets them train the backbone too (a multi-task
-            reading of the paper, which does not say). The forward is the same either way.
-            Default ``True``, chosen on held-out training identities: letting the camera loss
-            reach the backbone trains its features to tell cameras apart, which costs
-            cross-camera retrieval (docs, research).
+        detach_information_input: the domain and camera MLPs read ``GAP(X).detach()``, so
+            what reaches the MLPs (their classifiers' losses; with ``stop_gradient=False`` the
+            filters' gradient too) trains the MLPs and never flows on into the backbone;
+            ``False`` lets it train the backbone too (a multi-task reading of the paper, which
+            does not say). The forward is the same either way. Default ``True``, chosen on
+            held-out training identities: letting the camera loss reach the backbone trains
+            its features to tell cameras apart, which costs cross-camera retrieval
+            (docs/research.md).
         dilation: dilation of the dynamic filter.
         channel_ratio: hidden width of the channel branch as a fraction of C (DDF's SE ratio).
         mlp_ratio: hidden width of the domain and camera MLPs as a fraction of C.

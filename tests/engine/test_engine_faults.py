@@ -698,8 +698,9 @@ class ConfiguredNet(test_engine_trainer.TinyReIDNet):
 
 
 def test_resume_with_settings_that_change_the_weights_meaning_is_refused(tiny_data, tmp_path):
-    def trainer(data=tiny_data, head="bot", epochs=2):
+    def trainer(data=tiny_data, head="bot", epochs=2, **later_settings):
         model = ConfiguredNet(data.num_classes, data.num_domains, data.num_cameras, head=head)
+        model.config |= later_settings
         loader = dcsd.engine.build_train_loader(
             data, image_size=(32, 16), num_identities=4, num_instances=2, num_workers=0
         )
@@ -722,6 +723,11 @@ def test_resume_with_settings_that_change_the_weights_meaning_is_refused(tiny_da
         ({"data": reordered}, rf"\(--datasets, their order.*checkpoint \[\['{names[0]}'"),
         ({"data": fewer_ids}, r"checkpoint \[\['synth0', 6, .* this run \[\['synth0', 5"),
         ({"head": "agw"}, r"head \(--head\): checkpoint 'bot', this run 'agw'"),
+        (
+            {"stop_gradient": True},  # a model setting the checkpoint predates
+            r"stop_gradient \(--no-stop-gradient\): checkpoint none \(saved before this "
+            r"setting existed\), this run True",
+        ),
     ):
         with pytest.raises(ValueError, match=message):
             trainer(**kwargs).resume()
