@@ -226,3 +226,23 @@ def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
     assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None
     with pytest.raises(ValueError, match="unknown start 'proxy_static'"):
         run_folder(spec, model, tmp_path / "runs", {})
+
+
+def test_a_later_layer_option_keeps_the_runs_it_does_not_change(tmp_path):
+    """``detach_information_input`` came after runs were cached: the runs it does not change
+    (set to the earlier behaviour, or on a layer with no domain or camera MLP) keep their
+    folders; the runs it changes get folders of their own."""
+    data = MultiDomainDataset(bench.make_datasets(_sizes_args("test"))[0])
+    root = tmp_path / "runs"
+
+    def folder(**layer_options):
+        spec = RunSpec(model="resnet50_dcsd", model_kwargs={"filter_norm": "ddf", **layer_options})
+        with torch.device("meta"):
+            return run_folder(spec, build_model(spec, data), root)
+
+    earlier = folder(detach_information_input=False)  # the layer as it was before the option
+    assert folder() != earlier  # the default, detached, trains another model
+    assert folder(factors=("sample",)) == folder(
+        factors=("sample",), detach_information_input=False
+    )
+    assert folder(factors=("sample",)) != earlier
