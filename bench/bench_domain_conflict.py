@@ -138,6 +138,7 @@ PAIRS = (
     ("dcsd_joint", "sc"),
     ("dcsd_joint", "s"),
     ("dcsd_joint", "dcsd_joint_info_attached"),
+    ("dcsd_joint", "no_stop_gradient"),
 )
 
 
