@@ -72,13 +72,22 @@ class RunSpec:
         fields["model_kwargs"] = {
             name: value
             for name, value in fields["model_kwargs"].items()
-            if not (name in _LATER_LAYER_OPTIONS and value == _LATER_LAYER_OPTIONS[name])
+            if not _at_earlier_value(name, value)
         }
         text = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _LATER_FIELDS: dict[str, Any] = {"balance_domains": False, "loss": {}, "init": ""}
+# Layer options added after DCSD runs were first cached, with the value every earlier run had:
+# at that value (or, in a run's layer config, where the option changes nothing) they stay out
+# of a run's key, so the earlier runs stay valid.
+_LATER_LAYER_OPTIONS: dict[str, Any] = {"detach_information_input": False}
+
+
+def _at_earlier_value(name: str, value: Any) -> bool:
+    """Whether ``name`` is a later layer option set to the value every earlier run had."""
+    return name in _LATER_LAYER_OPTIONS and value == _LATER_LAYER_OPTIONS[name]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -159,12 +168,6 @@ def _file_digest(file: Path, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()[:8]
 
 
-# Layer options added after DCSD runs were first cached, with the value every earlier run had
-# (as _LATER_FIELDS for the spec): at that value, or where the option changes nothing, they stay
-# out of a run's key, so the earlier runs stay valid.
-_LATER_LAYER_OPTIONS: dict[str, Any] = {"detach_information_input": False}
-
-
 def _keyed_layer_config(config: dict[str, Any]) -> dict[str, Any]:
     """A DCSD model's ``config`` as it enters its runs' keys: without the later layer options
     at their earlier value, and without ``detach_information_input`` for a layer with no
@@ -173,9 +176,7 @@ def _keyed_layer_config(config: dict[str, Any]) -> dict[str, Any]:
     return {
         name: value
         for name, value in config.items()
-        if not (
-            name in _LATER_LAYER_OPTIONS and (value == _LATER_LAYER_OPTIONS[name] or not informed)
-        )
+        if not (_at_earlier_value(name, value) or (name in _LATER_LAYER_OPTIONS and not informed))
     }
 
 
