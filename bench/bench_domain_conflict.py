@@ -128,7 +128,8 @@ ROWS = (
 STATIC_ROWS = ROWS[:2]
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
 # The goal's comparisons and the studies', as (row key, minus row key): each is reported
-# paired by seed.
+# paired by seed. The start rows against the DDF start, and DCSD's own conflict (alone minus
+# joint) beside the static one.
 PAIRS = (
     ("dcsd_joint", "static_joint"),
     ("dcsd_joint", "static_alone"),
@@ -139,6 +140,11 @@ PAIRS = (
     ("dcsd_joint", "s"),
     ("dcsd_joint", "dcsd_joint_info_attached"),
     ("dcsd_joint", "no_stop_gradient"),
+    ("dcsd_joint", "dcsd_joint_static"),
+    ("dcsd_joint", "dcsd_joint_scratch"),
+    ("dcsd_joint", "static_dw_joint"),
+    ("dcsd_alone", "static_alone"),
+    ("dcsd_alone", "dcsd_joint"),
 )
 
 

@@ -203,6 +203,11 @@ def test_paired_differences_are_per_seed_then_averaged():
     assert "| S+D − S | -0.5 ± 2.1 | +1.5 ± 2.1 | +0.5 ± 2.1 | +2.0, -1.0 |" in text
     assert "static joint" not in text  # no DCSD joint row to pair it with
     assert bench.paired_check({"S": results["S"]}, ["d0", "d1"]) == ""
+    # DCSD's own conflict, beside the static one: its per-domain row minus its joint row.
+    own = bench.paired_check(
+        {"DCSD alone": results["S+D"], "DCSD joint (S+D+C)": results["S"]}, ["d0", "d1"]
+    )
+    assert "| DCSD alone − DCSD joint (S+D+C) | -0.5 ± 2.1 | +1.5 ± 2.1 |" in own
 
 
 def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
