@@ -145,6 +145,9 @@ PAIRS = (
     ("dcsd_joint", "static_dw_joint"),
     ("dcsd_alone", "static_alone"),
     ("dcsd_alone", "dcsd_joint"),
+    ("dcsd_alone", "dcsd_alone_static"),
+    ("dcsd_alone", "dcsd_alone_scratch"),
+    ("spatial_dc", "dcsd_joint"),
 )
 
 

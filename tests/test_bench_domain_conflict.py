@@ -208,6 +208,17 @@ def test_paired_differences_are_per_seed_then_averaged():
         {"DCSD alone": results["S+D"], "DCSD joint (S+D+C)": results["S"]}, ["d0", "d1"]
     )
     assert "| DCSD alone − DCSD joint (S+D+C) | -0.5 ± 2.1 | +1.5 ± 2.1 |" in own
+    # The spatial branch on X + D + Cam against the default, which reads X alone.
+    spatial = bench.paired_check(
+        {
+            "S+D+C, spatial branch reads X + D + Cam": results["S+D"],
+            "DCSD joint (S+D+C)": results["S"],
+        },
+        ["d0", "d1"],
+    )
+    assert (
+        "| S+D+C, spatial branch reads X + D + Cam − DCSD joint (S+D+C) | -0.5 ± 2.1 |" in spatial
+    )
 
 
 def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
