@@ -25,7 +25,9 @@ alone on a domain by more than twice the seed std), appends the tables with devi
 and date to ``--results`` and draws ``--figure``. ``--split val`` evaluates on held-out training
 identities instead of the test split: the schedule is chosen there, on the static rows alone
 (``--static-only``), before any DCSD row runs. Every run is cached in ``--root`` (a finished run
-is not trained again), so an interrupted benchmark continues where it stopped; ``--jobs`` runs
+is not trained again), so an interrupted benchmark continues where it stopped, and recorded in
+``--ledger`` (``bench/bench_domain_conflict_runs.jsonl``, committed: a new machine reads the
+runs recorded there and trains the rest); ``--jobs`` runs
 that many trainings side by side (``bench/run_queue.py``; the missing proxy starts pretrain
 among them, then the static rows, the joint rows and the per-domain rows). ``--deadline
 MINUTES`` starts no run after that time and stops the running ones: it prints the tables of
@@ -126,6 +128,10 @@ ROWS = (
     ),
 )
 STATIC_ROWS = ROWS[:2]
+# Every finished run of the benchmark (bench/run_ledger.py): its folders are lost with the
+# machine, its results are kept here and read by the next machine (the proxy starts pretrain to
+# the same digests).
+LEDGER = Path(__file__).resolve().parent / "bench_domain_conflict_runs.jsonl"
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
 # The goal's comparisons and the studies', as (row key, minus row key): each is reported
 # paired by seed. The start rows against the DDF start, and DCSD's own conflict (alone minus
@@ -209,8 +215,8 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
     return runs
 
 
-def _metrics(spec, group, root, device, starts) -> dict:
-    return run(spec, group, root, device, starts=starts)["metrics"]
+def _metrics(spec, group, root, device, starts, ledger) -> dict:
+    return run(spec, group, root, device, starts=starts, ledger=ledger)["metrics"]
 
 
 def _pretrain_task(start: str) -> str:
@@ -239,12 +245,12 @@ def plan(rows, datasets, args, device, starts, missing_starts):
             for spec, group in row_runs(row, datasets, args, seed):
                 name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
                 names[(row.name, seed)].append(name)
-                result = cached_result(spec, group, args.root, starts)
+                result = cached_result(spec, group, args.root, starts, args.ledger)
                 if result is not None:
                     cached[name] = result["metrics"]
                     continue
                 needs = _pretrain_task(row.init) if row.init in missing_starts else None
-                task_args = (spec, group, args.root, device, starts)
+                task_args = (spec, group, args.root, device, starts, args.ledger)
                 tasks.append(Task(name, _metrics, task_args, needs))
     return tasks, cached, names
 
@@ -543,6 +549,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
+        "beside this script, committed, so a new machine trains only what it lacks; none with "
+        "--quick)",
+    )
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
     parser.add_argument(
         "--csv", type=Path, help="append the mAP rows here (bench/bench_domain_conflict.csv)"
@@ -550,6 +563,8 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.ledger is None and not args.quick:
+        args.ledger = LEDGER
     rows = select_rows(args.rows, args.static_only, args.without_static)
     names = {row.name for row in rows}
     args.image_size = (64, 32)

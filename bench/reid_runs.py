@@ -3,7 +3,9 @@ domain-conflict benchmark and of the DCSD study. Shared by the scripts in ``benc
 
 A run is described by a :class:`RunSpec` (model, its options, training knobs, seed, domains) and
 lives in ``root/<spec key>/``. Its ``result.json`` is written last and atomically, so a finished
-run is never trained again and an interrupted one starts over cleanly.
+run is never trained again and an interrupted one starts over cleanly; a ledger
+(:mod:`run_ledger`, kept with the code) records each finished run's result, so a new machine
+trains only the runs it does not hold.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import safetensors.torch
 import torch
 import torch.nn as nn
+from run_ledger import read_ledger, record_run
 
 import dcsd
 from dcsd.data import MultiDomainDataset, ReIDDataset
@@ -210,17 +213,32 @@ def _read_result(folder: Path) -> dict[str, Any]:
 
 
 def cached_result(
-    spec: RunSpec, datasets: list[ReIDDataset], root: Path, starts: dict[str, Path] | None = None
+    spec: RunSpec,
+    datasets: list[ReIDDataset],
+    root: Path,
+    starts: dict[str, Path] | None = None,
+    ledger: Path | None = None,
 ) -> dict | None:
-    """:func:`run`'s result for ``spec`` if it is cached under ``root`` from the start that
-    ``starts`` holds now, else ``None``, also when that start is not pretrained yet (builds the
-    model on the CPU for the run's key; trains nothing)."""
+    """:func:`run`'s result for ``spec`` if it is cached under ``root`` or recorded in
+    ``ledger`` (:mod:`run_ledger`) from the start that ``starts`` holds now, else ``None``, also
+    when that start is not pretrained yet (builds the model on the CPU for the run's key; trains
+    nothing). A cached run missing from ``ledger`` is recorded there."""
     if spec.init and not _start_file(_start_path(spec.init, starts or {})).is_file():
         # (a start not pretrained yet, or being pretrained again)
         return None
     model = build_model(spec, MultiDomainDataset(datasets))
-    folder = run_folder(spec, model, root, starts)
-    return _read_result(folder) if (folder / "result.json").is_file() else None
+    return _finished_result(run_folder(spec, model, root, starts), ledger)
+
+
+def _finished_result(folder: Path, ledger: Path | None) -> dict | None:
+    """The result of the run in ``folder``: its ``result.json`` (recorded in ``ledger`` if it is
+    not there yet), else its ledger record, else ``None``."""
+    if (folder / "result.json").is_file():
+        result = _read_result(folder)
+        if ledger is not None:
+            record_run(ledger, folder.name, result)
+        return result
+    return read_ledger(ledger).get(folder.name) if ledger is not None else None
 
 
 def _start_path(init: str, starts: dict[str, Path]) -> Path:
@@ -255,9 +273,11 @@ def run(
     device: torch.device,
     workers: int = 0,
     starts: dict[str, Path] | None = None,
+    ledger: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate ``spec`` on ``datasets`` (or read the cached result); ``starts``
-    names the proxy-pretrained starts that ``spec.init`` may name (before its ``@``).
+    """Train and evaluate ``spec`` on ``datasets`` (or read the result cached under ``root`` or
+    recorded in ``ledger``); ``starts`` names the proxy-pretrained starts that ``spec.init`` may
+    name (before its ``@``). A finished run is recorded in ``ledger`` (:mod:`run_ledger`).
 
     Returns ``{"spec": ..., "seconds": ..., "resumed_at_epoch": ..., "train_loss": {"id",
     "triplet"} of the last epoch, "metrics": {domain: {"mAP", "rank1"}}}``: ``seconds`` times
@@ -268,9 +288,9 @@ def run(
     seed_everything(spec.seed)
     model = build_model(spec, data)
     folder = run_folder(spec, model, root, starts)
-    result_path = folder / "result.json"
-    if result_path.is_file():
-        return _read_result(folder)
+    finished = _finished_result(folder, ledger)
+    if finished is not None:
+        return finished
     if spec.init:
         apply_start(model, spec.init.split("@")[0], starts or {})
     config = TrainConfig(
@@ -316,5 +336,7 @@ def run(
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1, default=list))
-    os.replace(tmp, result_path)
+    os.replace(tmp, folder / "result.json")
+    if ledger is not None:
+        record_run(ledger, folder.name, result)
     return result
