@@ -279,8 +279,10 @@ def run(
     recorded in ``ledger``); ``starts`` names the proxy-pretrained starts that ``spec.init`` may
     name (before its ``@``). A finished run is recorded in ``ledger`` (:mod:`run_ledger`).
 
-    Returns ``{"spec": ..., "seconds": ..., "resumed_at_epoch": ..., "train_loss": {"id",
-    "triplet"} of the last epoch, "metrics": {domain: {"mAP", "rank1"}}}``: ``seconds`` times
+    Returns ``{"spec": ..., "seconds": ..., "ran_with": {"device", "threads", "torch",
+    "dcsd"}, "resumed_at_epoch": ..., "train_loss": {"id", "triplet"} of the last epoch,
+    "metrics": {domain: {"mAP", "rank1"}}}`` (no ``ran_with`` in runs cached before it was
+    recorded): ``seconds`` times
     the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted and resumed;
     ``None`` for runs cached before it was recorded).
     """
@@ -326,6 +328,14 @@ def run(
     result = {
         "spec": asdict(spec),
         "seconds": seconds,
+        # A run's digits can depend on the torch threads it ran with (DCSD runs came out
+        # otherwise with another thread count): recorded beside the result, with the versions.
+        "ran_with": {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "dcsd": dcsd.__version__,
+        },
         "resumed_at_epoch": resumed_at,
         "train_loss": last_train_loss(folder / "train"),
         "metrics": {

@@ -5,6 +5,8 @@ past its deadline stops; the static depthwise control row starts from its own de
 filters."""
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,10 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     # 11 joint rows + 4 per-domain rows of 3 domains, one seed: 23 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
     assert len(cached) == 23
+    ran_with = json.loads(cached[0].read_text())["ran_with"]
+    # the cores shared among the 2 jobs, recorded with the result
+    assert ran_with["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert ran_with["device"] == "cpu"
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
