@@ -2,7 +2,9 @@
 split (held-out training identities of the default synthetic domains), never on the test split.
 
 Each row changes one thing against the DCSD default (or the static model); every run is cached
-in ``--root``, so the study can be stopped and continued, and rows added later reuse what ran.
+in ``--root``, so the study can be stopped and continued, and rows added later reuse what ran,
+and recorded in ``--ledger`` (``bench/study_dcsd_gap_runs.jsonl``, committed: ``run_ledger``),
+so a new machine trains only the runs it lacks.
 
     python bench/study_dcsd_gap.py --rows static,static_dw,dcsd --seeds 0 1
     python bench/study_dcsd_gap.py --quick          # tiny smoke run
@@ -26,6 +28,10 @@ from reid_runs import RunSpec, mean_std, run  # noqa: E402
 from results_csv import append_rows  # noqa: E402
 
 from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
+
+# Every finished run of the study (bench/run_ledger.py), kept with the code: its run folders
+# are lost with the machine.
+LEDGER = Path(__file__).resolve().parent / "study_dcsd_gap_runs.jsonl"
 
 # The DCSD layer with DDF's FilterNorm (the library default: bounded, and DDF's weights load
 # into it); every DCSD row changes one thing against it.
@@ -218,6 +224,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--val-ids", type=int, default=10, help="held-out ids per domain")
     parser.add_argument("--root", type=Path, default=Path("runs/study_dcsd_gap"))
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
+        "beside this script; none with --quick)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--results", type=Path, help="append the table here (bench/RESULTS.md)")
@@ -226,6 +238,8 @@ def main() -> None:
     )
     parser.add_argument("--study", help="the rows' name in the CSV (e.g. 30ep), with --csv")
     args = parser.parse_args()
+    if args.ledger is None and not args.quick:
+        args.ledger = LEDGER
     if (args.csv is None) != (args.study is None):
         parser.error("--csv and --study go together")
     rows = [name.strip() for name in args.rows.split(",")]
@@ -265,7 +279,7 @@ def main() -> None:
                 data=f"default preset seed 0, {val_ids} val ids/domain"
                 + (" quick" if args.quick else ""),
             )
-            results.append(run(spec, datasets, args.root, device))
+            results.append(run(spec, datasets, args.root, device, ledger=args.ledger))
         per_domain = {d: [r["metrics"][d]["mAP"] for r in results] for d in results[0]["metrics"]}
         means = [statistics.mean(r["metrics"][d]["mAP"] for d in per_domain) for r in results]
         rank1 = [statistics.mean(r["metrics"][d]["rank1"] for d in per_domain) for r in results]

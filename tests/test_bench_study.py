@@ -3,6 +3,7 @@ shares with the domain-conflict benchmark (``bench/reid_runs.py``)."""
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,5 +67,13 @@ def test_quick_study_prints_paired_rows_and_resumes(tmp_path):
     # The CSV rows give back the printed table (bench/make_tables.py renders the docs from them).
     assert make_tables.render("bench/study_dcsd_gap.csv", {"study": "quick"}, tmp_path) == again
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # nothing trained again
+    # The ledger: the cached runs are recorded as they are read; with the run folders gone (a
+    # new machine) every row is read from it and nothing trains.
+    ledger = tmp_path / "runs.jsonl"
+    study("--ledger", str(ledger))
+    assert len(ledger.read_text().splitlines()) == 3
+    shutil.rmtree(tmp_path / "runs")
+    assert study("--ledger", str(ledger)).splitlines()[2:] == out.splitlines()[2:]
+    assert not list((tmp_path / "runs").glob("*/result.json"))
     with pytest.raises(AssertionError):
         study("--rows", "no_such_row")
