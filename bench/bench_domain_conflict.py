@@ -245,7 +245,7 @@ def plan(rows, datasets, args, device, starts, missing_starts):
             for spec, group in row_runs(row, datasets, args, seed):
                 name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
                 names[(row.name, seed)].append(name)
-                result = cached_result(spec, group, args.root, starts, args.ledger)
+                result = cached_result(spec, group, args.root, starts, args.ledger, device)
                 if result is not None:
                     cached[name] = result["metrics"]
                     continue
@@ -554,7 +554,8 @@ def main() -> None:
         type=Path,
         help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
         "beside this script, committed, so a new machine trains only what it lacks; none with "
-        "--quick)",
+        "--quick); a run recorded on this device type is not trained again, even under a new "
+        "--root: give another --ledger to train it again",
     )
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
     parser.add_argument(

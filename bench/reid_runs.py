@@ -23,6 +23,7 @@ from typing import Any
 import safetensors.torch
 import torch
 import torch.nn as nn
+import triton
 from run_ledger import read_ledger, record_run
 
 import dcsd
@@ -218,27 +219,39 @@ def cached_result(
     root: Path,
     starts: dict[str, Path] | None = None,
     ledger: Path | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict | None:
-    """:func:`run`'s result for ``spec`` if it is cached under ``root`` or recorded in
-    ``ledger`` (:mod:`run_ledger`) from the start that ``starts`` holds now, else ``None``, also
-    when that start is not pretrained yet (builds the model on the CPU for the run's key; trains
-    nothing). A cached run missing from ``ledger`` is recorded there."""
+    """:func:`run`'s result for ``spec`` if it is cached under ``root``, or recorded in
+    ``ledger`` (:mod:`run_ledger`) from a run on ``device``'s type, from the start that
+    ``starts`` holds now, else ``None``, also when that start is not pretrained yet (builds the
+    model on the CPU for the run's key; trains nothing). A cached run missing from ``ledger`` is
+    recorded there."""
     if spec.init and not _start_file(_start_path(spec.init, starts or {})).is_file():
         # (a start not pretrained yet, or being pretrained again)
         return None
     model = build_model(spec, MultiDomainDataset(datasets))
-    return _finished_result(run_folder(spec, model, root, starts), ledger)
+    return _finished_result(run_folder(spec, model, root, starts), ledger, device)
 
 
-def _finished_result(folder: Path, ledger: Path | None) -> dict | None:
+def _finished_result(folder: Path, ledger: Path | None, device: torch.device | str) -> dict | None:
     """The result of the run in ``folder``: its ``result.json`` (recorded in ``ledger`` if it is
-    not there yet), else its ledger record, else ``None``."""
+    not there yet), else its ledger record if that run ran on ``device``'s type, else ``None``.
+    A run's key leaves the device out, and a GPU run trains in bf16 where a CPU run trains in
+    float32: the ledger, shared by every machine, must not pool them."""
     if (folder / "result.json").is_file():
         result = _read_result(folder)
         if ledger is not None:
             record_run(ledger, folder.name, result)
         return result
-    return read_ledger(ledger).get(folder.name) if ledger is not None else None
+    recorded = read_ledger(ledger).get(folder.name) if ledger is not None else None
+    if recorded is None or _device_type(recorded) != torch.device(device).type:
+        return None
+    return recorded
+
+
+def _device_type(result: dict[str, Any]) -> str:
+    # Runs recorded before ``ran_with`` existed all ran on the CPU.
+    return torch.device(result.get("ran_with", {}).get("device", "cpu")).type
 
 
 def _start_path(init: str, starts: dict[str, Path]) -> Path:
@@ -280,17 +293,16 @@ def run(
     name (before its ``@``). A finished run is recorded in ``ledger`` (:mod:`run_ledger`).
 
     Returns ``{"spec": ..., "seconds": ..., "ran_with": {"device", "threads", "torch",
-    "dcsd"}, "resumed_at_epoch": ..., "train_loss": {"id", "triplet"} of the last epoch,
-    "metrics": {domain: {"mAP", "rank1"}}}`` (no ``ran_with`` in runs cached before it was
-    recorded): ``seconds`` times
-    the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted and resumed;
-    ``None`` for runs cached before it was recorded).
+    "triton", "dcsd"}, "resumed_at_epoch": ..., "train_loss": {"id", "triplet"} of the last
+    epoch, "metrics": {domain: {"mAP", "rank1"}}}``: ``seconds`` times the epochs after
+    ``resumed_at_epoch`` (0 unless the run was interrupted and resumed); runs cached before
+    they were recorded have no ``ran_with`` and ``None`` for ``resumed_at_epoch``.
     """
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
     model = build_model(spec, data)
     folder = run_folder(spec, model, root, starts)
-    finished = _finished_result(folder, ledger)
+    finished = _finished_result(folder, ledger, device)
     if finished is not None:
         return finished
     if spec.init:
@@ -334,6 +346,7 @@ def run(
             "device": str(device),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "triton": triton.__version__,
             "dcsd": dcsd.__version__,
         },
         "resumed_at_epoch": resumed_at,

@@ -7,9 +7,10 @@ whose folder name is in the ledger is read from it and not trained again, and th
 numbers behind every table stay in the repository.
 
 Each line is written whole by one ``write`` under an exclusive ``flock`` (runs finish side by
-side), then flushed to disk. A last line without its newline (a machine stopped mid-write) is
-ignored, and dropped by the next append; any other line that does not parse is an error that
-names the file and the line.
+side), then flushed to disk. A last line without its newline is kept if it is a whole record (a
+hand edit that dropped the final newline) and otherwise ignored, and dropped by the next append
+(a write stopped midway); any other line that is not a record is an error that names the file
+and the line.
 """
 
 from __future__ import annotations
@@ -30,26 +31,25 @@ def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
     file yet); a run recorded twice keeps its first record.
 
     Raises:
-        LedgerError: a line (other than a torn last one) is not a JSON object with ``run`` and
-            ``result``.
+        LedgerError: a line (other than a torn last one) is not a JSON object with a string
+            ``run`` and an object ``result``.
     """
     if not path.is_file():
         return {}
-    text = path.read_text()
-    lines = text.split("\n")
-    complete = lines[:-1]  # the part after the last newline is empty or a torn write
+    lines = path.read_bytes().split(b"\n")
     records: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(complete, start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            name, result = record["run"], record["result"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            name, result = _parse(line)
+        except LedgerError as error:
+            if number == len(lines):
+                continue  # a torn last line: a write stopped midway
             raise LedgerError(
                 f"{path}:{number}: not a run record ({error}); every line is "
                 '{"run": <folder name>, "result": <its result.json>}'
-            ) from error
+            ) from None
         records.setdefault(name, result)
     return records
 
@@ -60,19 +60,21 @@ def record_run(path: Path, name: str, result: dict[str, Any]) -> bool:
     Returns:
         Whether a line was written.
     """
-    line = json.dumps({"run": name, "result": result}, sort_keys=True, default=list) + "\n"
+    line = json.dumps({"run": name, "result": result}, sort_keys=True, default=list)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
+    with path.open("a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             handle.seek(0)
             present = handle.read()
-            if name in _names(present):
+            lines = present.split(b"\n")
+            if name in {_name_or_none(line) for line in lines}:
                 return False
-            if not present.endswith("\n"):
-                # a torn last line (a write stopped midway) holds no whole record: drop it
-                handle.truncate(present.rfind("\n") + 1)
-            handle.write(line)
+            if _name_or_none(lines[-1]) is not None:
+                line = "\n" + line  # a whole last record without its newline: keep it
+            else:
+                handle.truncate(len(present) - len(lines[-1]))  # drop a torn last line
+            handle.write((line + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
             return True
@@ -80,11 +82,26 @@ def record_run(path: Path, name: str, result: dict[str, Any]) -> bool:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _names(text: str) -> set[str]:
-    names = set()
-    for line in text.split("\n")[:-1]:
-        try:
-            names.add(json.loads(line)["run"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # read_ledger names a bad line; appending does not need to
-    return names
+def _parse(line: bytes) -> tuple[str, dict[str, Any]]:
+    """The ``(run, result)`` of one ledger line.
+
+    Raises:
+        LedgerError: it is not a JSON object with a string ``run`` and an object ``result``.
+    """
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LedgerError(str(error)) from None
+    if not isinstance(record, dict):
+        raise LedgerError(f"a JSON {type(record).__name__}, not an object")
+    name, result = record.get("run"), record.get("result")
+    if not isinstance(name, str) or not isinstance(result, dict):
+        raise LedgerError('"run" must be a string and "result" an object')
+    return name, result
+
+
+def _name_or_none(line: bytes) -> str | None:
+    try:
+        return _parse(line)[0]
+    except LedgerError:
+        return None  # read_ledger names a bad line; appending does not need to

@@ -228,7 +228,8 @@ def main() -> None:
         "--ledger",
         type=Path,
         help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
-        "beside this script; none with --quick)",
+        "beside this script; none with --quick); a run recorded on this device type is not "
+        "trained again, even under a new --root: give another --ledger to train it again",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")

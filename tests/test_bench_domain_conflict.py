@@ -47,7 +47,10 @@ def run(tmp_path, *args):
 @pytest.mark.slow
 def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     results, figure = tmp_path / "RESULTS.md", tmp_path / "conflict.png"
+    committed = bench.LEDGER.read_bytes() if bench.LEDGER.exists() else None
     out = run(tmp_path, "--results", results, "--figure", figure, "--jobs", "2")
+    # --quick records nothing in the committed ledger
+    assert (bench.LEDGER.read_bytes() if bench.LEDGER.exists() else None) == committed
     for row in (
         "static alone",
         "static joint",

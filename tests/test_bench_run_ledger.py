@@ -1,7 +1,8 @@
 """bench/run_ledger.py and its use by reid_runs: finished runs' results kept in a file beside the
-code, so that a machine lost with its run folders loses no result; torn and bad lines, and
-appends from processes side by side."""
+code, so that a machine lost with its run folders loses no result; torn and bad lines, appends
+from processes side by side, and records kept apart by the device type they ran on."""
 
+import argparse
 import json
 import multiprocessing
 import sys
@@ -54,30 +55,62 @@ def test_a_bad_line_is_named_with_its_file_and_number(tmp_path):
         read_ledger(ledger)
 
 
-def _record_many(ledger: Path, worker: int) -> None:
-    for index in range(25):
-        record_run(ledger, f"w{worker}-{index}", _result(float(index)))
-
-
-def test_processes_side_by_side_lose_no_record(tmp_path):
+def test_processes_side_by_side_record_each_run_once(tmp_path):
+    """Four processes, started together, record the same 200 runs in the same order (they race
+    for every one): each run is written on exactly one line."""
     ledger = tmp_path / "runs.jsonl"
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_record_many, args=(ledger, w)) for w in range(4)]
+    context = multiprocessing.get_context("fork")  # children that need no imports of their own
+    go = context.Event()
+
+    def record_all():
+        go.wait(60)
+        for index in range(200):
+            record_run(ledger, f"n{index}", _result(float(index)))
+
+    workers = [context.Process(target=record_all) for _ in range(4)]
     for worker in workers:
         worker.start()
+    go.set()
     for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
-    records = read_ledger(ledger)
-    assert len(records) == 100 and len(ledger.read_text().splitlines()) == 100
-    assert records["w3-24"] == _result(24.0)
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    names = [json.loads(line)["run"] for line in ledger.read_text().splitlines()]
+    assert sorted(names) == sorted(f"n{index}" for index in range(200))
+    assert read_ledger(ledger)["n199"] == _result(199.0)
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path):
+    ledger = tmp_path / "runs.jsonl"
+    ledger.write_text(json.dumps({"run": "a-1", "result": _result(10.0)}))  # a hand edit
+    assert read_ledger(ledger) == {"a-1": _result(10.0)}
+    record_run(ledger, "b-2", _result(20.0))
+    assert read_ledger(ledger) == {"a-1": _result(10.0), "b-2": _result(20.0)}
+
+
+def test_a_torn_line_after_other_text_is_cut_at_its_own_start(tmp_path):
+    """The torn line is dropped at its byte offset, whatever the lines before it hold."""
+    ledger = tmp_path / "runs.jsonl"
+    first = json.dumps({"run": "a-1", "result": {"note": "µ×"}}, ensure_ascii=False) + "\n"
+    ledger.write_bytes(first.encode() + b'{"run": "b-2", "res')
+    record_run(ledger, "c-3", _result(30.0))
+    assert read_ledger(ledger) == {"a-1": {"note": "µ×"}, "c-3": _result(30.0)}
+
+
+def test_a_record_of_the_wrong_shape_is_named(tmp_path):
+    ledger = tmp_path / "runs.jsonl"
+    ledger.write_text('{"run": ["a"], "result": {}}\n')
+    with pytest.raises(LedgerError, match=r"runs.jsonl:1: not a run record .*must be a string"):
+        read_ledger(ledger)
+    ledger.write_text('{"run": "a", "result": null}\n[1]\n')
+    with pytest.raises(LedgerError, match=r"runs.jsonl:1: .*\"result\" an object"):
+        read_ledger(ledger)
 
 
 def test_a_run_whose_folder_is_lost_is_read_from_the_ledger(tmp_path, monkeypatch):
     """A finished run's result is recorded when it is read from its folder; with the folder
     gone (a new machine) the same run is read from the ledger and not trained again, while a
     run from a start pretrained again (another digest) is not read from it."""
-    args = bench.argparse.Namespace(
+    args = argparse.Namespace(
         preset="conflict_mild", data_seed=0, image_size=(16, 8), quick=False, split="test",
         train_ids=6, val_ids=3, test_ids=4,
     )  # fmt: skip
@@ -107,6 +140,12 @@ def test_a_run_whose_folder_is_lost_is_read_from_the_ledger(tmp_path, monkeypatc
     assert reid_runs.cached_result(spec, datasets, root, starts, ledger) == recorded
     assert reid_runs.run(spec, datasets, root, "cpu", starts=starts, ledger=ledger) == recorded
     assert reid_runs.cached_result(spec, datasets, root, starts) is None  # no ledger given
+    # a run recorded on a GPU (bf16) is not read for the CPU (float32), nor the other way
+    assert reid_runs.cached_result(spec, datasets, root, starts, ledger, "cuda") is None
+    gpu_ledger = tmp_path / "gpu.jsonl"
+    record_run(gpu_ledger, folder.name, {**recorded, "ran_with": {"device": "cuda:0"}})
+    assert reid_runs.cached_result(spec, datasets, root, starts, gpu_ledger) is None
+    assert reid_runs.cached_result(spec, datasets, root, starts, gpu_ledger, "cuda")
     with reid_runs.torch.no_grad():
         model.bn1.weight.add_(1.0)
     save_model(model, starts["proxy_static"])  # pretrained again: other weights, other runs

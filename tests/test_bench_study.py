@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import make_tables  # noqa: E402
+import study_dcsd_gap  # noqa: E402
 from reid_runs import RunSpec  # noqa: E402
 
 
@@ -48,7 +49,11 @@ def test_quick_study_prints_paired_rows_and_resumes(tmp_path):
         return result.stdout
 
     results = tmp_path / "RESULTS.md"
+    committed = study_dcsd_gap.LEDGER.read_bytes() if study_dcsd_gap.LEDGER.exists() else None
     out = study("--results", str(results))
+    # --quick records nothing in the committed ledger
+    ledger_now = study_dcsd_gap.LEDGER.read_bytes() if study_dcsd_gap.LEDGER.exists() else None
+    assert ledger_now == committed
     assert "Δ vs static_dw, paired by seed" in out and "train id / triplet loss" in out
     for row in rows.split(","):
         assert f"| {row} |" in out
