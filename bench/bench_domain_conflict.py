@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_proxy import PoolConfig, is_pretrained, pretrain, quick_config, starts  # noqa: E402
 from reid_runs import RunSpec, cached_result, mean_std, run  # noqa: E402
 from results_csv import append_rows  # noqa: E402
+from run_ledger import add_ledger_option, chosen_ledger  # noqa: E402
 from run_queue import Task, run_tasks  # noqa: E402
 
 from dcsd.data import (  # noqa: E402
@@ -549,14 +550,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
-    parser.add_argument(
-        "--ledger",
-        type=Path,
-        help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
-        "beside this script, committed, so a new machine trains only what it lacks; none with "
-        "--quick); a run recorded on this device type is not trained again, even under a new "
-        "--root: give another --ledger to train it again",
-    )
+    add_ledger_option(parser, LEDGER)
     parser.add_argument("--results", type=Path, help="append the tables here (bench/RESULTS.md)")
     parser.add_argument(
         "--csv", type=Path, help="append the mAP rows here (bench/bench_domain_conflict.csv)"
@@ -564,8 +558,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    if args.ledger is None and not args.quick:
-        args.ledger = LEDGER
+    args.ledger = chosen_ledger(args, LEDGER)
     rows = select_rows(args.rows, args.static_only, args.without_static)
     names = {row.name for row in rows}
     args.image_size = (64, 32)

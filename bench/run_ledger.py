@@ -15,6 +15,7 @@ and the line.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -68,9 +69,10 @@ def record_run(path: Path, name: str, result: dict[str, Any]) -> bool:
             handle.seek(0)
             present = handle.read()
             lines = present.split(b"\n")
-            if name in {_name_or_none(line) for line in lines}:
+            names = [_name_or_none(line) for line in lines]
+            if name in names:
                 return False
-            if _name_or_none(lines[-1]) is not None:
+            if names[-1] is not None:
                 line = "\n" + line  # a whole last record without its newline: keep it
             else:
                 handle.truncate(len(present) - len(lines[-1]))  # drop a torn last line
@@ -105,3 +107,21 @@ def _name_or_none(line: bytes) -> str | None:
         return _parse(line)[0]
     except LedgerError:
         return None  # read_ledger names a bad line; appending does not need to
+
+
+def add_ledger_option(parser: argparse.ArgumentParser, default: Path) -> None:
+    """A script's ``--ledger`` option; :func:`chosen_ledger` resolves it to ``default``."""
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        help=f"record each finished run here and read the runs recorded (default: {default.name} "
+        "beside this script, committed, so a new machine trains only what it lacks; none with "
+        "--quick); a run recorded on this device type is not trained again, even under a new "
+        "--root: give another --ledger to train it again",
+    )
+
+
+def chosen_ledger(args: argparse.Namespace, default: Path) -> Path | None:
+    """The ledger ``args`` asks for: ``--ledger``, else ``default``, else none with ``--quick``
+    (a smoke run's results belong in no committed ledger)."""
+    return args.ledger if args.ledger is not None or args.quick else default

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reid_runs import RunSpec, mean_std, run  # noqa: E402
 from results_csv import append_rows  # noqa: E402
+from run_ledger import add_ledger_option, chosen_ledger  # noqa: E402
 
 from dcsd.data import holdout_identities, make_synthetic_domains  # noqa: E402
 
@@ -224,13 +225,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--val-ids", type=int, default=10, help="held-out ids per domain")
     parser.add_argument("--root", type=Path, default=Path("runs/study_dcsd_gap"))
-    parser.add_argument(
-        "--ledger",
-        type=Path,
-        help=f"record each finished run here and read the runs recorded (default: {LEDGER.name} "
-        "beside this script; none with --quick); a run recorded on this device type is not "
-        "trained again, even under a new --root: give another --ledger to train it again",
-    )
+    add_ledger_option(parser, LEDGER)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--results", type=Path, help="append the table here (bench/RESULTS.md)")
@@ -239,8 +234,7 @@ def main() -> None:
     )
     parser.add_argument("--study", help="the rows' name in the CSV (e.g. 30ep), with --csv")
     args = parser.parse_args()
-    if args.ledger is None and not args.quick:
-        args.ledger = LEDGER
+    args.ledger = chosen_ledger(args, LEDGER)
     if (args.csv is None) != (args.study is None):
         parser.error("--csv and --study go together")
     rows = [name.strip() for name in args.rows.split(",")]

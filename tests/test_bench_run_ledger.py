@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
 import reid_runs  # noqa: E402
-from run_ledger import LedgerError, read_ledger, record_run  # noqa: E402
+from run_ledger import LedgerError, chosen_ledger, read_ledger, record_run  # noqa: E402
 
 from dcsd.data import MultiDomainDataset  # noqa: E402
 from dcsd.models import save_model  # noqa: E402
@@ -150,3 +150,14 @@ def test_a_run_whose_folder_is_lost_is_read_from_the_ledger(tmp_path, monkeypatc
         model.bn1.weight.add_(1.0)
     save_model(model, starts["proxy_static"])  # pretrained again: other weights, other runs
     assert reid_runs.cached_result(spec, datasets, root, starts, ledger) is None
+
+
+def test_the_committed_ledger_is_the_default_except_for_smoke_runs(tmp_path):
+    committed, mine = tmp_path / "committed.jsonl", tmp_path / "mine.jsonl"
+
+    def chosen(ledger, quick):
+        return chosen_ledger(argparse.Namespace(ledger=ledger, quick=quick), committed)
+
+    assert chosen(None, quick=False) == committed
+    assert chosen(None, quick=True) is None
+    assert chosen(mine, quick=False) == mine and chosen(mine, quick=True) == mine
