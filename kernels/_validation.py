@@ -1,9 +1,9 @@
-"""Argument checks shared by the op and the whole dcsd package.
+"""Argument checks of the op library.
 
-One convention everywhere: a value of the wrong type raises ``TypeError`` and a value out of
-range raises ``ValueError``, each naming the argument, what it must be and what it got. The
-module lives in the op library (the lowest layer, which must not import dcsd) so that the op,
-the layers, the models and the data all use the same functions.
+The convention of :mod:`dcsd.validation`: a value of the wrong type raises ``TypeError`` and a
+value out of range raises ``ValueError``, each naming the argument, what it must be and what it
+got. The op library keeps its own copy of ``check_int`` (the one check it needs) so that it
+stays usable without dcsd; dcsd's modules use :mod:`dcsd.validation`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,3 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def check_bool(name: str, value: object) -> bool:
-    """``value``, after checking it is a bool.
-
-    Raises:
-        TypeError: ``value`` is not a bool (``0`` / ``1`` are refused: a flag is spelled out).
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
