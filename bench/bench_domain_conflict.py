@@ -135,8 +135,9 @@ STATIC_ROWS = ROWS[:2]
 LEDGER = Path(__file__).resolve().parent / "bench_domain_conflict_runs.jsonl"
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
 # The goal's comparisons and the studies', as (row key, minus row key): each is reported
-# paired by seed. The start rows against the DDF start, and DCSD's own conflict (alone minus
-# joint) beside the static one.
+# paired by seed. The start rows against the DDF start, DCSD from the static start against the
+# static model trained from the same weights (the layer and its fresh generators alone), and
+# DCSD's own conflict (alone minus joint) beside the static one.
 PAIRS = (
     ("dcsd_joint", "static_joint"),
     ("dcsd_joint", "static_alone"),
@@ -149,11 +150,13 @@ PAIRS = (
     ("dcsd_joint", "no_stop_gradient"),
     ("dcsd_joint", "dcsd_joint_static"),
     ("dcsd_joint", "dcsd_joint_scratch"),
+    ("dcsd_joint_static", "static_joint"),
     ("dcsd_joint", "static_dw_joint"),
     ("dcsd_alone", "static_alone"),
     ("dcsd_alone", "dcsd_joint"),
     ("dcsd_alone", "dcsd_alone_static"),
     ("dcsd_alone", "dcsd_alone_scratch"),
+    ("dcsd_alone_static", "static_alone"),
     ("spatial_dc", "dcsd_joint"),
 )
 
