@@ -219,8 +219,8 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
     return runs
 
 
-def _metrics(spec, group, root, device, starts, ledger) -> dict:
-    return run(spec, group, root, device, starts=starts, ledger=ledger)["metrics"]
+def _run(spec, group, root, device, starts, ledger) -> dict:
+    return run(spec, group, root, device, starts=starts, ledger=ledger)
 
 
 def _pretrain_task(start: str) -> str:
@@ -228,7 +228,7 @@ def _pretrain_task(start: str) -> str:
 
 
 def plan(rows, datasets, args, device, starts, missing_starts):
-    """The benchmark's tasks in the order they start, the metrics of the cached runs (read
+    """The benchmark's tasks in the order they start, the results of the cached runs (read
     here, never queued) and the run names of each ``(row name, seed)``. The missing proxy
     starts come first (``needs`` of the runs that load them; the runs from scratch fill the
     free workers meanwhile), then the static rows (every check reads them), the other joint
@@ -251,18 +251,21 @@ def plan(rows, datasets, args, device, starts, missing_starts):
                 names[(row.name, seed)].append(name)
                 result = cached_result(spec, group, args.root, starts, args.ledger, device)
                 if result is not None:
-                    cached[name] = result["metrics"]
+                    cached[name] = result
                     continue
                 needs = _pretrain_task(row.init) if row.init in missing_starts else None
                 task_args = (spec, group, args.root, device, starts, args.ledger)
-                tasks.append(Task(name, _metrics, task_args, needs))
+                tasks.append(Task(name, _run, task_args, needs))
     return tasks, cached, names
 
 
-def run_all(rows, datasets, args, device, starts, missing_starts, threads) -> dict[str, list]:
+def run_all(
+    rows, datasets, args, device, starts, missing_starts, threads
+) -> tuple[dict[str, list], list[dict]]:
     """``{row name: [{domain: {"mAP", "rank1"}} per seed]}`` of the rows whose runs all
-    finished (every row without ``--deadline``), ``args.jobs`` tasks side by side of
-    ``threads`` threads each (each run cached, so the order does not change a result)."""
+    finished (every row without ``--deadline``), and those runs' results (trained or read),
+    ``args.jobs`` tasks side by side of ``threads`` threads each (each run cached, so the
+    order does not change a result)."""
     tasks, finished, names = plan(rows, datasets, args, device, starts, missing_starts)
     finished |= run_tasks(
         tasks,
@@ -271,15 +274,39 @@ def run_all(rows, datasets, args, device, starts, missing_starts, threads) -> di
         threads,
         on_done=lambda task, _: print(f"{task.name} done", flush=True),
     )
-    results = {}
+    results, runs = {}, []
     for row in rows:
-        runs = [names[(row.name, seed)] for seed in args.seeds]
-        if all(name in finished for seed_runs in runs for name in seed_runs):
+        row_runs = [names[(row.name, seed)] for seed in args.seeds]
+        if all(name in finished for seed_runs in row_runs for name in seed_runs):
             results[row.name] = [
-                {domain: m for name in seed_runs for domain, m in finished[name].items()}
-                for seed_runs in runs
+                {domain: m for name in seed_runs for domain, m in finished[name]["metrics"].items()}
+                for seed_runs in row_runs
             ]
-    return results
+            runs += [finished[name] for seed_runs in row_runs for name in seed_runs]
+    return results, runs
+
+
+def ran_with(runs: list[dict]) -> str:
+    """What the reported runs ran with, whether trained by this call or read from the cache
+    or the ledger: the runs per device, thread count and versions, and the range of their
+    training seconds (a resumed run timed its last part only: left out of the range)."""
+    groups: dict[str, int] = {}
+    for result in runs:
+        setup = result.get("ran_with")
+        key = (
+            "cpu, threads and versions not recorded"
+            if setup is None
+            else f"{setup['device']}, {setup['threads']} thread(s), torch {setup['torch']}, "
+            f"triton {setup['triton']}"
+        )
+        groups[key] = groups.get(key, 0) + 1
+    whole = [result["seconds"] for result in runs if not result.get("resumed_at_epoch")]
+    resumed = len(runs) - len(whole)
+    return (
+        "; ".join(f"{count} on {key}" for key, count in groups.items())
+        + (f"; {min(whole):.0f}-{max(whole):.0f} s a run" if whole else "")
+        + (f" ({resumed} resumed run(s) left out)" if resumed else "")
+    )
 
 
 def table(rows, results, domains, metric) -> str:
@@ -576,7 +603,7 @@ def main() -> None:
     inits = sorted({row.init for row in rows} - {""})
     missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
-    results = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
+    results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
         print(
@@ -600,8 +627,9 @@ def main() -> None:
     report = [
         "## Domain conflict in miniature (paper Tables II, V, VI)",
         "",
-        f"- device: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) each; "
-        f"torch {torch.__version__}, triton {triton.__version__}; {stamp}",
+        f"- this call: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) "
+        f"each; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
+        f"- the reported runs (trained by this call or read): {ran_with(runs)}",
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (

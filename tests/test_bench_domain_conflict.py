@@ -84,6 +84,10 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     # the cores shared among the 2 jobs, recorded with the result
     assert ran_with["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert ran_with["device"] == "cpu"
+    assert (
+        f"- the reported runs (trained by this call or read): 23 on cpu, "
+        f"{ran_with['threads']} thread(s), torch {torch.__version__}"
+    ) in results.read_text()
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
@@ -196,6 +200,26 @@ def test_without_static_selects_the_rows_named_alone():
     assert bench.STATIC_ROWS[0] in bench.select_rows(["s"], static_only=False)
     with pytest.raises(SystemExit, match="--without-static needs --rows"):
         bench.select_rows(None, static_only=False, without_static=True)
+
+
+def test_the_report_says_what_its_runs_ran_with():
+    def result(seconds, setup=None, resumed=0):
+        return {"seconds": seconds, "resumed_at_epoch": resumed} | (
+            {"ran_with": setup} if setup else {}
+        )
+
+    cpu = {"device": "cpu", "threads": 1, "torch": "2.9", "triton": "3.5"}
+    gpu = {"device": "cuda:0", "threads": 16, "torch": "2.9", "triton": "3.5"}
+    runs = [result(500.4, cpu), result(610.0, cpu), result(12.0, cpu, resumed=80)]
+    runs += [result(90.0, gpu), {"seconds": 700.0, "resumed_at_epoch": None}]
+    assert bench.ran_with(runs) == (
+        "3 on cpu, 1 thread(s), torch 2.9, triton 3.5; "
+        "1 on cuda:0, 16 thread(s), torch 2.9, triton 3.5; "
+        "1 on cpu, threads and versions not recorded; 90-700 s a run (1 resumed run(s) left out)"
+    )
+    assert bench.ran_with([result(12.0, cpu, resumed=3)]) == (
+        "1 on cpu, 1 thread(s), torch 2.9, triton 3.5 (1 resumed run(s) left out)"
+    )
 
 
 def test_paired_differences_are_per_seed_then_averaged():
