@@ -504,8 +504,12 @@ def draw_figure(results, domains, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None, description: str | None = None):
+    """The benchmark's options (``argv``, else the command line) and what they imply: the
+    ledger, the image size, the quick sizes, ``datasets`` and their cache label, the proxy
+    pool's config and key. ``bench/factor_usage.py`` names the same runs with the same
+    options. Returns ``(args, datasets)``."""
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--epochs",
@@ -587,18 +591,23 @@ def main() -> None:
     )
     parser.add_argument("--figure", type=Path, help="write the bar chart here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.ledger = chosen_ledger(args, LEDGER)
-    rows = select_rows(args.rows, args.static_only, args.without_static)
-    names = {row.name for row in rows}
     args.image_size = (64, 32)
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
     datasets, args.data_label = make_datasets(args)
-    domains = [d.name for d in datasets]
-    device = torch.device(args.device)
     args.proxy = quick_config() if args.quick else PoolConfig()
     args.proxy_key = args.proxy.key()
+    return args, datasets
+
+
+def main() -> None:
+    args, datasets = parse_args()
+    rows = select_rows(args.rows, args.static_only, args.without_static)
+    names = {row.name for row in rows}
+    domains = [d.name for d in datasets]
+    device = torch.device(args.device)
     proxy_starts = starts(args.proxy, args.proxy_root)
     inits = sorted({row.init for row in rows} - {""})
     missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]

@@ -28,11 +28,12 @@ from dcsd.data import MultiDomainDataset  # noqa: E402
 from dcsd.models import save_model  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_conflict.py"
+USAGE = SCRIPT.with_name("factor_usage.py")
 
 
-def run(tmp_path, *args):
+def run(tmp_path, *args, script=SCRIPT):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--root", tmp_path / "runs",
+        [sys.executable, str(script), "--quick", "--device", "cpu", "--root", tmp_path / "runs",
          "--proxy-root", tmp_path / "proxy", *map(str, args)],
         cwd=tmp_path,
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
@@ -89,6 +90,23 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         f"{ran_with['threads']} thread(s), torch {torch.__version__}"
     ) in results.read_text()
     stamps = {p: p.stat().st_mtime_ns for p in cached}
+    # bench/factor_usage.py reads the joint DCSD runs these options name, trains nothing, and
+    # names the command that trains a run it cannot find.
+    usage = tmp_path / "usage.md"
+    out = run(tmp_path, "--rows", "dcsd_joint", "s", "dcsd_alone", "--results", usage, script=USAGE)
+    assert "#### DCSD joint (S+D+C) (1 seed(s))" in out and "#### S (1 seed(s))" in out
+    assert "- left out (not joint DCSD rows): dcsd_alone" in out
+    assert out.count("| layer4.2.conv2 |") == 2 and "**mean over the layers**" in out
+    assert usage.read_text().strip() == out.strip()
+    missing = subprocess.run(
+        [sys.executable, str(USAGE), "--quick", "--rows", "sd", "--root", str(tmp_path / "no"),
+         "--proxy-root", str(tmp_path / "proxy")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "sd, seed 0: no finished run with checkpoints in" in missing.stderr
+    assert "python bench/bench_domain_conflict.py --rows sd" in missing.stderr
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # nothing trained again

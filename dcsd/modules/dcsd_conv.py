@@ -395,23 +395,17 @@ class DCSDConv(nn.Module):
             stride=self.stride,
             backend=self.backend,
         )
-        information: torch.Tensor | None = None
-        information_input = pooled.detach() if self.detach_information_input else pooled
+        predicted = self.predicted_information(pooled)
         logits: dict[str, torch.Tensor | None] = {"domain": None, "camera": None}
-        for name, mlp, classifier in (
-            ("domain", self.domain_mlp, self.domain_classifier),
-            ("camera", self.camera_mlp, self.camera_classifier),
-        ):
-            if mlp is None:
-                continue
-            predicted = mlp(information_input)
+        information: torch.Tensor | None = None
+        for name, value in predicted.items():
             if with_logits:
-                logits[name] = classifier(predicted)
-            predicted = predicted.detach() if self.stop_gradient else predicted
-            information = predicted if information is None else information + predicted
+                classifier = self.domain_classifier if name == "domain" else self.camera_classifier
+                logits[name] = classifier(value)
+            value = value.detach() if self.stop_gradient else value
+            information = value if information is None else information + value
 
-        condition = pooled if information is None else pooled + information
-        channel = self.channel_branch(condition).reshape(batch, channels, taps, 1)
+        channel = self.channel_filters(pooled if information is None else pooled + information)
         if self.spatial_information and information is not None:
             # conv1x1(X + D + Cam) = conv1x1(X) + W (D + Cam): one (N, K*K) offset per sample.
             weight = self.spatial_branch.weight.reshape(taps, channels)
@@ -419,11 +413,9 @@ class DCSDConv(nn.Module):
             spatial = spatial + offset[:, :, None, None]
         height_out, width_out = spatial.shape[2], spatial.shape[3]
         spatial = spatial.reshape(batch, 1, taps, height_out * width_out)
-        if self.channel_norm is not None:
-            channel = self.channel_norm(channel)
+        if self.spatial_norm is not None:
             spatial = self.spatial_norm(spatial)
         elif self.static_filter is not None:
-            channel = self.static_filter[:, :, None] * (1.0 + torch.tanh(channel))
             spatial = 1.0 + torch.tanh(spatial)
         # Under autocast the convolution and the linear layers may return different dtypes
         # than x; the op takes one dtype.
@@ -438,6 +430,30 @@ class DCSDConv(nn.Module):
             backend=self.backend,
         )
         return DCSDConvOutput(output, logits["domain"], logits["camera"])
+
+    def predicted_information(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The predicted domain and camera information, D and Cam, for ``pooled`` = GAP(X)
+        (N, C): each (N, C), keyed ``"domain"`` and ``"camera"`` for the factors this layer has
+        (empty for S). Under ``detach_information_input`` the MLPs read ``pooled`` detached;
+        ``stop_gradient`` is applied by the caller, after the classifiers."""
+        information_input = pooled.detach() if self.detach_information_input else pooled
+        predicted = {}
+        if self.domain_mlp is not None:
+            predicted["domain"] = self.domain_mlp(information_input)
+        if self.camera_mlp is not None:
+            predicted["camera"] = self.camera_mlp(information_input)
+        return predicted
+
+    def channel_filters(self, condition: torch.Tensor) -> torch.Tensor:
+        """The channel filters (N, C, K*K) generated from ``condition`` (N, C), bounded as
+        ``filter_norm`` says; the forward passes GAP(X) + D + Cam (GAP(X) alone for S)."""
+        batch, taps = condition.shape[0], self.kernel_size * self.kernel_size
+        channel = self.channel_branch(condition).reshape(batch, self.channels, taps, 1)
+        if self.channel_norm is not None:
+            channel = self.channel_norm(channel)
+        elif self.static_filter is not None:
+            channel = self.static_filter[:, :, None] * (1.0 + torch.tanh(channel))
+        return channel.reshape(batch, self.channels, taps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) -> (N, C, Ho, Wo). The MLPs run (D and Cam shape the filters); the

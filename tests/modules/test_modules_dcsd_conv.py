@@ -63,6 +63,29 @@ def test_output_is_the_op_on_the_generated_filters(filter_norm, spatial_informat
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("filter_norm", ["ddf", "rms", "gate", "none"])
+def test_the_information_and_the_channel_filters_are_read_by_name(filter_norm):
+    layer = make_layer(filter_norm=filter_norm)
+    _randomise_generators(layer)
+    pooled = make_input().mean(dim=(2, 3))
+    predicted = layer.predicted_information(pooled)
+    assert list(predicted) == ["domain", "camera"]
+    torch.testing.assert_close(predicted["domain"], layer.domain_mlp(pooled), rtol=0, atol=0)
+    torch.testing.assert_close(predicted["camera"], layer.camera_mlp(pooled), rtol=0, atol=0)
+    condition = pooled + predicted["domain"] + predicted["camera"]
+    channel = layer.channel_branch(condition).view(2, CHANNELS, 9)
+    if filter_norm == "ddf":  # standardised over the taps, then scaled
+        channel = (channel - channel.mean(2, keepdim=True)) / channel.std(2, keepdim=True)
+        channel = channel * layer.channel_norm.scale.view(1, CHANNELS, 9)
+    elif filter_norm == "rms":  # divided by the root mean square over the taps, then scaled
+        channel = channel / channel.square().mean(2, keepdim=True).sqrt()
+        channel = channel * layer.channel_norm.scale.view(1, CHANNELS, 9)
+    elif filter_norm == "gate":
+        channel = layer.static_filter * (1 + torch.tanh(channel))
+    torch.testing.assert_close(layer.channel_filters(condition), channel, rtol=1e-5, atol=1e-6)
+    assert make_layer(factors=("sample",)).predicted_information(pooled) == {}
+
+
 def _randomise_generators(layer: DCSDConv) -> None:
     """Away from the initialisation, as a trained layer is (the gates' zero start included)."""
     generator = torch.Generator().manual_seed(5)
