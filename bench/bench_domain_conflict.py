@@ -13,7 +13,9 @@ proxy-pretrained starts
   from the proxy static depthwise start;
   ResNet50-DCSD joint and per domain from three starts: the proxy DDF network (DDF's layer
   loaded through ``load_ddf_backbone``: the paper's likely start), the proxy static network with
-  fresh generators (``pretrained="imagenet"``'s path) and from scratch;
+  fresh generators (``pretrained="imagenet"``'s path) and from scratch; and from scratch with
+  the gate layer (``filter_norm="gate"``: D and Cam can scale its filters, where DDF's
+  FilterNorm standardises each one);
 - Table V: DCSD joint from the DDF start with the factors S, S+D, S+C, S+D+C;
 - Table VI: S+D+C without the stop gradient, and S+D+C with the domain and camera classifiers'
   losses reaching the backbone (``detach_information_input=False``);
@@ -90,6 +92,7 @@ class Row:
 
 
 DDF = {"filter_norm": "ddf"}
+GATE = {"filter_norm": "gate"}
 DCSD = "resnet50_dcsd"
 ROWS = (
     Row("static_alone", "static alone", "II", "resnet50_reid", {}, True, "proxy_static"),
@@ -109,6 +112,12 @@ ROWS = (
     Row("dcsd_joint_static", "DCSD joint, static start", "II", DCSD, DDF, init="proxy_static"),
     Row("dcsd_alone_scratch", "DCSD alone, scratch", "II", DCSD, DDF, per_domain=True, init=""),
     Row("dcsd_joint_scratch", "DCSD joint, scratch", "II", DCSD, DDF, init=""),
+    # DDF's FilterNorm standardises every generated filter over its taps (zero mean, unit std)
+    # before a scale all samples share, so D and Cam change a filter's pattern, not its
+    # magnitude; the gate layer (a static filter times 1 + tanh of the generated one) can
+    # scale each channel by domain. No DDF start loads into it: both start from scratch.
+    Row("dcsd_joint_gate", "DCSD joint, scratch, gate layer", "II", DCSD, GATE, init=""),
+    Row("dcsd_alone_gate", "DCSD alone, scratch, gate layer", "II", DCSD, GATE, True, ""),
     Row("s", "S", "V", DCSD, {**DDF, "factors": ("sample",)}),
     Row("sd", "S+D", "V", DCSD, {**DDF, "factors": ("sample", "domain")}),
     Row("sc", "S+C", "V", DCSD, {**DDF, "factors": ("sample", "camera")}),
@@ -158,6 +167,10 @@ PAIRS = (
     ("dcsd_alone", "dcsd_alone_scratch"),
     ("dcsd_alone_static", "static_alone"),
     ("spatial_dc", "dcsd_joint"),
+    ("dcsd_alone_scratch", "dcsd_joint_scratch"),
+    ("dcsd_joint_gate", "dcsd_joint_scratch"),
+    ("dcsd_alone_gate", "dcsd_alone_scratch"),
+    ("dcsd_alone_gate", "dcsd_joint_gate"),
 )
 
 

@@ -66,6 +66,8 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         "DCSD alone, scratch",
         "spatial branch reads X + D + Cam",
         "S+D+C, domain/camera losses reach the backbone",
+        "DCSD joint, scratch, gate layer",
+        "DCSD alone, scratch, gate layer",
     ):
         assert row in out
     assert "| synth0 | synth1 | synth2 | mean |" in out
@@ -78,15 +80,15 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
     assert figure.stat().st_size > 5000
     assert results.read_text().count("## Domain conflict in miniature") == 1
-    # 11 joint rows + 4 per-domain rows of 3 domains, one seed: 23 cached runs.
+    # 12 joint rows + 5 per-domain rows of 3 domains, one seed: 27 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
-    assert len(cached) == 23
+    assert len(cached) == 27
     ran_with = json.loads(cached[0].read_text())["ran_with"]
     # the cores shared among the 2 jobs, recorded with the result
     assert ran_with["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert ran_with["device"] == "cpu"
     assert (
-        f"- the reported runs (trained by this call or read): 23 on cpu, "
+        f"- the reported runs (trained by this call or read): 27 on cpu, "
         f"{ran_with['threads']} thread(s), torch {torch.__version__}"
     ) in results.read_text()
     stamps = {p: p.stat().st_mtime_ns for p in cached}
