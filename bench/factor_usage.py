@@ -47,7 +47,7 @@ from reid_runs import build_model, run_folder  # noqa: E402
 
 import dcsd  # noqa: E402
 from dcsd.data import MultiDomainDataset  # noqa: E402
-from dcsd.engine.loaders import build_eval_splits  # noqa: E402
+from dcsd.engine import build_eval_splits  # noqa: E402
 from dcsd.modules import DCSDConv  # noqa: E402
 
 COLUMNS = (
