@@ -7,6 +7,9 @@ passes the split's query and gallery images (held-out identities under ``--split
 it. At each of the 16 DCSD layers it takes GAP(X) of every image and measures, with the layer's
 own generators (:meth:`DCSDConv.predicted_information`, :meth:`DCSDConv.channel_filters`):
 
+- ``filter variation``: how far the channel filters vary over the images at all,
+  ``sqrt(sum |F_n - mean F|^2 / sum |F_n|^2)``: 0 for a static filter, 1 for filters that vary
+  about a zero mean (the shares below divide this variation among the domains and cameras);
 - ``‖D+Cam‖ / ‖GAP(X)‖``: how large the predicted information is beside the sample's own
   features (mean over images of the ratio of the vectors' norms);
 - ``filter change``: how much the information moves the channel filters,
@@ -51,6 +54,7 @@ from dcsd.engine import build_eval_splits  # noqa: E402
 from dcsd.modules import DCSDConv  # noqa: E402
 
 COLUMNS = (
+    "filter variation",
     "‖D+Cam‖ / ‖GAP(X)‖",
     "filter change",
     "domain share, with / without D+Cam",
@@ -104,6 +108,8 @@ def layer_usage(
         if name in predicted:
             hits = classifier(predicted[name]).argmax(1) == labels
             out[f"{name}_acc"] = float(hits.double().mean())
+    flat = with_info.flatten(1).double()
+    out["variation"] = float(((flat - flat.mean(0)).square().sum() / flat.square().sum()).sqrt())
     out["domain_share"] = explained_share(with_info, domains)
     out["domain_share_without"] = explained_share(without, domains)
     out["camera_share"] = explained_share(with_info, cameras, domains)
@@ -177,6 +183,7 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
             return statistics.fmean(m[key] for m in measures)
 
         return [
+            _number(mean("variation")),
             _number(mean("ratio")),
             _number(mean("change")),
             f"{_number(mean('domain_share'))} / {_number(mean('domain_share_without'))}",
@@ -199,6 +206,7 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
     ]
     summary = []
     for key, other in (
+        ("variation", None),
         ("ratio", None),
         ("change", None),
         ("domain_share", "domain_share_without"),

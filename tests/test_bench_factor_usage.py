@@ -83,3 +83,18 @@ def test_information_that_names_the_domain_makes_the_filters_tell_the_domains_ap
     assert usage["change"] > 0.0 and usage["ratio"] > 1.0
     assert usage["domain_share"] > 0.5 > 0.2 > usage["domain_share_without"]
     assert usage["camera_acc"] != usage["camera_acc"]  # no camera factor: NaN
+
+
+def test_filter_variation_is_zero_for_a_static_filter_and_positive_for_generated_ones():
+    pooled = torch.randn(12, 8, generator=torch.Generator().manual_seed(2))
+    domains = torch.arange(12) % 2
+    cameras = domains * 2 + torch.arange(12) % 3 // 2
+    # The gate layer starts as its static depthwise filter: its gates' last layers are zero.
+    static = layer_usage(make_layer(filter_norm="gate"), pooled, domains, cameras)
+    assert static["variation"] == 0.0 and static["change"] == 0.0
+    generated = make_layer(factors=("sample",))  # its filters are channel_filters(pooled)
+    filters = generated.channel_filters(pooled).detach().flatten(1).double().numpy()
+    spread = ((filters - filters.mean(0)) ** 2).sum() / (filters**2).sum()
+    usage = layer_usage(generated, pooled, domains, cameras)
+    assert usage["variation"] == pytest.approx(np.sqrt(spread), rel=1e-6)
+    assert usage["variation"] > 0.1
