@@ -9,7 +9,8 @@ own generators (:meth:`DCSDConv.predicted_information`, :meth:`DCSDConv.channel_
 
 - ``filter variation``: how far the channel filters vary over the images at all,
   ``sqrt(sum |F_n - mean F|^2 / sum |F_n|^2)``: 0 for a static filter, 1 for filters that vary
-  about a zero mean (the shares below divide this variation among the domains and cameras);
+  about a zero mean (the shares below divide this variation among the domains and cameras),
+  with D + Cam and without;
 - ``‖D+Cam‖ / ‖GAP(X)‖``: how large the predicted information is beside the sample's own
   features (mean over images of the ratio of the vectors' norms);
 - ``filter change``: how much the information moves the channel filters,
@@ -44,7 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_domain_conflict import ROWS, parse_args, row_runs  # noqa: E402
+from bench_domain_conflict import parse_args, row_runs, select_rows  # noqa: E402
 from pretrain_proxy import starts  # noqa: E402
 from reid_runs import build_model, run_folder  # noqa: E402
 
@@ -54,7 +55,7 @@ from dcsd.engine import build_eval_splits  # noqa: E402
 from dcsd.modules import DCSDConv  # noqa: E402
 
 COLUMNS = (
-    "filter variation",
+    "filter variation, with / without D+Cam",
     "‖D+Cam‖ / ‖GAP(X)‖",
     "filter change",
     "domain share, with / without D+Cam",
@@ -85,6 +86,12 @@ def explained_share(values: torch.Tensor, groups: torch.Tensor, within: torch.Te
     return float((means(groups) - reference).square().sum() / total)
 
 
+def filter_variation(filters: torch.Tensor) -> float:
+    """``sqrt(sum |F_n - mean F|^2 / sum |F_n|^2)`` over the N rows of ``filters`` (N, ...)."""
+    flat = filters.flatten(1).double()
+    return float(((flat - flat.mean(0)).square().sum() / flat.square().sum()).sqrt())
+
+
 @torch.no_grad()
 def layer_usage(
     layer: DCSDConv, pooled: torch.Tensor, domains: torch.Tensor, cameras: torch.Tensor
@@ -108,8 +115,8 @@ def layer_usage(
         if name in predicted:
             hits = classifier(predicted[name]).argmax(1) == labels
             out[f"{name}_acc"] = float(hits.double().mean())
-    flat = with_info.flatten(1).double()
-    out["variation"] = float(((flat - flat.mean(0)).square().sum() / flat.square().sum()).sqrt())
+    out["variation"] = filter_variation(with_info)
+    out["variation_without"] = filter_variation(without)
     out["domain_share"] = explained_share(with_info, domains)
     out["domain_share_without"] = explained_share(without, domains)
     out["camera_share"] = explained_share(with_info, cameras, domains)
@@ -183,7 +190,7 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
             return statistics.fmean(m[key] for m in measures)
 
         return [
-            _number(mean("variation")),
+            f"{_number(mean('variation'))} / {_number(mean('variation_without'))}",
             _number(mean("ratio")),
             _number(mean("change")),
             f"{_number(mean('domain_share'))} / {_number(mean('domain_share_without'))}",
@@ -206,7 +213,7 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
     ]
     summary = []
     for key, other in (
-        ("variation", None),
+        ("variation", "variation_without"),
         ("ratio", None),
         ("change", None),
         ("domain_share", "domain_share_without"),
@@ -226,8 +233,7 @@ def main() -> None:
     args, datasets = parse_args(description=__doc__.splitlines()[0])
     device = torch.device(args.device)
     proxy_starts = starts(args.proxy, args.proxy_root)
-    keys = args.rows or [row.key for row in ROWS]
-    rows = [row for row in ROWS if row.key in keys]
+    rows = select_rows(args.rows, static_only=False, without_static=args.rows is not None)
     left_out = [row.key for row in rows if row.per_domain or not row.model.endswith("_dcsd")]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M+00:00")
     lines = [

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import factor_usage  # noqa: E402
 from factor_usage import explained_share, layer_usage  # noqa: E402
 
+import dcsd  # noqa: E402
+from dcsd.data import MultiDomainDataset, make_synthetic_domains  # noqa: E402
 from dcsd.modules import DCSDConv  # noqa: E402
 
 
@@ -98,3 +101,31 @@ def test_filter_variation_is_zero_for_a_static_filter_and_positive_for_generated
     usage = layer_usage(generated, pooled, domains, cameras)
     assert usage["variation"] == pytest.approx(np.sqrt(spread), rel=1e-6)
     assert usage["variation"] > 0.1
+
+
+def test_model_usage_labels_each_image_with_its_domain_and_global_camera(monkeypatch):
+    datasets = make_synthetic_domains(
+        preset="conflict_mild", seed=0, image_size=(32, 16), train_ids_per_domain=2,
+        test_ids_per_domain=2,
+    )  # fmt: skip
+    data = MultiDomainDataset(datasets)
+    model = dcsd.resnet50_dcsd(**{**data.model_kwargs(), "num_classes": 0})
+    seen = []
+
+    def record(layer, pooled, domains, cameras):
+        seen.append((pooled.shape[0], domains.tolist(), cameras.tolist()))
+        return {"variation": 0.0}
+
+    monkeypatch.setattr(factor_usage, "layer_usage", record)
+    usage = factor_usage.model_usage(model, data, (32, 16), torch.device("cpu"))
+    assert len(usage) == 16
+    # query then gallery of each domain, in domain order; cameras counted on across domains
+    expected_domains, expected_cameras, offset = [], [], 0
+    for domain, dataset in enumerate(datasets):
+        for item in (*dataset.query, *dataset.gallery):
+            expected_domains.append(domain)
+            expected_cameras.append(offset + item.camid)
+        offset += dataset.num_cameras
+    assert offset > datasets[0].num_cameras  # the offsets matter
+    assert seen[0] == (len(expected_domains), expected_domains, expected_cameras)
+    assert all(entry == seen[0] for entry in seen)
