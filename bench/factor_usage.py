@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_domain_conflict import parse_args, row_runs, select_rows  # noqa: E402
 from pretrain_proxy import starts  # noqa: E402
-from reid_runs import build_model, run_folder  # noqa: E402
+from reid_runs import build_model, mean_std, run_folder  # noqa: E402
 
 import dcsd  # noqa: E402
 from dcsd.data import MultiDomainDataset  # noqa: E402
@@ -176,8 +176,7 @@ def _mean_std(values: list[float], percent: bool = False) -> str:
     if values[0] != values[0]:
         return "–"
     scale = 100 if percent else 1
-    mean = statistics.fmean(values) * scale
-    std = (statistics.stdev(values) if len(values) > 1 else 0.0) * scale
+    mean, std = (value * scale for value in mean_std(values))
     return f"{mean:.0f}% ± {std:.0f}" if percent else f"{mean:.2f} ± {std:.2f}"
 
 
