@@ -38,6 +38,7 @@ import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import triton
@@ -54,14 +55,25 @@ from dcsd.data import MultiDomainDataset  # noqa: E402
 from dcsd.engine import build_eval_splits  # noqa: E402
 from dcsd.modules import DCSDConv  # noqa: E402
 
+
+class Column(NamedTuple):
+    """One column of the report: its title, the measure it shows, the same measure without
+    D+Cam shown beside it (None: none), and whether it is a fraction shown as a percentage."""
+
+    title: str
+    key: str
+    without: str | None = None
+    percent: bool = False
+
+
 COLUMNS = (
-    "filter variation, with / without D+Cam",
-    "‖D+Cam‖ / ‖GAP(X)‖",
-    "filter change",
-    "domain share, with / without D+Cam",
-    "camera share, with / without",
-    "domain acc.",
-    "camera acc.",
+    Column("filter variation, with / without D+Cam", "variation", "variation_without"),
+    Column("‖D+Cam‖ / ‖GAP(X)‖", "ratio"),
+    Column("filter change", "change"),
+    Column("domain share, with / without D+Cam", "domain_share", "domain_share_without"),
+    Column("camera share, with / without", "camera_share", "camera_share_without"),
+    Column("domain acc.", "domain_acc", percent=True),
+    Column("camera acc.", "camera_acc", percent=True),
 )
 
 
@@ -184,47 +196,36 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
     """The markdown table of one row: each layer's measures as the mean over the seeds'
     ``usages`` (one :func:`model_usage` each), then the mean over the layers ± std over seeds."""
 
-    def cells(measures: list[dict[str, float]]) -> list[str]:
+    def layer_cell(column: Column, measures: list[dict[str, float]]) -> str:
         def mean(key: str) -> float:
             return statistics.fmean(m[key] for m in measures)
 
-        return [
-            f"{_number(mean('variation'))} / {_number(mean('variation_without'))}",
-            _number(mean("ratio")),
-            _number(mean("change")),
-            f"{_number(mean('domain_share'))} / {_number(mean('domain_share_without'))}",
-            f"{_number(mean('camera_share'))} / {_number(mean('camera_share_without'))}",
-            _number(mean("domain_acc"), percent=True),
-            _number(mean("camera_acc"), percent=True),
-        ]
+        text = _number(mean(column.key), column.percent)
+        if column.without is not None:
+            text += " / " + _number(mean(column.without))
+        return text
+
+    def summary_cell(column: Column, per_seed: list[dict[str, float]]) -> str:
+        text = _mean_std([s[column.key] for s in per_seed], column.percent)
+        if column.without is not None:
+            text += " / " + _mean_std([s[column.without] for s in per_seed])
+        return text
 
     lines = [
         f"#### {name} ({len(usages)} seed(s))",
         "",
-        "| layer | " + " | ".join(COLUMNS) + " |",
+        "| layer | " + " | ".join(column.title for column in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
     ]
     for layer in usages[0]:
-        lines.append(f"| {layer} | " + " | ".join(cells([u[layer] for u in usages])) + " |")
+        measures = [u[layer] for u in usages]
+        lines.append(f"| {layer} | " + " | ".join(layer_cell(c, measures) for c in COLUMNS) + " |")
     keys = next(iter(usages[0].values()))
     per_seed = [
         {key: statistics.fmean(m[key] for m in usage.values()) for key in keys} for usage in usages
     ]
-    summary = []
-    for key, other in (
-        ("variation", "variation_without"),
-        ("ratio", None),
-        ("change", None),
-        ("domain_share", "domain_share_without"),
-        ("camera_share", "camera_share_without"),
-        ("domain_acc", None),
-        ("camera_acc", None),
-    ):
-        cell = _mean_std([s[key] for s in per_seed], percent=key.endswith("_acc"))
-        if other is not None:
-            cell += " / " + _mean_std([s[other] for s in per_seed])
-        summary.append(cell)
-    lines.append("| **mean over the layers** | " + " | ".join(summary) + " |")
+    summary = " | ".join(summary_cell(column, per_seed) for column in COLUMNS)
+    lines.append(f"| **mean over the layers** | {summary} |")
     return lines
 
 
