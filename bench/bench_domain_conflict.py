@@ -61,7 +61,15 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pretrain_proxy import PoolConfig, is_pretrained, pretrain, quick_config, starts  # noqa: E402
-from reid_runs import RunSpec, cached_result, mean_std, run  # noqa: E402
+from reid_runs import (  # noqa: E402
+    RunSpec,
+    cached_result,
+    cpu_model,
+    ledger_start_digests,
+    mean_std,
+    run,
+    start_digest,
+)
 from results_csv import append_rows  # noqa: E402
 from run_ledger import add_ledger_option, chosen_ledger  # noqa: E402
 from run_queue import Task, run_tasks  # noqa: E402
@@ -139,8 +147,8 @@ ROWS = (
 )
 STATIC_ROWS = ROWS[:2]
 # Every finished run of the benchmark (bench/run_ledger.py): its folders are lost with the
-# machine, its results are kept here and read by the next machine (the proxy starts pretrain to
-# the same digests).
+# machine, its results are kept here and read by the next machine that holds the same proxy
+# starts (start_note says when it does not).
 LEDGER = Path(__file__).resolve().parent / "bench_domain_conflict_runs.jsonl"
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
 # The goal's comparisons and the studies', as (row key, minus row key): each is reported
@@ -309,8 +317,9 @@ def ran_with(runs: list[dict]) -> str:
         key = (
             "cpu, threads and versions not recorded"
             if setup is None
-            else f"{setup['device']}, {setup['threads']} thread(s), torch {setup['torch']}, "
-            f"triton {setup['triton']}"
+            else f"{setup['device']}"
+            + (f" ({setup['cpu']})" if "cpu" in setup else "")
+            + f", {setup['threads']} thread(s), torch {setup['torch']}, triton {setup['triton']}"
         )
         groups[key] = groups.get(key, 0) + 1
     whole = [result["seconds"] for result in runs if not result.get("resumed_at_epoch")]
@@ -320,6 +329,40 @@ def ran_with(runs: list[dict]) -> str:
         + (f"; {min(whole):.0f}-{max(whole):.0f} s a run" if whole else "")
         + (f" ({resumed} resumed run(s) left out)" if resumed else "")
     )
+
+
+def start_note(
+    inits: list[str], starts: dict[str, Path], missing: list[str], ledger: Path | None
+) -> str:
+    """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
+    ledger's runs from each. A run is read from the ledger only with the very start file it
+    trained from, and a start pretrained on another machine can differ (another CPU instruction
+    set gives other weights), so a user learns before hours of training that the recorded
+    runs will not be read, and why."""
+    recorded = ledger_start_digests(ledger)
+    parts, foreign = [], False
+    for name in inits:
+        here = None if name in missing else start_digest(starts[name])
+        runs = recorded.get(name, {})
+        other = {digest: count for digest, count in runs.items() if digest != here}
+        foreign |= bool(other)
+        recorded_runs = ", ".join(
+            f"{count} run(s) from {'this pretraining' if digest == here else digest}"
+            for digest, count in runs.items()
+        )
+        parts.append(
+            f"{name} {here or 'not pretrained yet'}"
+            + (f" (the ledger: {recorded_runs})" if runs else "")
+        )
+    note = "proxy starts: " + "; ".join(parts)
+    if foreign:
+        note += (
+            ". The ledger's runs from another pretraining are read only with its start file: "
+            "copy that machine's --proxy-root here (a pretraining on another CPU instruction set "
+            f"gives other weights; this CPU: {cpu_model()}, "
+            f"{torch.backends.cpu.get_cpu_capability()})"
+        )
+    return note
 
 
 def table(rows, results, domains, metric) -> str:
@@ -624,8 +667,11 @@ def main() -> None:
     proxy_starts = starts(args.proxy, args.proxy_root)
     inits = sorted({row.init for row in rows} - {""})
     missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
+    if inits:
+        print(start_note(inits, proxy_starts, missing, args.ledger), flush=True)
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
+    missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
         print(
@@ -652,6 +698,7 @@ def main() -> None:
         f"- this call: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) "
         f"each; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- the reported runs (trained by this call or read): {ran_with(runs)}",
+        *([f"- {start_note(inits, proxy_starts, missing, args.ledger)}"] if inits else []),
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (

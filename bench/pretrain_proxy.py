@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reid_runs import RunSpec, build_model, run, run_folder  # noqa: E402
+from reid_runs import RunSpec, build_model, run, run_folder, start_digest  # noqa: E402
 
 from dcsd.data import MultiDomainDataset, ReIDDataset, make_synthetic_domains  # noqa: E402
 from dcsd.data.image_dataset import read_image  # noqa: E402
@@ -192,6 +192,10 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
         "train_images": sum(len(d.train) for d in datasets),
         "seconds": result["seconds"],
         "resumed_at_epoch": result["resumed_at_epoch"],
+        # The benchmark's runs from this start are keyed by this digest; another machine's
+        # pretraining can give other weights (ran_with says on what this one ran).
+        "digest": start_digest(out / (DDF_FILE if name == "ddf" else name)),
+        "ran_with": result.get("ran_with"),
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     return summary

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,48 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
     return {"id": last["id"], "triplet": last["triplet"]}
 
 
+def ran_with(device: torch.device | str) -> dict[str, Any]:
+    """What a run on ``device`` runs with, recorded beside its result: a run's digits can
+    depend on the torch threads (DCSD runs came out otherwise with another thread count) and,
+    on the CPU, on its instruction set (the proxy starts pretrained to other weights on an
+    AVX-512 machine than on the machines before, and capping it at AVX2 gave a third set)."""
+    setup: dict[str, Any] = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "dcsd": dcsd.__version__,
+    }
+    if torch.device(device).type == "cpu":
+        setup["cpu"] = f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+    return setup
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ledger_start_digests(ledger: Path | None) -> dict[str, dict[str, int]]:
+    """``{start name: {start digest: runs}}`` of the runs recorded in ``ledger`` from a proxy
+    start (the digest ends the run's name, :func:`run_folder`)."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, result in (read_ledger(ledger) if ledger is not None else {}).items():
+        init = result.get("spec", {}).get("init")
+        if init:
+            per_digest = counts.setdefault(init.split("@")[0], {})
+            digest = name.rsplit("-", 1)[1]
+            per_digest[digest] = per_digest.get(digest, 0) + 1
+    return counts
+
+
 def start_digest(path: Path) -> str:
     """The first 8 hex digits of the SHA-256 of a proxy start (a DDF checkpoint file, or a
     model folder's ``model.safetensors``): a start pretrained again gets a new digest."""
@@ -293,10 +336,11 @@ def run(
     name (before its ``@``). A finished run is recorded in ``ledger`` (:mod:`run_ledger`).
 
     Returns ``{"spec": ..., "seconds": ..., "ran_with": {"device", "threads", "torch",
-    "triton", "dcsd"}, "resumed_at_epoch": ..., "train_loss": {"id", "triplet"} of the last
-    epoch, "metrics": {domain: {"mAP", "rank1"}}}``: ``seconds`` times the epochs after
-    ``resumed_at_epoch`` (0 unless the run was interrupted and resumed); runs cached before
-    they were recorded have no ``ran_with`` and ``None`` for ``resumed_at_epoch``.
+    "triton", "dcsd", on the CPU "cpu"} (:func:`ran_with`), "resumed_at_epoch": ...,
+    "train_loss": {"id", "triplet"} of the last epoch, "metrics": {domain: {"mAP", "rank1"}}}``:
+    ``seconds`` times the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted
+    and resumed); runs cached before they were recorded have no ``ran_with`` and ``None`` for
+    ``resumed_at_epoch``.
     """
     data = MultiDomainDataset(datasets)
     seed_everything(spec.seed)
@@ -340,15 +384,7 @@ def run(
     result = {
         "spec": asdict(spec),
         "seconds": seconds,
-        # A run's digits can depend on the torch threads it ran with (DCSD runs came out
-        # otherwise with another thread count): recorded beside the result, with the versions.
-        "ran_with": {
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "triton": triton.__version__,
-            "dcsd": dcsd.__version__,
-        },
+        "ran_with": ran_with(device),
         "resumed_at_epoch": resumed_at,
         "train_loss": last_train_loss(folder / "train"),
         "metrics": {

@@ -5,6 +5,7 @@ past its deadline stops; the static depthwise control row starts from its own de
 filters."""
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -87,10 +88,26 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     # the cores shared among the 2 jobs, recorded with the result
     assert ran_with["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert ran_with["device"] == "cpu"
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert ran_with["cpu"].endswith(f", {capability}")  # the CPU's model, then its capability
     assert (
-        f"- the reported runs (trained by this call or read): 27 on cpu, "
+        f"- the reported runs (trained by this call or read): 27 on cpu ({ran_with['cpu']}), "
         f"{ran_with['threads']} thread(s), torch {torch.__version__}"
     ) in results.read_text()
+    digests = {
+        name: hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        for name, path in (
+            ("proxy_ddf", next((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))),
+            ("proxy_static", next((tmp_path / "proxy").glob("*/static/model.safetensors"))),
+        )
+    }
+    # --quick keeps no ledger: before training, the starts to pretrain; the report, their
+    # digests, which their summaries record too.
+    assert out.startswith("proxy starts: proxy_ddf not pretrained yet; ")
+    for name, digest in digests.items():
+        assert f"{name} {digest}" in results.read_text()
+        summary = next((tmp_path / "proxy").glob(f"*/{name.removeprefix('proxy_')}.json"))
+        assert json.loads(summary.read_text())["digest"] == digest
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     # bench/factor_usage.py reads the joint DCSD runs these options name, trains nothing, and
     # names the command that trains a run it cannot find.
@@ -240,6 +257,59 @@ def test_the_report_says_what_its_runs_ran_with():
     assert bench.ran_with([result(12.0, cpu, resumed=3)]) == (
         "1 on cpu, 1 thread(s), torch 2.9, triton 3.5 (1 resumed run(s) left out)"
     )
+    # Runs recorded with the CPU's model and instruction set are told apart by them.
+    avx512 = cpu | {"cpu": "Xeon, AVX512"}
+    assert bench.ran_with([result(500.0, avx512), result(600.0, cpu)]) == (
+        "1 on cpu (Xeon, AVX512), 1 thread(s), torch 2.9, triton 3.5; "
+        "1 on cpu, 1 thread(s), torch 2.9, triton 3.5; 500-600 s a run"
+    )
+
+
+def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
+    """Runs recorded from another pretraining of a start (another digest) are named before
+    any training, with how to read them; runs from this one are counted."""
+    start = tmp_path / "ddf.pth.tar"
+    start.write_bytes(b"weights pretrained here")
+    here = hashlib.sha256(b"weights pretrained here").hexdigest()[:8]
+    ledger = tmp_path / "runs.jsonl"
+
+    def record(name, init):
+        spec = {"init": init} if init else {}
+        return json.dumps({"run": name, "result": {"spec": spec, "metrics": {}}})
+
+    ledger.write_text(
+        "\n".join(
+            [
+                record("aaaa-11111111-0badc0de", "proxy_ddf@k"),
+                record("bbbb-11111111-0badc0de", "proxy_ddf@k"),
+                record(f"cccc-11111111-{here}", "proxy_ddf@k"),
+                record("dddd", ""),  # from scratch: no start
+                record("eeee-9999aaaa", "proxy_static@k"),
+            ]
+        )
+        + "\n"
+    )
+    starts = {"proxy_ddf": start}
+    note = bench.start_note(["proxy_ddf"], starts, [], ledger)
+    assert note.startswith(
+        f"proxy starts: proxy_ddf {here} (the ledger: 2 run(s) from 0badc0de, "
+        "1 run(s) from this pretraining). "
+    )
+    assert "copy that machine's --proxy-root here" in note
+    assert "9999aaaa" not in note  # a start this call does not use
+    missing = bench.start_note(["proxy_ddf"], starts, ["proxy_ddf"], ledger)
+    assert missing.startswith(
+        f"proxy starts: proxy_ddf not pretrained yet (the ledger: 2 run(s) from 0badc0de, "
+        f"1 run(s) from {here}). "
+    )
+    ledger.write_text(record(f"cccc-11111111-{here}", "proxy_ddf@k") + "\n")
+    both = starts | {"proxy_static": start}
+    only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger)
+    assert only_here == (
+        f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from this pretraining); "
+        f"proxy_static {here}"
+    )
+    assert bench.start_note(["proxy_ddf"], starts, [], None) == f"proxy starts: proxy_ddf {here}"
 
 
 def test_paired_differences_are_per_seed_then_averaged():
