@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pretrain_proxy import PoolConfig, is_pretrained, pretrain, quick_config, starts  # noqa: E402
 from reid_runs import (  # noqa: E402
+    RecordedStart,
     RunSpec,
     cached_result,
     cpu_model,
@@ -274,6 +276,8 @@ def plan(rows, datasets, args, device, starts, missing_starts):
                 if result is not None:
                     cached[name] = result
                     continue
+                if row.init in args.recorded_starts:
+                    continue  # known by its digest alone: read, never trained
                 needs = _pretrain_task(row.init) if row.init in missing_starts else None
                 task_args = (spec, group, args.root, device, starts, args.ledger)
                 tasks.append(Task(name, _run, task_args, needs))
@@ -332,7 +336,10 @@ def ran_with(runs: list[dict]) -> str:
 
 
 def start_note(
-    inits: list[str], starts: dict[str, Path], missing: list[str], ledger: Path | None
+    inits: list[str],
+    starts: dict[str, Path | RecordedStart],
+    missing: list[str],
+    ledger: Path | None,
 ) -> str:
     """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
     ledger's runs from each. A run is read from the ledger only with the very start file it
@@ -350,9 +357,12 @@ def start_note(
             f"{count} run(s) from {'this pretraining' if digest == here else digest}"
             for digest, count in runs.items()
         )
+        remarks = [f"the ledger: {recorded_runs}"] if runs else []
+        if isinstance(starts[name], RecordedStart):
+            remarks.insert(0, "--recorded-start: its runs are read, none trained")
         parts.append(
             f"{name} {here or 'not pretrained yet'}"
-            + (f" (the ledger: {recorded_runs})" if runs else "")
+            + (f" ({'; '.join(remarks)})" if remarks else "")
         )
     note = "proxy starts: " + "; ".join(parts)
     if foreign:
@@ -563,8 +573,9 @@ def draw_figure(results, domains, path: Path) -> None:
 def parse_args(argv: list[str] | None = None, description: str | None = None):
     """The benchmark's options (``argv``, else the command line) and what they imply: the
     ledger, the image size, the quick sizes, ``datasets`` and their cache label, the proxy
-    pool's config and key. ``bench/factor_usage.py`` names the same runs with the same
-    options. Returns ``(args, datasets)``."""
+    pool's config and key, and the starts (``args.starts``: the start files under
+    ``--proxy-root``, the ``--recorded-start`` ones by digest). ``bench/factor_usage.py``
+    names the same runs with the same options. Returns ``(args, datasets)``."""
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
@@ -638,6 +649,15 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
         "and paired differences, none of the checks that read the static rows, and nothing is "
         "appended to --csv (its tables compare with the static rows)",
     )
+    parser.add_argument(
+        "--recorded-start",
+        nargs="+",
+        default=[],
+        metavar="START=DIGEST",
+        help="a proxy start known by its digest alone, say proxy_ddf=53134ea8 (a pretraining on "
+        "another machine): the ledger's runs from it are read, none is trained, so rows with "
+        "runs missing stay unfinished",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
     add_ledger_option(parser, LEDGER)
@@ -655,6 +675,17 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     datasets, args.data_label = make_datasets(args)
     args.proxy = quick_config() if args.quick else PoolConfig()
     args.proxy_key = args.proxy.key()
+    args.starts = starts(args.proxy, args.proxy_root)
+    args.recorded_starts = {}
+    for item in args.recorded_start:
+        name, _, digest = item.partition("=")
+        if name not in args.starts or not re.fullmatch(r"[0-9a-f]{8}", digest):
+            parser.error(
+                f"--recorded-start {item}: give START=DIGEST, START among {list(args.starts)} "
+                "and DIGEST its 8 hex digits (the end of its runs' names in the ledger)"
+            )
+        args.recorded_starts[name] = RecordedStart(digest)
+    args.starts |= args.recorded_starts
     return args, datasets
 
 
@@ -664,14 +695,23 @@ def main() -> None:
     names = {row.name for row in rows}
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
-    proxy_starts = starts(args.proxy, args.proxy_root)
+    proxy_starts = args.starts
     inits = sorted({row.init for row in rows} - {""})
-    missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
+
+    def not_pretrained() -> list[str]:
+        return [
+            name
+            for name in inits
+            if name not in args.recorded_starts
+            and not is_pretrained(args.proxy, args.proxy_root, name)
+        ]
+
+    missing = not_pretrained()
     if inits:
         print(start_note(inits, proxy_starts, missing, args.ledger), flush=True)
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
-    missing = [name for name in inits if not is_pretrained(args.proxy, args.proxy_root, name)]
+    missing = not_pretrained()
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
         print(

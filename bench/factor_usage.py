@@ -47,7 +47,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_domain_conflict import parse_args, row_runs, select_rows  # noqa: E402
-from pretrain_proxy import starts  # noqa: E402
 from reid_runs import build_model, mean_std, run_folder  # noqa: E402
 
 import dcsd  # noqa: E402
@@ -232,7 +231,7 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
 def main() -> None:
     args, datasets = parse_args(description=__doc__.splitlines()[0])
     device = torch.device(args.device)
-    proxy_starts = starts(args.proxy, args.proxy_root)
+    proxy_starts = args.starts
     rows = select_rows(args.rows, static_only=False, without_static=args.rows is not None)
     left_out = [row.key for row in rows if row.per_domain or not row.model.endswith("_dcsd")]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M+00:00")

@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import safetensors.torch
 import torch
@@ -200,9 +200,18 @@ def ledger_start_digests(ledger: Path | None) -> dict[str, dict[str, int]]:
     return counts
 
 
-def start_digest(path: Path) -> str:
+class RecordedStart(NamedTuple):
+    """A proxy start known by its digest alone (its file is on another machine): the runs the
+    ledger recorded from it can be read, none can be trained."""
+
+    digest: str
+
+
+def start_digest(path: Path | RecordedStart) -> str:
     """The first 8 hex digits of the SHA-256 of a proxy start (a DDF checkpoint file, or a
     model folder's ``model.safetensors``): a start pretrained again gets a new digest."""
+    if isinstance(path, RecordedStart):
+        return path.digest
     file = _start_file(path)
     stat = file.stat()
     return _file_digest(file, stat.st_size, stat.st_mtime_ns)
@@ -228,7 +237,10 @@ def _keyed_layer_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_folder(
-    spec: RunSpec, model: nn.Module, root: Path, starts: dict[str, Path] | None = None
+    spec: RunSpec,
+    model: nn.Module,
+    root: Path,
+    starts: dict[str, Path | RecordedStart] | None = None,
 ) -> Path:
     """Where ``spec``'s run (built as ``model``) lives under ``root``. A run from a proxy start
     (``spec.init``, a name of ``starts``) lives under the start's digest too, so that runs from
@@ -260,7 +272,7 @@ def cached_result(
     spec: RunSpec,
     datasets: list[ReIDDataset],
     root: Path,
-    starts: dict[str, Path] | None = None,
+    starts: dict[str, Path | RecordedStart] | None = None,
     ledger: Path | None = None,
     device: torch.device | str = "cpu",
 ) -> dict | None:
@@ -269,7 +281,8 @@ def cached_result(
     ``starts`` holds now, else ``None``, also when that start is not pretrained yet (builds the
     model on the CPU for the run's key; trains nothing). A cached run missing from ``ledger`` is
     recorded there."""
-    if spec.init and not _start_file(_start_path(spec.init, starts or {})).is_file():
+    start = _start_path(spec.init, starts or {}) if spec.init else None
+    if isinstance(start, Path) and not _start_file(start).is_file():
         # (a start not pretrained yet, or being pretrained again)
         return None
     model = build_model(spec, MultiDomainDataset(datasets))
@@ -297,7 +310,7 @@ def _device_type(result: dict[str, Any]) -> str:
     return torch.device(result.get("ran_with", {}).get("device", "cpu")).type
 
 
-def _start_path(init: str, starts: dict[str, Path]) -> Path:
+def _start_path(init: str, starts: dict[str, Path | RecordedStart]) -> Path | RecordedStart:
     start = init.split("@")[0]
     if start not in starts:
         raise ValueError(f"unknown start {start!r}; known: {sorted(starts)}")
@@ -309,13 +322,20 @@ def _start_file(path: Path) -> Path:
     return path if path.is_file() else path / "model.safetensors"
 
 
-def apply_start(model: nn.Module, start: str, starts: dict[str, Path]) -> LoadReport:
+def apply_start(
+    model: nn.Module, start: str, starts: dict[str, Path | RecordedStart]
+) -> LoadReport:
     """Load the proxy-pretrained start ``start`` (a name of ``starts``) into ``model``: a DDF
     checkpoint through :func:`dcsd.models.load_ddf_backbone` (what a user does with DDF's
     file), a dcsd model folder through :func:`dcsd.models.load_imagenet_backbone` (its stem,
     1x1 convolutions, BatchNorms and downsample; its 3x3 convolutions too if ``model`` is
     static: today's ImageNet path)."""
     path = _start_path(start, starts)
+    if isinstance(path, RecordedStart):
+        raise ValueError(
+            f"{start} is known by its digest {path.digest} alone (its runs can be read from the "
+            "ledger): no run can be trained from it here"
+        )
     if path.is_file():
         return load_ddf_backbone(model, read_ddf_checkpoint(path))
     state = safetensors.torch.load_file(path / "model.safetensors")
@@ -328,7 +348,7 @@ def run(
     root: Path,
     device: torch.device,
     workers: int = 0,
-    starts: dict[str, Path] | None = None,
+    starts: dict[str, Path | RecordedStart] | None = None,
     ledger: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``spec`` on ``datasets`` (or read the result cached under ``root`` or

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
 from reid_runs import (  # noqa: E402
+    RecordedStart,
     RunSpec,
     apply_start,
     build_model,
@@ -365,6 +366,33 @@ def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
     assert cached_result(spec, datasets[:1], tmp_path / "runs", starts) is None
     with pytest.raises(ValueError, match="unknown start 'proxy_static'"):
         run_folder(spec, model, tmp_path / "runs", {})
+
+
+def test_a_recorded_start_reads_its_runs_and_trains_none(tmp_path):
+    """--recorded-start START=DIGEST names a start by its digest alone (its file is on another
+    machine): the ledger's runs from it are read, a missing one is left out, never queued, and
+    nothing can be trained from it."""
+    ledger = tmp_path / "runs.jsonl"
+    argv = ["--quick", "--rows", "s", "--without-static", "--root", str(tmp_path / "runs")]
+    argv += ["--proxy-root", str(tmp_path / "proxy"), "--ledger", str(ledger)]
+    args, datasets = bench.parse_args([*argv, "--recorded-start", "proxy_ddf=0badc0de"])
+    assert args.starts["proxy_ddf"] == RecordedStart("0badc0de")
+    assert args.starts["proxy_static"] == tmp_path / "proxy" / args.proxy_key / "static"
+    rows = bench.select_rows(["s"], False, True)
+    tasks, cached, _ = bench.plan(rows, datasets, args, torch.device("cpu"), args.starts, [])
+    assert (tasks, cached) == ([], {})  # nothing recorded yet, nothing to train
+    ((spec, group),) = bench.row_runs(rows[0], datasets, args, 0)
+    folder = run_folder(spec, build_model(spec, MultiDomainDataset(group)), args.root, args.starts)
+    assert folder.name.endswith("-0badc0de")
+    metrics = {"synth0": {"mAP": 12.5, "rank1": 25.0}}
+    ledger.write_text(json.dumps({"run": folder.name, "result": {"metrics": metrics}}) + "\n")
+    tasks, cached, _ = bench.plan(rows, datasets, args, torch.device("cpu"), args.starts, [])
+    assert tasks == [] and [result["metrics"] for result in cached.values()] == [metrics]
+    with pytest.raises(ValueError, match="known by its digest 0badc0de alone"):
+        apply_start(build_model(spec, MultiDomainDataset(group)), "proxy_ddf", args.starts)
+    for bad in ("proxy_ddf=xyz", "ddf=0badc0de"):
+        with pytest.raises(SystemExit):
+            bench.parse_args([*argv, "--recorded-start", bad])
 
 
 def test_a_later_layer_option_keeps_the_runs_it_does_not_change(tmp_path):
