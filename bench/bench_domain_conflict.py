@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -63,10 +62,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pretrain_proxy import PoolConfig, is_pretrained, pretrain, quick_config, starts  # noqa: E402
 from reid_runs import (  # noqa: E402
+    DIGEST_DIGITS,
     RecordedStart,
     RunSpec,
     cached_result,
     cpu_model,
+    is_digest,
     ledger_start_digests,
     mean_std,
     run,
@@ -276,7 +277,7 @@ def plan(rows, datasets, args, device, starts, missing_starts):
                 if result is not None:
                     cached[name] = result
                     continue
-                if row.init in args.recorded_starts:
+                if row.init and isinstance(starts[row.init], RecordedStart):
                     continue  # known by its digest alone: read, never trained
                 needs = _pretrain_task(row.init) if row.init in missing_starts else None
                 task_args = (spec, group, args.root, device, starts, args.ledger)
@@ -340,39 +341,69 @@ def start_note(
     starts: dict[str, Path | RecordedStart],
     missing: list[str],
     ledger: Path | None,
+    device: torch.device,
 ) -> str:
     """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
-    ledger's runs from each. A run is read from the ledger only with the very start file it
-    trained from, and a start pretrained on another machine can differ (another CPU instruction
-    set gives other weights), so a user learns before hours of training that the recorded
-    runs will not be read, and why."""
-    recorded = ledger_start_digests(ledger)
+    ledger's runs on ``device``'s type from each. A run is read from the ledger only with the
+    very start file it trained from, and a start pretrained on another machine can differ
+    (another CPU instruction set gives other weights), so a user learns before hours of
+    training that the recorded runs will not be read, and why."""
+    recorded = ledger_start_digests(ledger, device.type)
     parts, foreign = [], False
     for name in inits:
+        known_by_digest = isinstance(starts[name], RecordedStart)
         here = None if name in missing else start_digest(starts[name])
         runs = recorded.get(name, {})
         other = {digest: count for digest, count in runs.items() if digest != here}
         foreign |= bool(other)
+        this_one = "it" if known_by_digest else "this pretraining"
         recorded_runs = ", ".join(
-            f"{count} run(s) from {'this pretraining' if digest == here else digest}"
+            f"{count} run(s) from {this_one if digest == here else digest}"
             for digest, count in runs.items()
         )
         remarks = [f"the ledger: {recorded_runs}"] if runs else []
-        if isinstance(starts[name], RecordedStart):
+        if known_by_digest:
             remarks.insert(0, "--recorded-start: its runs are read, none trained")
         parts.append(
             f"{name} {here or 'not pretrained yet'}"
             + (f" ({'; '.join(remarks)})" if remarks else "")
         )
-    note = "proxy starts: " + "; ".join(parts)
+    note = f"proxy starts: {'; '.join(parts)}"
     if foreign:
+        machine = (
+            f"this CPU: {cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+            if device.type == "cpu"
+            else f"this device: {device.type}"
+        )
         note += (
             ". The ledger's runs from another pretraining are read only with its start file: "
-            "copy that machine's --proxy-root here (a pretraining on another CPU instruction set "
-            f"gives other weights; this CPU: {cpu_model()}, "
-            f"{torch.backends.cpu.get_cpu_capability()})"
+            "copy that machine's --proxy-root here, or name it with --recorded-start to report "
+            "them (another machine can pretrain the starts to other weights: another CPU "
+            f"instruction set did; {machine})"
         )
     return note
+
+
+def unfinished_note(rows, results, args) -> str:
+    """Why rows have runs missing: a run from a ``--recorded-start`` is never trained here (its
+    start file is needed), the others stopped at ``--deadline`` and the same command continues
+    them."""
+    unfinished = [row for row in rows if row.name not in results]
+    recorded = [row.name for row in unfinished if row.init in args.recorded_starts]
+    stopped = [row.name for row in unfinished if row.init not in args.recorded_starts]
+    notes = []
+    if stopped:
+        notes.append(
+            f"stopped at the deadline ({args.deadline:g} min): rows {stopped} unfinished; the "
+            "same command continues them (finished runs are cached, stopped ones resume from "
+            "their last checkpoint)"
+        )
+    if recorded:
+        notes.append(
+            f"rows {recorded} have runs the ledger does not hold from their --recorded-start, "
+            "which this machine cannot train: that needs the start file"
+        )
+    return "; ".join(notes) + ("" if results else "; no row finished")
 
 
 def table(rows, results, domains, metric) -> str:
@@ -679,11 +710,14 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     args.recorded_starts = {}
     for item in args.recorded_start:
         name, _, digest = item.partition("=")
-        if name not in args.starts or not re.fullmatch(r"[0-9a-f]{8}", digest):
+        if name not in args.starts or not is_digest(digest):
             parser.error(
                 f"--recorded-start {item}: give START=DIGEST, START among {list(args.starts)} "
-                "and DIGEST its 8 hex digits (the end of its runs' names in the ledger)"
+                f"and DIGEST its {DIGEST_DIGITS} hex digits (the end of its runs' names in the "
+                "ledger)"
             )
+        if name in args.recorded_starts:
+            parser.error(f"--recorded-start names {name} twice")
         args.recorded_starts[name] = RecordedStart(digest)
     args.starts |= args.recorded_starts
     return args, datasets
@@ -697,6 +731,14 @@ def main() -> None:
     device = torch.device(args.device)
     proxy_starts = args.starts
     inits = sorted({row.init for row in rows} - {""})
+    for name, start in args.recorded_starts.items():
+        if name not in inits:
+            print(f"--recorded-start {name}: no row of this call starts from it")
+        elif is_pretrained(args.proxy, args.proxy_root, name):
+            print(
+                f"--recorded-start {name}: its runs are read by the digest {start.digest}, not by "
+                "the start file under --proxy-root"
+            )
 
     def not_pretrained() -> list[str]:
         return [
@@ -708,17 +750,13 @@ def main() -> None:
 
     missing = not_pretrained()
     if inits:
-        print(start_note(inits, proxy_starts, missing, args.ledger), flush=True)
+        print(start_note(inits, proxy_starts, missing, args.ledger, device), flush=True)
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     missing = not_pretrained()
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
-        print(
-            f"stopped at the deadline ({args.deadline:g} min): rows {unfinished} unfinished; "
-            "the same command continues them (finished runs are cached, stopped ones resume "
-            "from their last checkpoint)" + ("" if results else "; no row finished")
-        )
+        print(unfinished_note(rows, results, args), flush=True)
         if any(row.name in unfinished for row in STATIC_ROWS):
             print("no tables: every table and check reads the static rows")
             return
@@ -738,7 +776,7 @@ def main() -> None:
         f"- this call: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) "
         f"each; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- the reported runs (trained by this call or read): {ran_with(runs)}",
-        *([f"- {start_note(inits, proxy_starts, missing, args.ledger)}"] if inits else []),
+        *([f"- {start_note(inits, proxy_starts, missing, args.ledger, device)}"] if inits else []),
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (
@@ -800,7 +838,7 @@ def main() -> None:
     text = "\n".join(report)
     print(text)
     if unfinished:  # the next call, with these rows finished, writes the whole tables
-        print("stopped at the deadline: nothing appended to --results / --csv, no --figure")
+        print("rows unfinished: nothing appended to --results / --csv, no --figure")
         return
     if args.results:
         with args.results.open("a") as out:

@@ -262,6 +262,12 @@ def main() -> None:
                     f"{row.key}, seed {seed}: no finished run with checkpoints in {folder}; "
                     f"train it here with `python bench/bench_domain_conflict.py --rows {row.key} "
                     f"--without-static --seeds {seed} --split {args.split}` and the same options"
+                    + (
+                        " (the ledger keeps no checkpoints: that needs the start file, not "
+                        "--recorded-start)"
+                        if row.init in args.recorded_starts
+                        else ""
+                    )
                 )
             model = dcsd.load_model(checkpoints)
             usages.append(model_usage(model, data, args.image_size, device))

@@ -194,7 +194,7 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
         "resumed_at_epoch": result["resumed_at_epoch"],
         # The benchmark's runs from this start are keyed by this digest; another machine's
         # pretraining can give other weights (ran_with says on what this one ran).
-        "digest": start_digest(_start_path(out, name)),
+        "digest": start_digest(_start_location(out, name)),
         "ran_with": result.get("ran_with"),
     }
     summary_path.write_text(json.dumps(summary, indent=1))
@@ -207,10 +207,10 @@ def starts(config: PoolConfig, root: Path) -> dict[str, Path]:
     depthwise folder's config does not record the depthwise tweak) and ``proxy_ddf`` (a
     DDF-layout checkpoint)."""
     out = root / config.key()
-    return {f"proxy_{name}": _start_path(out, name) for name in NETWORKS}
+    return {f"proxy_{name}": _start_location(out, name) for name in NETWORKS}
 
 
-def _start_path(out: Path, name: str) -> Path:
+def _start_location(out: Path, name: str) -> Path:
     return out / (DDF_FILE if name == "ddf" else name)
 
 

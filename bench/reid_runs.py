@@ -44,6 +44,9 @@ from dcsd.models.resnet import Bottleneck
 # Knobs of a run that are not model-builder arguments: the depthwise control and
 # initialisations applied to a built model.
 TWEAKS = ("depthwise", "ddf_init")
+# A proxy start's digest, the end of the names of the runs from it: this many hex digits of
+# its file's SHA-256.
+DIGEST_DIGITS = 8
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
     return {"id": last["id"], "triplet": last["triplet"]}
 
 
-def ran_with(device: torch.device | str) -> dict[str, Any]:
+def run_setup(device: torch.device | str) -> dict[str, Any]:
     """What a run on ``device`` runs with, recorded beside its result: a run's digits can
     depend on the torch threads (DCSD runs came out otherwise with another thread count) and,
     on the CPU, on its instruction set (the proxy starts pretrained to other weights on an
@@ -187,17 +190,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def ledger_start_digests(ledger: Path | None) -> dict[str, dict[str, int]]:
-    """``{start name: {start digest: runs}}`` of the runs recorded in ``ledger`` from a proxy
-    start (the digest ends the run's name, :func:`run_folder`)."""
+def ledger_start_digests(ledger: Path | None, device_type: str) -> dict[str, dict[str, int]]:
+    """``{start name: {start digest: runs}}`` of the runs recorded in ``ledger`` on
+    ``device_type`` (the ones a run there can read) from a proxy start: the digest ends the
+    run's name (:func:`run_folder`)."""
     counts: dict[str, dict[str, int]] = {}
     for name, result in (read_ledger(ledger) if ledger is not None else {}).items():
         init = result.get("spec", {}).get("init")
-        if init:
-            per_digest = counts.setdefault(init.split("@")[0], {})
-            digest = name.rsplit("-", 1)[1]
-            per_digest[digest] = per_digest.get(digest, 0) + 1
+        digest = name.rsplit("-", 1)[-1]
+        if not init or _device_type(result) != device_type or not is_digest(digest):
+            continue
+        per_digest = counts.setdefault(init.split("@")[0], {})
+        per_digest[digest] = per_digest.get(digest, 0) + 1
     return counts
+
+
+def is_digest(text: str) -> bool:
+    """Whether ``text`` has the form of a start's digest (:func:`start_digest`)."""
+    return len(text) == DIGEST_DIGITS and all(c in "0123456789abcdef" for c in text)
 
 
 class RecordedStart(NamedTuple):
@@ -208,8 +218,9 @@ class RecordedStart(NamedTuple):
 
 
 def start_digest(path: Path | RecordedStart) -> str:
-    """The first 8 hex digits of the SHA-256 of a proxy start (a DDF checkpoint file, or a
-    model folder's ``model.safetensors``): a start pretrained again gets a new digest."""
+    """The first ``DIGEST_DIGITS`` hex digits of the SHA-256 of a proxy start (a DDF checkpoint
+    file, or a model folder's ``model.safetensors``; a :class:`RecordedStart`'s own digest): a
+    start pretrained again gets a new digest."""
     if isinstance(path, RecordedStart):
         return path.digest
     file = _start_file(path)
@@ -221,7 +232,7 @@ def start_digest(path: Path | RecordedStart) -> str:
 def _file_digest(file: Path, size: int, mtime_ns: int) -> str:
     # size and mtime enter the cache key: a file rewritten in place is hashed again.
     with file.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:8]
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:DIGEST_DIGITS]
 
 
 def _keyed_layer_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +367,7 @@ def run(
     name (before its ``@``). A finished run is recorded in ``ledger`` (:mod:`run_ledger`).
 
     Returns ``{"spec": ..., "seconds": ..., "ran_with": {"device", "threads", "torch",
-    "triton", "dcsd", on the CPU "cpu"} (:func:`ran_with`), "resumed_at_epoch": ...,
+    "triton", "dcsd", on the CPU "cpu"} (:func:`run_setup`), "resumed_at_epoch": ...,
     "train_loss": {"id", "triplet"} of the last epoch, "metrics": {domain: {"mAP", "rank1"}}}``:
     ``seconds`` times the epochs after ``resumed_at_epoch`` (0 unless the run was interrupted
     and resumed); runs cached before they were recorded have no ``ran_with`` and ``None`` for
@@ -404,7 +415,7 @@ def run(
     result = {
         "spec": asdict(spec),
         "seconds": seconds,
-        "ran_with": ran_with(device),
+        "ran_with": run_setup(device),
         "resumed_at_epoch": resumed_at,
         "train_loss": last_train_loss(folder / "train"),
         "metrics": {

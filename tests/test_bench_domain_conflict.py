@@ -268,15 +268,18 @@ def test_the_report_says_what_its_runs_ran_with():
 
 def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
     """Runs recorded from another pretraining of a start (another digest) are named before
-    any training, with how to read them; runs from this one are counted."""
+    any training, with how to read them; runs from this one are counted; runs on another
+    device type (never read here) and names that end in no digest are not counted."""
     start = tmp_path / "ddf.pth.tar"
     start.write_bytes(b"weights pretrained here")
     here = hashlib.sha256(b"weights pretrained here").hexdigest()[:8]
     ledger = tmp_path / "runs.jsonl"
+    cpu = torch.device("cpu")
 
-    def record(name, init):
+    def record(name, init, device="cpu"):
         spec = {"init": init} if init else {}
-        return json.dumps({"run": name, "result": {"spec": spec, "metrics": {}}})
+        result = {"spec": spec, "metrics": {}, "ran_with": {"device": device}}
+        return json.dumps({"run": name, "result": result})
 
     ledger.write_text(
         "\n".join(
@@ -284,6 +287,8 @@ def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
                 record("aaaa-11111111-0badc0de", "proxy_ddf@k"),
                 record("bbbb-11111111-0badc0de", "proxy_ddf@k"),
                 record(f"cccc-11111111-{here}", "proxy_ddf@k"),
+                record("ffff-11111111-0badc0de", "proxy_ddf@k", device="cuda:0"),
+                record("gggg", "proxy_ddf@k"),  # no digest at the end of the name
                 record("dddd", ""),  # from scratch: no start
                 record("eeee-9999aaaa", "proxy_static@k"),
             ]
@@ -291,26 +296,58 @@ def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
         + "\n"
     )
     starts = {"proxy_ddf": start}
-    note = bench.start_note(["proxy_ddf"], starts, [], ledger)
+    note = bench.start_note(["proxy_ddf"], starts, [], ledger, cpu)
     assert note.startswith(
         f"proxy starts: proxy_ddf {here} (the ledger: 2 run(s) from 0badc0de, "
         "1 run(s) from this pretraining). "
     )
-    assert "copy that machine's --proxy-root here" in note
+    assert "copy that machine's --proxy-root here" in note and "this CPU: " in note
     assert "9999aaaa" not in note  # a start this call does not use
-    missing = bench.start_note(["proxy_ddf"], starts, ["proxy_ddf"], ledger)
+    on_gpu = bench.start_note(["proxy_ddf"], starts, [], ledger, torch.device("cuda"))
+    assert on_gpu.startswith(f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from 0badc0de)")
+    assert "this device: cuda" in on_gpu
+    missing = bench.start_note(["proxy_ddf"], starts, ["proxy_ddf"], ledger, cpu)
     assert missing.startswith(
         f"proxy starts: proxy_ddf not pretrained yet (the ledger: 2 run(s) from 0badc0de, "
         f"1 run(s) from {here}). "
     )
+    recorded = bench.start_note(["proxy_ddf"], {"proxy_ddf": RecordedStart(here)}, [], ledger, cpu)
+    assert recorded.startswith(
+        f"proxy starts: proxy_ddf {here} (--recorded-start: its runs are read, none trained; "
+        f"the ledger: 2 run(s) from 0badc0de, 1 run(s) from it). "
+    )
     ledger.write_text(record(f"cccc-11111111-{here}", "proxy_ddf@k") + "\n")
     both = starts | {"proxy_static": start}
-    only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger)
+    only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger, cpu)
     assert only_here == (
         f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from this pretraining); "
         f"proxy_static {here}"
     )
-    assert bench.start_note(["proxy_ddf"], starts, [], None) == f"proxy starts: proxy_ddf {here}"
+    alone = bench.start_note(["proxy_ddf"], starts, [], None, cpu)
+    assert alone == f"proxy starts: proxy_ddf {here}"
+
+
+def test_rows_left_unfinished_say_why():
+    """A row stopped at the deadline continues with the same command; a row whose runs from a
+    --recorded-start the ledger lacks needs the start file (also with no deadline)."""
+    by_key = {row.key: row for row in bench.select_rows(["s", "dcsd_joint_scratch"], False, True)}
+    s_row, scratch = by_key["s"], by_key["dcsd_joint_scratch"]
+    args = argparse.Namespace(deadline=None, recorded_starts={"proxy_ddf": RecordedStart("0" * 8)})
+    needs_file = (
+        "rows ['S'] have runs the ledger does not hold from their --recorded-start, which this "
+        "machine cannot train: that needs the start file"
+    )
+    assert bench.unfinished_note([s_row], {}, args) == needs_file + "; no row finished"
+    args.deadline = 5
+    stopped = (
+        "stopped at the deadline (5 min): rows ['DCSD joint, scratch'] unfinished; the same "
+        "command continues them (finished runs are cached, stopped ones resume from their last "
+        "checkpoint)"
+    )
+    assert bench.unfinished_note([s_row, scratch], {"S": []}, args) == stopped
+    assert bench.unfinished_note([s_row, scratch], {}, args) == (
+        f"{stopped}; {needs_file}; no row finished"
+    )
 
 
 def test_paired_differences_are_per_seed_then_averaged():
