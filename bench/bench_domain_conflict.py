@@ -66,7 +66,7 @@ from reid_runs import (  # noqa: E402
     RecordedStart,
     RunSpec,
     cached_result,
-    cpu_model,
+    cpu_description,
     is_digest,
     ledger_start_digests,
     mean_std,
@@ -371,7 +371,7 @@ def start_note(
     note = f"proxy starts: {'; '.join(parts)}"
     if foreign:
         machine = (
-            f"this CPU: {cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+            f"this CPU: {cpu_description()}"
             if device.type == "cpu"
             else f"this device: {device.type}"
         )

@@ -174,13 +174,18 @@ def run_setup(device: torch.device | str) -> dict[str, Any]:
         "dcsd": dcsd.__version__,
     }
     if torch.device(device).type == "cpu":
-        setup["cpu"] = f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+        setup["cpu"] = cpu_description()
     return setup
 
 
+def cpu_description() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what :mod:`platform` knows) and the
+    instruction set PyTorch's CPU kernels use, say ``"Intel(R) Xeon(R) Processor, AVX512"``."""
+    return f"{_cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 @functools.cache
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
