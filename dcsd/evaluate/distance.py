@@ -21,6 +21,16 @@ def _check_features(name: str, features: torch.Tensor) -> None:
         raise TypeError(f"{name} must be floating point, got dtype {features.dtype}")
 
 
+def evaluation_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype evaluation computes in: float64 when any input is float64, else float32.
+
+    float64 features (from a float64 model) then give rankings that do not depend on the CPU's
+    float32 arithmetic, where ulp-level differences between vector units can swap near-tied
+    neighbours; half-precision inputs are computed in float32.
+    """
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def check_feature_pair(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -> None:
     """Check that (Q, D) and (G, D) floating-point features share D and a device, and are
     finite (the message names the rows that are not)."""
@@ -55,15 +65,16 @@ def distance_blocks(
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(start, stop, distances[start:stop])`` over blocks of query rows.
 
-    See :func:`pairwise_distance` for the arguments and the metrics; blocks are float32 on the
-    features' device, so the full (Nq, Ng) matrix never has to exist at once.
+    See :func:`pairwise_distance` for the arguments, the metrics and the dtype; blocks are on
+    the features' device, so the full (Nq, Ng) matrix never has to exist at once.
     """
     check_feature_pair(query_feats, gallery_feats)
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    gallery = gallery_feats.float()
+    dtype = evaluation_dtype(query_feats, gallery_feats)
+    gallery = gallery_feats.to(dtype)
     if metric == "cosine":
         gallery = F.normalize(gallery, dim=1)
     else:
@@ -71,7 +82,7 @@ def distance_blocks(
     gallery_t = gallery.t()
     for start in range(0, query_feats.shape[0], chunk_size):
         stop = min(start + chunk_size, query_feats.shape[0])
-        query = query_feats[start:stop].float()
+        query = query_feats[start:stop].to(dtype)
         if metric == "cosine":
             block = torch.mm(F.normalize(query, dim=1), gallery_t).neg_().add_(1)
         else:
@@ -95,7 +106,8 @@ def pairwise_distance(
     ``"euclidean"`` is the *squared* Euclidean distance ``|q|^2 + |g|^2 - 2 q.g`` as in
     fast-reid and torchreid (same ranking as the Euclidean distance, without the square root;
     rounding can leave near-duplicates slightly below 0). ``"cosine"`` is ``1 - cos(q, g)``.
-    Computed in float32 on the features' device, ``chunk_size`` query rows at a time so the
+    Computed on the features' device, in float64 when either input is float64 and in float32
+    otherwise (:func:`evaluation_dtype`), ``chunk_size`` query rows at a time so the
     temporaries stay small.
 
     Args:
@@ -105,7 +117,7 @@ def pairwise_distance(
         chunk_size: query rows per block.
 
     Returns:
-        (Nq, Ng) float32 distances.
+        (Nq, Ng) distances, float64 or float32 as computed.
 
     Example:
         >>> q = torch.tensor([[0.0, 0.0]])
@@ -114,7 +126,12 @@ def pairwise_distance(
         tensor([[25.,  1.]])
     """
     blocks = distance_blocks(query_feats, gallery_feats, metric, chunk_size)
-    out = torch.empty(query_feats.shape[0], gallery_feats.shape[0], device=query_feats.device)
+    out = torch.empty(
+        query_feats.shape[0],
+        gallery_feats.shape[0],
+        dtype=evaluation_dtype(query_feats, gallery_feats),
+        device=query_feats.device,
+    )
     for start, stop, block in blocks:
         out[start:stop] = block
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dcsd.evaluate.distance import check_feature_pair
+from dcsd.evaluate.distance import check_feature_pair, evaluation_dtype
 
 # Similarities per block of rows.
 _BLOCK_ELEMENTS = 1 << 24
@@ -36,7 +36,8 @@ def average_query_expansion(
         alpha: exponent of the similarity weights.
 
     Returns:
-        (Q, D) and (G, D) float32 expanded features on the input device.
+        (Q, D) and (G, D) expanded features on the input device: float64 when either input
+        is float64, else float32 (:func:`~dcsd.evaluate.distance.evaluation_dtype`).
     """
     check_feature_pair(query_feats, gallery_feats)
     num_all = query_feats.shape[0] + gallery_feats.shape[0]
@@ -44,7 +45,8 @@ def average_query_expansion(
         raise ValueError(f"times must be an integer >= 1, got {times!r}")
     if not isinstance(k, int) or not 1 <= k <= num_all:
         raise ValueError(f"k must be an integer in [1, {num_all}] (queries + gallery), got {k!r}")
-    features = torch.cat([query_feats.float(), gallery_feats.float()])
+    dtype = evaluation_dtype(query_feats, gallery_feats)
+    features = torch.cat([query_feats.to(dtype), gallery_feats.to(dtype)])
     block = max(1, _BLOCK_ELEMENTS // num_all)
     for _ in range(times):
         normalised = F.normalize(features, dim=1)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dcsd.evaluate.distance import Metric, check_feature_pair, pairwise_distance
+from dcsd.evaluate.distance import Metric, check_feature_pair, evaluation_dtype, pairwise_distance
 
 RowFn = Callable[[int, int], torch.Tensor]
 
@@ -142,7 +142,7 @@ def _jaccard_into(
             torch.repeat_interleave(q_values[first:last], counts), g_values[positions]
         )
         flat = (torch.repeat_interleave(q_rows[first:last], counts) - start) * num_gallery
-        overlap = torch.zeros((stop - start) * num_gallery, device=device)
+        overlap = torch.zeros((stop - start) * num_gallery, dtype=out.dtype, device=device)
         overlap.index_add_(0, flat + g_rows[positions], minimum)
         jaccard = 1 - overlap / (2 - overlap)
         out[start:stop] += jaccard.view(stop - start, num_gallery) * (1 - lambda_value)
@@ -157,17 +157,22 @@ def k_reciprocal_rerank(
     k2: int = 6,
     lambda_value: float = 0.3,
     device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Re-rank from a function giving rows of the joint (N, N) distance matrix.
 
     The engine behind :func:`re_ranking` and :func:`re_ranking_features`; the joint matrix is
     ``[[q_q, q_g], [q_g.T, g_g]]`` over the N = Q + G images, queries first, and ``rows(start,
     stop)`` returns its rows ``start:stop`` as a (stop - start, N) tensor on ``device``.
+    Computed in ``dtype`` (float32 or float64).
 
     Returns:
-        (Q, G) float32 re-ranked distances on ``device``.
+        (Q, G) re-ranked distances in ``dtype`` on ``device``.
     """
     device = torch.device(device)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    value_bytes = torch.finfo(dtype).bits // 8
     num_gallery = num_all - num_query
     for name, value in (("k1", k1), ("k2", k2)):
         if not isinstance(value, int) or value < 1:
@@ -189,11 +194,11 @@ def k_reciprocal_rerank(
     _check_memory(
         device,
         {
-            "result": 4 * num_query * num_gallery,
-            "row blocks": 4 * 4 * block * num_all,
+            "result": value_bytes * num_query * num_gallery,
+            "row blocks": 4 * value_bytes * block * num_all,
             "neighbour lists": 10 * num_all * (k1 + 1 + k2),
-            "encoding V": 24 * num_all * width,
-            "join": 48 * _JOIN_PAIRS,
+            "encoding V": (16 + 2 * value_bytes) * num_all * width,
+            "join": (40 + 2 * value_bytes) * _JOIN_PAIRS,
         },
     )
 
@@ -201,10 +206,10 @@ def k_reciprocal_rerank(
     # normalisation; topk of a row in the order of a full sort.
     num_neighbours = max(k1 + 1, k2)
     neighbours = torch.empty(num_all, num_neighbours, dtype=torch.int64, device=device)
-    row_max = torch.empty(num_all, device=device)
+    row_max = torch.empty(num_all, dtype=dtype, device=device)
     for start in range(0, num_all, block):
         stop = min(start + block, num_all)
-        squared = rows(start, stop).float().square_()
+        squared = rows(start, stop).to(dtype).square_()
         if not bool(torch.isfinite(squared).all()):
             raise ValueError(
                 f"distances must be finite (rows {start}..{stop - 1} of the joint matrix are not)"
@@ -222,11 +227,11 @@ def k_reciprocal_rerank(
 
     # Pass 2: the encoding V (paper Eq. 10) over each row's expansion set, and the normalised
     # query-gallery distances, which the result starts from.
-    out = torch.empty(num_query, num_gallery, device=device)
+    out = torch.empty(num_query, num_gallery, dtype=dtype, device=device)
     entries_rows, entries_cols, entries_values = [], [], []
     for start in range(0, num_all, block):
         stop = min(start + block, num_all)
-        distances = rows(start, stop).float().square_().div_(row_max[start:stop, None])
+        distances = rows(start, stop).to(dtype).square_().div_(row_max[start:stop, None])
         if start < num_query:
             query_stop = min(stop, num_query)
             out[start:query_stop] = distances[: query_stop - start, num_query:] * lambda_value
@@ -252,7 +257,8 @@ def k_reciprocal_rerank(
 
     if k2 != 1:
         # Local query expansion (paper Eq. 12): V[i] <- mean of V over i's k2 nearest rows.
-        _check_memory(device, {"expanded encoding V": 24 * k2 * encoding._nnz()})
+        entry_bytes = 16 + 2 * value_bytes
+        _check_memory(device, {"expanded encoding V": entry_bytes * k2 * encoding._nnz()})
         expand = torch.sparse_coo_tensor(
             torch.stack(
                 [
@@ -260,7 +266,7 @@ def k_reciprocal_rerank(
                     neighbours[:, :k2].reshape(-1),
                 ]
             ),
-            torch.full((num_all * k2,), 1.0 / k2, device=device),
+            torch.full((num_all * k2,), 1.0 / k2, dtype=dtype, device=device),
             (num_all, num_all),
             check_invariants=False,
         )
@@ -300,8 +306,9 @@ def re_ranking(
     images. ``q_q_dist`` and ``g_g_dist`` are taken to be symmetric, as distances are. Runs in
     torch on the inputs' device (CPU or GPU) with memory beyond the inputs of about the (Q, G)
     result plus O(N * k1); raises ``MemoryError`` saying what it would need when that does not
-    fit. Ties among distances are broken as ``torch.topk`` breaks them (the published code's
-    ``np.argsort`` is not stable either).
+    fit. Computed in float64 when any matrix is float64, else in float32. Ties among distances
+    are broken as ``torch.topk`` breaks them (the published code's ``np.argsort`` is not stable
+    either).
 
     Args:
         q_g_dist: (Q, G) query-gallery distances.
@@ -312,8 +319,8 @@ def re_ranking(
         lambda_value: weight of the original distance (paper: 0.3).
 
     Returns:
-        (Q, G) float32 re-ranked distances: a numpy array when ``q_g_dist`` is one, else a tensor
-        on its device.
+        (Q, G) re-ranked distances, float64 or float32 as computed: a numpy array when
+        ``q_g_dist`` is one, else a tensor on its device.
 
     Example:
         >>> import numpy as np
@@ -339,19 +346,22 @@ def re_ranking(
             f"{g_g.device}"
         )
 
+    dtype = evaluation_dtype(q_g, q_q, g_g)
+
     def rows(start: int, stop: int) -> torch.Tensor:
         parts = []
         if start < num_query:
             end = min(stop, num_query)
-            parts.append(torch.cat([q_q[start:end].float(), q_g[start:end].float()], dim=1))
+            parts.append(torch.cat([q_q[start:end].to(dtype), q_g[start:end].to(dtype)], dim=1))
         if stop > num_query:
             begin = max(start, num_query) - num_query
             end = stop - num_query
-            parts.append(torch.cat([q_g[:, begin:end].t().float(), g_g[begin:end].float()], 1))
+            g_rows = g_g[begin:end].to(dtype)
+            parts.append(torch.cat([q_g[:, begin:end].t().to(dtype), g_rows], dim=1))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     out = k_reciprocal_rerank(
-        rows, num_query, num_query + num_gallery, k1, k2, lambda_value, q_g.device
+        rows, num_query, num_query + num_gallery, k1, k2, lambda_value, q_g.device, dtype
     )
     return out.cpu().numpy() if as_numpy else out
 
@@ -377,14 +387,23 @@ def re_ranking_features(
         k1, k2, lambda_value: see :func:`re_ranking`.
 
     Returns:
-        (Q, G) float32 re-ranked distances on the features' device.
+        (Q, G) re-ranked distances on the features' device, float64 when either input is
+        float64, else float32.
     """
     check_feature_pair(query_feats, gallery_feats)
-    all_feats = torch.cat([query_feats.float(), gallery_feats.float()])
+    dtype = evaluation_dtype(query_feats, gallery_feats)
+    all_feats = torch.cat([query_feats.to(dtype), gallery_feats.to(dtype)])
 
     def rows(start: int, stop: int) -> torch.Tensor:
         return pairwise_distance(all_feats[start:stop], all_feats, metric)
 
     return k_reciprocal_rerank(
-        rows, query_feats.shape[0], all_feats.shape[0], k1, k2, lambda_value, all_feats.device
+        rows,
+        query_feats.shape[0],
+        all_feats.shape[0],
+        k1,
+        k2,
+        lambda_value,
+        all_feats.device,
+        dtype,
     )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dcsd.evaluate.distance import Metric, distance_blocks, pairwise_distance
+from dcsd.evaluate.distance import Metric, distance_blocks, evaluation_dtype, pairwise_distance
 from dcsd.evaluate.features import FeatureSet
 from dcsd.evaluate.query_expansion import average_query_expansion
 from dcsd.evaluate.rank import RankAccumulator
@@ -37,6 +37,8 @@ def evaluate_retrieval(
     Distances are computed block by block of queries and scored at once, so the full
     (Nq, Ng) matrix never exists (MSMT17's would be 3.8 GB), unless ``rerank`` or ``roc`` needs
     it. The order is fast-reid's: L2-normalise, query expansion, distances, re-ranking.
+    Computed in float64 when the features are float64 (from a float64 model: results that do
+    not depend on the CPU's float32 arithmetic), else in float32.
 
     Args:
         query: query features and labels.
@@ -68,8 +70,9 @@ def evaluate_retrieval(
     query_feats = query.features.to(device)
     gallery_feats = gallery.features.to(device)
     if normalize:
-        query_feats = F.normalize(query_feats.float(), dim=1)
-        gallery_feats = F.normalize(gallery_feats.float(), dim=1)
+        dtype = evaluation_dtype(query_feats, gallery_feats)
+        query_feats = F.normalize(query_feats.to(dtype), dim=1)
+        gallery_feats = F.normalize(gallery_feats.to(dtype), dim=1)
     if aqe:
         query_feats, gallery_feats = average_query_expansion(query_feats, gallery_feats)
         if normalize:

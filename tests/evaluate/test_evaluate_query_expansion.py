@@ -23,20 +23,23 @@ def plain_aqe(query, gallery, times, k, alpha):
     return features[: query.shape[0]], features[query.shape[0] :]
 
 
+@pytest.mark.parametrize(
+    "dtype, tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-12), (torch.float16, 1e-2)]
+)
 @pytest.mark.parametrize("times, k, alpha", [(1, 5, 3.0), (2, 3, 1.0), (1, 1, 3.0)])
-def test_matches_plain_transcription(times, k, alpha, monkeypatch):
+def test_matches_plain_transcription(times, k, alpha, dtype, tolerance, monkeypatch):
     rng = np.random.default_rng(times * 10 + k)
-    query, gallery = rng.normal(size=(6, 12)), rng.normal(size=(30, 12))
-    expected = plain_aqe(query, gallery, times, k, alpha)
+    query = torch.from_numpy(rng.normal(size=(6, 12))).to(dtype)
+    gallery = torch.from_numpy(rng.normal(size=(30, 12))).to(dtype)
+    expected = plain_aqe(query.double().numpy(), gallery.double().numpy(), times, k, alpha)
     monkeypatch.setattr(qe_module, "_BLOCK_ELEMENTS", 100)  # several blocks of rows
-    result = average_query_expansion(
-        torch.from_numpy(query), torch.from_numpy(gallery), times=times, k=k, alpha=alpha
-    )
+    result = average_query_expansion(query, gallery, times=times, k=k, alpha=alpha)
     for got, want in zip(result, expected, strict=True):
-        assert got.dtype == torch.float32
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+        # Computed in float64 for float64 features, else in float32.
+        assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        np.testing.assert_allclose(got.numpy(), want, rtol=tolerance, atol=tolerance / 10)
     if k == 1:  # only the feature itself, weight 1: unchanged
-        np.testing.assert_allclose(result[0].numpy(), query, rtol=1e-6)
+        np.testing.assert_allclose(result[0].numpy(), query.float().numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize(

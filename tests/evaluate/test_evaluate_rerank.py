@@ -8,11 +8,12 @@ from dcsd.evaluate import re_ranking, re_ranking_features
 from dcsd.evaluate import rerank as rerank_module
 
 
-def published_re_ranking(q_g, q_q, g_g, k1, k2, lambda_value):
-    """Zhong et al.'s algorithm written out with dense matrices and one image at a time."""
+def published_re_ranking(q_g, q_q, g_g, k1, k2, lambda_value, dtype=np.float32):
+    """Zhong et al.'s algorithm written out with dense matrices and one image at a time (the
+    published code computes in float32)."""
     num_query = q_g.shape[0]
     joint = np.block([[q_q, q_g], [q_g.T, g_g]])
-    joint = np.power(joint, 2).astype(np.float32)
+    joint = np.power(joint, 2).astype(dtype)
     joint = np.transpose(joint / np.max(joint, axis=0))
     num_all = joint.shape[0]
     ranking = np.argsort(joint).astype(np.int32)
@@ -35,7 +36,7 @@ def published_re_ranking(q_g, q_q, g_g, k1, k2, lambda_value):
         encoding[i, expansion] = weight / np.sum(weight)
     if k2 != 1:
         encoding = np.stack([encoding[ranking[i, :k2]].mean(axis=0) for i in range(num_all)])
-    jaccard = np.zeros((num_query, num_all), dtype=np.float32)
+    jaccard = np.zeros((num_query, num_all), dtype=dtype)
     for i in range(num_query):
         overlap = np.minimum(encoding[i][None], encoding).sum(axis=1)
         jaccard[i] = 1 - overlap / (2 - overlap)
@@ -65,6 +66,7 @@ def clustered_distances(seed, num_query, num_gallery, num_ids=6, dim=8):
 )
 def test_matches_the_published_algorithm(seed, num_query, num_gallery, k1, k2, lambda_value):
     q_g, q_q, g_g = clustered_distances(seed, num_query, num_gallery)
+    q_g, q_q, g_g = (d.astype(np.float32) for d in (q_g, q_q, g_g))
     expected = published_re_ranking(q_g, q_q, g_g, k1, k2, lambda_value)
     result = re_ranking(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
     assert isinstance(result, np.ndarray) and result.dtype == np.float32
@@ -72,6 +74,23 @@ def test_matches_the_published_algorithm(seed, num_query, num_gallery, k1, k2, l
     # The re-ranking changes the order (else the test would not see the Jaccard term).
     if 0 < lambda_value < 1:
         assert (np.argsort(result, axis=1) != np.argsort(q_g, axis=1)).any()
+
+
+def test_float64_distances_are_reranked_in_float64():
+    q_g, q_q, g_g = clustered_distances(0, 7, 40)
+    expected = published_re_ranking(q_g, q_q, g_g, 20, 6, 0.3, dtype=np.float64)
+    result = re_ranking(q_g, q_q, g_g)
+    assert result.dtype == np.float64
+    np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-14)
+    # Mixed inputs compute in float64 too; float32 ones stay float32 (to float32's accuracy).
+    mixed = re_ranking(q_g.astype(np.float32), q_q, g_g)
+    assert mixed.dtype == np.float64
+    single = re_ranking(q_g.astype(np.float32), q_q.astype(np.float32), g_g.astype(np.float32))
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, expected, rtol=1e-5, atol=1e-6)
+    features = torch.from_numpy(np.random.default_rng(1).normal(size=(30, 8)))
+    from_features = re_ranking_features(features[:6], features[6:], k1=6, k2=3)
+    assert from_features.dtype == torch.float64
 
 
 def test_small_blocks_give_the_same_result(monkeypatch):

@@ -29,13 +29,58 @@ def test_pairwise_distance_hand_cases():
     torch.testing.assert_close(cosine, torch.tensor([[1.0, 0.0]]))
 
 
-def test_pairwise_distance_casts_to_float32():
-    query = torch.randn(5, 8, dtype=torch.float64)
-    gallery = torch.randn(9, 8, dtype=torch.float64)
+@pytest.mark.parametrize(
+    "query_dtype, gallery_dtype, computed",
+    [
+        (torch.float64, torch.float64, torch.float64),
+        (torch.float32, torch.float64, torch.float64),
+        (torch.float32, torch.float32, torch.float32),
+        (torch.float16, torch.bfloat16, torch.float32),
+    ],
+)
+def test_pairwise_distance_dtype(query_dtype, gallery_dtype, computed):
+    query = torch.randn(5, 8, dtype=torch.float64).to(query_dtype)
+    gallery = torch.randn(9, 8, dtype=torch.float64).to(gallery_dtype)
     distances = pairwise_distance(query, gallery)
-    assert distances.dtype == torch.float32
-    expected = torch.cdist(query, gallery).pow(2).float()
-    torch.testing.assert_close(distances, expected, atol=1e-4, rtol=1e-4)
+    assert distances.dtype == computed
+    expected = torch.cdist(query.double(), gallery.double()).pow(2).to(computed)
+    tolerance = 1e-12 if computed == torch.float64 else 1e-4
+    torch.testing.assert_close(distances, expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("aqe, rerank", [(False, False), (True, False), (False, True)])
+def test_float64_features_keep_float64_ties_apart(aqe, rerank):
+    # Each query's true match sits 1e-5 off its direction, an impostor 2e-5 off: squared
+    # distances 1e-10 and 4e-10 after normalising, which float64 tells apart and float32
+    # rounds both to 0 (a tie). Impostors come first in the gallery, so a tie ranks them first.
+    num_ids, dim = 12, 16
+    centres = torch.nn.functional.normalize(
+        torch.randn(num_ids, dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64),
+        dim=1,
+    )
+    offset = torch.zeros(num_ids, dim, dtype=torch.float64)
+    offset[torch.arange(num_ids), (torch.arange(num_ids) + 1) % dim] = 1.0
+    offset -= (offset * centres).sum(1, keepdim=True) * centres  # orthogonal to the centre
+    offset = torch.nn.functional.normalize(offset, dim=1)
+    impostors = centres + 2e-5 * offset
+    matches = centres + 1e-5 * offset
+    ids = np.arange(num_ids)
+    query = FeatureSet(centres, ids, np.zeros(num_ids, int), [f"q{i}" for i in ids])
+    gallery = FeatureSet(
+        torch.cat([impostors, matches]),
+        np.concatenate([ids + num_ids, ids]),
+        np.ones(2 * num_ids, int),
+        [f"g{i}" for i in range(2 * num_ids)],
+    )
+    kwargs = {"aqe": aqe, "rerank": rerank, "max_rank": 2}
+    exact = evaluate_retrieval(query, gallery, **kwargs)
+    assert exact["cmc"][0] == 1.0
+    # The same features in float32: the tie costs rank-1 (else the test would not see the dtype).
+    rounded = FeatureSet(query.features.float(), query.pids, query.camids, query.paths)
+    rounded_gallery = FeatureSet(
+        gallery.features.float(), gallery.pids, gallery.camids, gallery.paths
+    )
+    assert evaluate_retrieval(rounded, rounded_gallery, **kwargs)["cmc"][0] < 1.0
 
 
 @pytest.mark.parametrize(
