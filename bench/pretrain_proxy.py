@@ -15,7 +15,10 @@ domain styles. Three networks train with the same recipe and epochs:
   :func:`dcsd.models.load_ddf_backbone`, as a user loads DDF's real file.
 
 Each network's top-1 on held-out images of the pool's identities (one image of each identity
-with three or more, never trained on) is reported. Runs are cached under ``--root``.
+with three or more, never trained on) is reported. Runs are cached under ``--root``. On the CPU
+every network trains with one torch thread, whatever the caller's thread count: the weights
+depend on it (the quick pool pretrained to other weights with two threads than with one), and
+the benchmark's ledger keys its runs by the start's digest.
 
     python bench/pretrain_proxy.py                     # all three networks
     python bench/pretrain_proxy.py --networks ddf      # one (run several processes in parallel)
@@ -25,9 +28,11 @@ with three or more, never trained on) is reported. Runs are cached under ``--roo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +51,9 @@ from dcsd.models import load_weights, save_model  # noqa: E402
 POOL_SEED = 1000
 IMAGE_SIZE = (64, 32)
 DDF_FILE = "ddf_mul_resnet50_proxy.pth.tar"
+# The torch threads of a CPU pretraining: the start's weights depend on the count, and every
+# start in the benchmark's ledger was pretrained with one (two runs side by side on two cores).
+PRETRAIN_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,8 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
         image_size=IMAGE_SIZE,
         data=f"proxy pool seed {POOL_SEED}, {config.key()}" + (" quick" if quick else ""),
     )
-    result = run(spec, datasets, root / "runs", device)
+    with _torch_threads(PRETRAIN_THREADS if device.type == "cpu" else None):
+        result = run(spec, datasets, root / "runs", device)
     model = build_model(spec, MultiDomainDataset(datasets))
     load_weights(model, run_folder(spec, model, root / "runs") / "train" / "checkpoints")
     out = root / config.key()
@@ -199,6 +208,18 @@ def pretrain(name: str, config: PoolConfig, root: Path, device: torch.device, qu
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (``None``: as they are), then restore them."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def starts(config: PoolConfig, root: Path) -> dict[str, Path]:

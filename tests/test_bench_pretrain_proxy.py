@@ -1,6 +1,7 @@
 """The proxy DDF network is saved in DDF's own layout: DDF's model (a transcription of its
 published code) loads the file strictly and computes the same features. A start counts as
-pretrained once its summary, written after it, exists."""
+pretrained once its summary, written after it, exists. A CPU pretraining gives the same start
+whatever the caller's torch thread count."""
 
 import sys
 from pathlib import Path
@@ -12,7 +13,15 @@ import dcsd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from pretrain_proxy import DDF_FILE, PoolConfig, dcsd_to_ddf, is_pretrained, starts  # noqa: E402
+from pretrain_proxy import (  # noqa: E402
+    DDF_FILE,
+    PoolConfig,
+    dcsd_to_ddf,
+    is_pretrained,
+    pretrain,
+    quick_config,
+    starts,
+)
 
 
 def test_saved_ddf_layout_is_ddfs_own():
@@ -41,3 +50,23 @@ def test_a_start_without_its_summary_is_not_pretrained(tmp_path):
     (path.parent / "ddf.json").write_text("{}")
     assert is_pretrained(config, tmp_path, "proxy_ddf")
     assert not is_pretrained(config, tmp_path, "proxy_static")
+
+
+def test_the_start_does_not_depend_on_the_callers_threads(tmp_path):
+    """With one thread and with two, the quick pool's weights differed (other digests) before
+    the pretraining pinned its threads; the benchmark's ledger keys runs by that digest."""
+    before = torch.get_num_threads()
+    summaries = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            summaries.append(
+                pretrain(
+                    "static_dw", quick_config(), tmp_path / str(threads), torch.device("cpu"), True
+                )
+            )
+            assert torch.get_num_threads() == threads  # the caller's count comes back
+    finally:
+        torch.set_num_threads(before)
+    assert [s["ran_with"]["threads"] for s in summaries] == [1, 1]
+    assert summaries[0]["digest"] == summaries[1]["digest"]
