@@ -27,6 +27,8 @@ from reid_runs import (  # noqa: E402
 )
 
 from dcsd.data import MultiDomainDataset  # noqa: E402
+from dcsd.engine import TrainConfig, build_optimizer  # noqa: E402
+from dcsd.engine.optim import optimizer_settings  # noqa: E402
 from dcsd.models import save_model  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_conflict.py"
@@ -230,6 +232,33 @@ def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
     assert "layer1.0.conv2.weight" in report.loaded
     assert not [key for key in report.fresh if key.startswith(("conv1", "bn1", "layer"))]
     torch.testing.assert_close(conv2.weight, saved.layer1[0].conv2.weight)
+
+
+def test_the_gate_row_without_decay_trains_its_gates_without_weight_decay():
+    """The row's training override reaches the run: its key differs from the gate row's, and
+    the optimizer built from its TrainConfig gives the channel gates' last layer no decay while
+    the backbone keeps the benchmark's."""
+    datasets, _ = bench.make_datasets(_sizes_args("test"))
+    args = argparse.Namespace(
+        epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
+    )
+    rows = {r.key: r for r in bench.ROWS}
+    ((spec, group),) = bench.row_runs(rows["dcsd_joint_gate_no_decay"], datasets, args, seed=0)
+    ((gate_spec, _),) = bench.row_runs(rows["dcsd_joint_gate"], datasets, args, seed=0)
+    assert spec.train == {"generator_weight_decay": 0.0} and gate_spec.train == {}
+    assert spec.key() != gate_spec.key()
+    model = build_model(spec, MultiDomainDataset(group))
+    config = TrainConfig(**spec.train)
+    decay = {
+        id(p): g["weight_decay"]
+        for g in build_optimizer(model, **optimizer_settings(config)).param_groups
+        for p in g["params"]
+    }
+    conv2 = model.layer1[0].conv2
+    assert decay[id(conv2.channel_branch[-1].weight)] == 0.0
+    assert (
+        decay[id(conv2.static_filter)] == decay[id(model.conv1.weight)] == config.weight_decay > 0
+    )
 
 
 def test_without_static_selects_the_rows_named_alone():
