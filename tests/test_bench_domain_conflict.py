@@ -72,6 +72,7 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
         "S+D+C, domain/camera losses reach the backbone",
         "DCSD joint, scratch, gate layer",
         "DCSD alone, scratch, gate layer",
+        "gate layer, generators without weight decay",
     ):
         assert row in out
     assert "| synth0 | synth1 | synth2 | mean |" in out
@@ -84,9 +85,9 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     assert len(list((tmp_path / "proxy").glob("*/ddf_mul_resnet50_proxy.pth.tar"))) == 1
     assert figure.stat().st_size > 5000
     assert results.read_text().count("## Domain conflict in miniature") == 1
-    # 12 joint rows + 5 per-domain rows of 3 domains, one seed: 27 cached runs.
+    # 13 joint rows + 5 per-domain rows of 3 domains, one seed: 28 cached runs.
     cached = list((tmp_path / "runs").glob("*/result.json"))
-    assert len(cached) == 27
+    assert len(cached) == 28
     ran_with = json.loads(cached[0].read_text())["ran_with"]
     # the cores shared among the 2 jobs, recorded with the result
     assert ran_with["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
@@ -94,7 +95,7 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     capability = torch.backends.cpu.get_cpu_capability()
     assert ran_with["cpu"].endswith(f", {capability}")  # the CPU's model, then its capability
     assert (
-        f"- the reported runs (trained by this call or read): 27 on cpu ({ran_with['cpu']}), "
+        f"- the reported runs (trained by this call or read): 28 on cpu ({ran_with['cpu']}), "
         f"{ran_with['threads']} thread(s), torch {torch.__version__}"
     ) in results.read_text()
     digests = {
