@@ -15,7 +15,7 @@ proxy-pretrained starts
   loaded through ``load_ddf_backbone``: the paper's likely start), the proxy static network with
   fresh generators (``pretrained="imagenet"``'s path) and from scratch; and from scratch with
   the gate layer (``filter_norm="gate"``: D and Cam can scale its filters, where DDF's
-  FilterNorm standardises each one);
+  FilterNorm standardises each one), joint also without weight decay on its generators;
 - Table V: DCSD joint from the DDF start with the factors S, S+D, S+C, S+D+C;
 - Table VI: S+D+C without the stop gradient, and S+D+C with the domain and camera classifiers'
   losses reaching the backbone (``detach_information_input=False``);
@@ -134,7 +134,7 @@ ROWS = (
     # The gate layer's channel gates start at zero and stayed near it (largest weight of their
     # last layer 0.016-0.066): under Adam with L2 added to the gradient, the weight decay pulls a
     # weight whose gradient is weak back at the learning rate's pace. Without decay on the
-    # generators' weights, do they leave zero, and does the layer then use D and Cam?
+    # generators' weights they leave zero, a little (docs/research.md: val split, 2 seeds).
     Row(
         "dcsd_joint_gate_no_decay",
         "DCSD joint, scratch, gate layer, generators without weight decay",
