@@ -209,13 +209,18 @@ def test_train_ids_counts_the_identities_trained_on_in_either_split():
     assert test_label == "conflict_mild preset, data seed 0, 4 test ids, 6 train ids"
 
 
+def _row_args() -> argparse.Namespace:
+    """What :func:`bench.row_runs` reads of the options: one tiny epoch, test split."""
+    return argparse.Namespace(
+        epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
+    )
+
+
 def test_static_depthwise_row_starts_from_its_own_depthwise_weights(tmp_path):
     """The control row builds the depthwise static model and its start loads every backbone
     tensor of the saved depthwise network, the depthwise 3x3 filters included."""
     datasets, _ = bench.make_datasets(_sizes_args("test"))
-    args = argparse.Namespace(
-        epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
-    )
+    args = _row_args()
     row = next(r for r in bench.ROWS if r.key == "static_dw_joint")
     ((spec, group),) = bench.row_runs(row, datasets, args, seed=0)
     assert spec.tweaks == ("depthwise",) and spec.init == "proxy_static_dw@k"
@@ -240,9 +245,7 @@ def test_the_gate_row_without_decay_trains_its_gates_without_weight_decay():
     the optimizer built from its TrainConfig gives the channel gates' last layer no decay while
     the backbone keeps the benchmark's."""
     datasets, _ = bench.make_datasets(_sizes_args("test"))
-    args = argparse.Namespace(
-        epochs=1, batch=(2, 2), image_size=(16, 8), split="test", data_label="x", proxy_key="k"
-    )
+    args = _row_args()
     rows = {r.key: r for r in bench.ROWS}
     ((spec, group),) = bench.row_runs(rows["dcsd_joint_gate_no_decay"], datasets, args, seed=0)
     ((gate_spec, _),) = bench.row_runs(rows["dcsd_joint_gate"], datasets, args, seed=0)
