@@ -363,7 +363,7 @@ def start_note(
     """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
     ledger's runs on ``device``'s type from each. A run is read from the ledger only with the
     very start file it trained from, and a start pretrained on another machine can differ
-    (another CPU instruction set gives other weights), so a user learns before hours of
+    (another CPU can give other weights), so a user learns before hours of
     training that the recorded runs will not be read, and why."""
     recorded = ledger_start_digests(ledger, device.type)
     parts, foreign = [], False
@@ -395,8 +395,8 @@ def start_note(
         note += (
             ". The ledger's runs from another pretraining are read only with its start file: "
             "copy that machine's --proxy-root here, or name it with --recorded-start to report "
-            "them (another machine can pretrain the starts to other weights: another CPU "
-            f"instruction set did; {machine})"
+            "them (another machine can pretrain the starts to other weights: an Intel Xeon "
+            f"and an AMD EPYC, both AVX-512, did; {machine})"
         )
     return note
 

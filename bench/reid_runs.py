@@ -164,8 +164,8 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
 def run_setup(device: torch.device | str) -> dict[str, Any]:
     """What a run on ``device`` runs with, recorded beside its result: a run's digits can
     depend on the torch threads (DCSD runs came out otherwise with another thread count) and,
-    on the CPU, on its instruction set (the proxy starts pretrained to other weights on an
-    AVX-512 machine than on the machines before, and capping it at AVX2 gave a third set)."""
+    on the CPU, on the CPU itself (the proxy starts pretrained to other weights on an Intel
+    Xeon than on AMD EPYCs, both AVX-512, and capping the Xeon at AVX2 gave a third set)."""
     setup: dict[str, Any] = {
         "device": str(device),
         "threads": torch.get_num_threads(),
