@@ -199,6 +199,15 @@ PAIRS = (
     ("dcsd_alone_gate", "dcsd_alone_scratch"),
     ("dcsd_alone_gate", "dcsd_joint_gate"),
 )
+# The paper's claim itself, paired by seed: a DCSD row's conflict (alone minus joint) minus the
+# conflict of the model it should beat; negative where joint training costs DCSD less.
+CONFLICT_PAIRS = (
+    (("dcsd_alone", "dcsd_joint"), ("static_alone", "static_joint")),
+    (("dcsd_alone_static", "dcsd_joint_static"), ("static_alone", "static_joint")),
+    (("dcsd_alone_scratch", "dcsd_joint_scratch"), ("static_alone", "static_joint")),
+    (("dcsd_alone", "dcsd_joint"), ("dcsd_alone_scratch", "dcsd_joint_scratch")),
+    (("dcsd_alone_gate", "dcsd_joint_gate"), ("dcsd_alone_scratch", "dcsd_joint_scratch")),
+)
 
 
 def select_rows(
@@ -557,28 +566,48 @@ def goal_check(results, domains) -> list[str]:
     return lines
 
 
+def comparisons() -> list[tuple[str, tuple[tuple[int, str], ...]]]:
+    """Every comparison of :data:`PAIRS` and :data:`CONFLICT_PAIRS` as its label and its terms,
+    ``(sign, row name)``: the compared value is the signed sum of the rows' mAP."""
+    names = {row.key: row.name for row in ROWS}
+    found = [
+        (f"{names[row]} − {names[minus]}", ((1, names[row]), (-1, names[minus])))
+        for row, minus in PAIRS
+    ]
+    for (alone, joint), (other_alone, other_joint) in CONFLICT_PAIRS:
+        label = f"({names[alone]} − {names[joint]}) − ({names[other_alone]} − {names[other_joint]})"
+        terms = ((1, names[alone]), (-1, names[joint]), (-1, names[other_alone]))
+        found.append((label, (*terms, (1, names[other_joint]))))
+    return found
+
+
 def paired_check(results, domains) -> str:
-    """Each comparison of :data:`PAIRS` whose rows both finished, paired by seed: the mean ±
-    std over seeds of the per-seed difference, per domain and over the domains, and each
-    seed's difference over the domains (the rows must share their seeds)."""
+    """Each of :func:`comparisons` whose rows all finished, paired by seed: the mean ± std
+    over seeds of the per-seed difference, per domain and over the domains, and each seed's
+    difference over the domains (the rows must share their seeds)."""
     lines = [
         f"| difference | {' | '.join(domains)} | mean | per seed |",
         "|---|" + "---:|" * (len(domains) + 1) + "---|",
     ]
-    names = {row.key: row.name for row in ROWS}
-    for row, minus in ((names[a], names[b]) for a, b in PAIRS):
-        if row not in results or minus not in results:
+    for label, terms in comparisons():
+        if any(name not in results for _, name in terms):
             continue
-        pairs = list(zip(results[row], results[minus], strict=True))
+        signs = [sign for sign, _ in terms]
+        # per seed, per domain: the signed sum of the rows' mAP
+        seeds = [
+            {d: sum(s * run[d]["mAP"] for s, run in zip(signs, runs, strict=True)) for d in domains}
+            for runs in zip(*(results[name] for _, name in terms), strict=True)
+        ]
         cells = []
         for domain in domains:
-            mean, std = mean_std([a[domain]["mAP"] - b[domain]["mAP"] for a, b in pairs])
+            mean, std = mean_std([seed[domain] for seed in seeds])
             cells.append(f"{mean:+.1f} ± {std:.1f}")
-        per_seed = [statistics.mean(a[d]["mAP"] - b[d]["mAP"] for d in domains) for a, b in pairs]
+        per_seed = [statistics.mean(seed.values()) for seed in seeds]
         mean, std = mean_std(per_seed)
-        seeds = ", ".join(f"{value:+.1f}" for value in per_seed)
         cells.append(f"{mean:+.1f} ± {std:.1f}")
-        lines.append(f"| {row} − {minus} | {' | '.join(cells)} | {seeds} |")
+        lines.append(
+            f"| {label} | {' | '.join(cells)} | {', '.join(f'{v:+.1f}' for v in per_seed)} |"
+        )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

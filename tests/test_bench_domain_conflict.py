@@ -415,6 +415,29 @@ def test_paired_differences_are_per_seed_then_averaged():
     )
 
 
+def test_the_conflicts_are_compared_paired_by_seed():
+    """DCSD's conflict (alone minus joint) minus the static model's, per seed, then averaged."""
+
+    def seed(a, b):
+        return {"d0": {"mAP": a}, "d1": {"mAP": b}}
+
+    results = {
+        "static alone": [seed(60.0, 50.0), seed(62.0, 52.0)],
+        "static joint": [seed(50.0, 40.0), seed(50.0, 44.0)],
+        "DCSD alone": [seed(58.0, 51.0), seed(61.0, 50.0)],
+        "DCSD joint (S+D+C)": [seed(51.0, 40.0), seed(49.0, 45.0)],
+    }
+    text = bench.paired_check(results, ["d0", "d1"])
+    # Static's conflict: d0 10, 12; d1 10, 8. DCSD's: d0 7, 12; d1 11, 5.
+    # DCSD's minus static's: d0 -3, 0 (-1.5 ± 2.1); d1 +1, -3 (-1.0 ± 2.8); seeds -1.0, -1.5.
+    assert (
+        "| (DCSD alone − DCSD joint (S+D+C)) − (static alone − static joint) "
+        "| -1.5 ± 2.1 | -1.0 ± 2.8 | -1.2 ± 0.4 | -1.0, -1.5 |"
+    ) in text
+    del results["static joint"]  # a conflict needs both of its rows
+    assert "(static alone − static joint)" not in bench.paired_check(results, ["d0", "d1"])
+
+
 def test_a_start_pretrained_again_gets_runs_of_its_own(tmp_path):
     """Runs from a proxy start are cached under the start's digest: a start pretrained again
     (other weights) neither reads nor resumes the runs of the one before."""
