@@ -171,8 +171,9 @@ LEDGER = Path(__file__).resolve().parent / "bench_domain_conflict_runs.jsonl"
 GOAL_ROWS = ("DCSD joint (S+D+C)", "S", "S+D", "S+C")
 # The goal's comparisons and the studies', as (row key, minus row key): each is reported
 # paired by seed. The start rows against the DDF start, DCSD from the static start against the
-# static model trained from the same weights (the layer and its fresh generators alone), and
-# DCSD's own conflict (alone minus joint) beside the static one.
+# static model trained from the same weights (the layer and its fresh generators alone), the
+# depthwise control against the dense model (the connectivity alone), and DCSD's own conflict
+# (alone minus joint) beside the static one.
 PAIRS = (
     ("dcsd_joint", "static_joint"),
     ("dcsd_joint", "static_alone"),
@@ -187,6 +188,7 @@ PAIRS = (
     ("dcsd_joint", "dcsd_joint_scratch"),
     ("dcsd_joint_static", "static_joint"),
     ("dcsd_joint", "static_dw_joint"),
+    ("static_dw_joint", "static_joint"),
     ("dcsd_alone", "static_alone"),
     ("dcsd_alone", "dcsd_joint"),
     ("dcsd_alone", "dcsd_alone_static"),
