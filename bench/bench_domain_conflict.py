@@ -202,7 +202,7 @@ PAIRS = (
     ("dcsd_alone_gate", "dcsd_joint_gate"),
 )
 # The paper's claim itself, paired by seed: a DCSD row's conflict (alone minus joint) minus the
-# conflict of the model it should beat; negative where joint training costs DCSD less.
+# conflict of the row it is compared with; negative where joint training costs the first less.
 CONFLICT_PAIRS = (
     (("dcsd_alone", "dcsd_joint"), ("static_alone", "static_joint")),
     (("dcsd_alone_static", "dcsd_joint_static"), ("static_alone", "static_joint")),
@@ -572,7 +572,7 @@ def comparisons() -> list[tuple[str, tuple[tuple[int, str], ...]]]:
     """Every comparison of :data:`PAIRS` and :data:`CONFLICT_PAIRS` as its label and its terms,
     ``(sign, row name)``: the compared value is the signed sum of the rows' mAP."""
     names = {row.key: row.name for row in ROWS}
-    found = [
+    found: list[tuple[str, tuple[tuple[int, str], ...]]] = [
         (f"{names[row]} − {names[minus]}", ((1, names[row]), (-1, names[minus])))
         for row, minus in PAIRS
     ]
@@ -595,16 +595,16 @@ def paired_check(results, domains) -> str:
         if any(name not in results for _, name in terms):
             continue
         signs = [sign for sign, _ in terms]
-        # per seed, per domain: the signed sum of the rows' mAP
-        seeds = [
+        # one {domain: the signed sum of the rows' mAP} per seed
+        diffs = [
             {d: sum(s * run[d]["mAP"] for s, run in zip(signs, runs, strict=True)) for d in domains}
             for runs in zip(*(results[name] for _, name in terms), strict=True)
         ]
         cells = []
         for domain in domains:
-            mean, std = mean_std([seed[domain] for seed in seeds])
+            mean, std = mean_std([diff[domain] for diff in diffs])
             cells.append(f"{mean:+.1f} ± {std:.1f}")
-        per_seed = [statistics.mean(seed.values()) for seed in seeds]
+        per_seed = [statistics.mean(diff.values()) for diff in diffs]
         mean, std = mean_std(per_seed)
         cells.append(f"{mean:+.1f} ± {std:.1f}")
         lines.append(

@@ -163,9 +163,9 @@ def last_train_loss(out_dir: Path) -> dict[str, float] | None:
 
 def run_setup(device: torch.device | str) -> dict[str, Any]:
     """What a run on ``device`` runs with, recorded beside its result: a run's digits can
-    depend on the torch threads (DCSD runs came out otherwise with another thread count) and,
-    on the CPU, on the CPU itself (the proxy starts pretrained to other weights on an Intel
-    Xeon than on AMD EPYCs, both AVX-512, and capping the Xeon at AVX2 gave a third set)."""
+    depend on the torch threads (DCSD runs came out otherwise with another thread count) and
+    on the CPU's model (the proxy starts pretrained to other weights on an Intel Xeon than on
+    an AMD EPYC, both AVX-512, and capping the Xeon at AVX2 gave a third static start)."""
     setup: dict[str, Any] = {
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -6,7 +6,7 @@ ledger keeps the result: a run whose folder name is in the ledger is read from i
 trained again, and the per-seed numbers behind every table stay in the repository. A run from a
 proxy start is named by the start's digest, so it is read only where the same start file is:
 a new machine of the same kind pretrains the starts to the same digests, one with another CPU
-(an Intel Xeon against AMD EPYCs, both AVX-512) can pretrain them to other weights.
+(an Intel Xeon against an AMD EPYC, both AVX-512) can pretrain them to other weights.
 
 Each line is written whole by one ``write`` under an exclusive ``flock`` (runs finish side by
 side), then flushed to disk. A last line without its newline is kept if it is a whole record (a
