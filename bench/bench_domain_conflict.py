@@ -568,11 +568,14 @@ def goal_check(results, domains) -> list[str]:
     return lines
 
 
-def comparisons() -> list[tuple[str, tuple[tuple[int, str], ...]]]:
+Comparison = tuple[str, tuple[tuple[int, str], ...]]
+
+
+def comparisons() -> list[Comparison]:
     """Every comparison of :data:`PAIRS` and :data:`CONFLICT_PAIRS` as its label and its terms,
     ``(sign, row name)``: the compared value is the signed sum of the rows' mAP."""
     names = {row.key: row.name for row in ROWS}
-    found: list[tuple[str, tuple[tuple[int, str], ...]]] = [
+    found: list[Comparison] = [
         (f"{names[row]} − {names[minus]}", ((1, names[row]), (-1, names[minus])))
         for row, minus in PAIRS
     ]

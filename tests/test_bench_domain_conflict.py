@@ -383,14 +383,16 @@ def test_rows_left_unfinished_say_why():
     )
 
 
-def test_paired_differences_are_per_seed_then_averaged():
-    def seed(a, b):
-        return {"d0": {"mAP": a}, "d1": {"mAP": b}}
+def _seed(d0: float, d1: float) -> dict[str, dict[str, float]]:
+    """One seed's result of a row on the two domains ``d0`` and ``d1``: their mAP."""
+    return {"d0": {"mAP": d0}, "d1": {"mAP": d1}}
 
+
+def test_paired_differences_are_per_seed_then_averaged():
     results = {
-        "S": [seed(40.0, 50.0), seed(42.0, 46.0)],
-        "S+D": [seed(41.0, 53.0), seed(40.0, 46.0)],
-        "static joint": [seed(1.0, 1.0), seed(1.0, 1.0)],
+        "S": [_seed(40.0, 50.0), _seed(42.0, 46.0)],
+        "S+D": [_seed(41.0, 53.0), _seed(40.0, 46.0)],
+        "static joint": [_seed(1.0, 1.0), _seed(1.0, 1.0)],
     }
     text = bench.paired_check(results, ["d0", "d1"])
     # S+D - S: d0 +1, -2 (mean -0.5, std 2.1); d1 +3, 0 (+1.5, 2.1); seeds +2.0, -1.0.
@@ -417,15 +419,11 @@ def test_paired_differences_are_per_seed_then_averaged():
 
 def test_the_conflicts_are_compared_paired_by_seed():
     """DCSD's conflict (alone minus joint) minus the static model's, per seed, then averaged."""
-
-    def seed(a, b):
-        return {"d0": {"mAP": a}, "d1": {"mAP": b}}
-
     results = {
-        "static alone": [seed(60.0, 50.0), seed(62.0, 52.0)],
-        "static joint": [seed(50.0, 40.0), seed(50.0, 44.0)],
-        "DCSD alone": [seed(58.0, 51.0), seed(61.0, 50.0)],
-        "DCSD joint (S+D+C)": [seed(51.0, 40.0), seed(49.0, 45.0)],
+        "static alone": [_seed(60.0, 50.0), _seed(62.0, 52.0)],
+        "static joint": [_seed(50.0, 40.0), _seed(50.0, 44.0)],
+        "DCSD alone": [_seed(58.0, 51.0), _seed(61.0, 50.0)],
+        "DCSD joint (S+D+C)": [_seed(51.0, 40.0), _seed(49.0, 45.0)],
     }
     text = bench.paired_check(results, ["d0", "d1"])
     # Static's conflict: d0 10, 12; d1 10, 8. DCSD's: d0 7, 12; d1 11, 5.
