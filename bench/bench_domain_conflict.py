@@ -714,6 +714,14 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     parser.add_argument(
         "--proxy-root", type=Path, default=Path("runs/proxy"), help="bench/pretrain_proxy.py's"
     )
+    parser.add_argument(
+        "--proxy-ids-per-domain",
+        type=int,
+        default=PoolConfig.ids_per_domain,
+        help="the proxy pool's identities per domain (bench/pretrain_proxy.py's "
+        "--ids-per-domain): another pool is another pretraining, whose runs the ledger keys "
+        "apart",
+    )
     which_rows = parser.add_mutually_exclusive_group()
     which_rows.add_argument(
         "--static-only", action="store_true", help="Table II's static rows only"
@@ -755,7 +763,9 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     if args.quick:
         args.seeds, args.epochs, args.batch, args.image_size = args.seeds[:1], 1, (4, 2), (32, 16)
     datasets, args.data_label = make_datasets(args)
-    args.proxy = quick_config() if args.quick else PoolConfig()
+    args.proxy = (
+        quick_config() if args.quick else PoolConfig(ids_per_domain=args.proxy_ids_per_domain)
+    )
     args.proxy_key = args.proxy.key()
     args.starts = starts(args.proxy, args.proxy_root)
     args.recorded_starts = {}
@@ -837,7 +847,9 @@ def main() -> None:
         )
         + (f" ({args.val_ids} more held out)" if args.split == "val" else "")
         + f", {args.split} split"
-        + f"; {args.epochs} epochs from the proxy-pretrained starts (key {args.proxy_key}; "
+        + f"; {args.epochs} epochs from the proxy-pretrained starts (pool of "
+        f"{args.proxy.domains} x {args.proxy.ids_per_domain} identities, {args.proxy.epochs} "
+        f"epochs, key {args.proxy_key}; "
         "per-domain models: as many iterations), "
         f"P x K = {args.batch[0]} x {args.batch[1]}, {args.image_size[0]}x{args.image_size[1]}; "
         f"seeds {args.seeds}",

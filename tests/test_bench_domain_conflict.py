@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_domain_conflict as bench  # noqa: E402
+from pretrain_proxy import PoolConfig  # noqa: E402
 from reid_runs import (  # noqa: E402
     RecordedStart,
     RunSpec,
@@ -485,6 +486,23 @@ def test_a_recorded_start_reads_its_runs_and_trains_none(tmp_path):
     for bad in ("proxy_ddf=xyz", "ddf=0badc0de"):
         with pytest.raises(SystemExit):
             bench.parse_args([*argv, "--recorded-start", bad])
+
+
+def test_another_proxy_pool_is_another_pretraining(tmp_path):
+    """--proxy-ids-per-domain picks the pool the starts pretrain on, as bench/pretrain_proxy.py's
+    --ids-per-domain does: its key (so its start files and its runs' names) differs from the
+    default pool's."""
+    argv = ["--rows", "s", "--without-static", "--root", str(tmp_path / "runs")]
+    argv += ["--proxy-root", str(tmp_path / "proxy"), "--train-ids", "6", "--test-ids", "4"]
+    default, _ = bench.parse_args(argv)
+    bigger, datasets = bench.parse_args([*argv, "--proxy-ids-per-domain", "200"])
+    assert default.proxy == PoolConfig() and default.proxy_key == PoolConfig().key()
+    assert bigger.proxy == PoolConfig(ids_per_domain=200)
+    assert bigger.proxy_key != default.proxy_key
+    assert bigger.starts["proxy_ddf"].parent.name == bigger.proxy_key
+    row = next(r for r in bench.ROWS if r.key == "s")
+    ((spec, _),) = bench.row_runs(row, datasets, bigger, seed=0)
+    assert spec.init == f"proxy_ddf@{bigger.proxy_key}"
 
 
 def test_a_later_layer_option_keeps_the_runs_it_does_not_change(tmp_path):
