@@ -468,6 +468,8 @@ def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
                 # The val split's held-out identities per domain ("-" on the test split).
                 "val_ids": str(args.val_ids) if args.split == "val" else "-",
                 "epochs": str(args.epochs),
+                # The proxy pretraining's pool, domains x identities per domain: the starts.
+                "proxy_pool": f"{args.proxy.domains}x{args.proxy.ids_per_domain}",
                 "seeds": " ".join(map(str, args.seeds)),
                 "row": row.name,
                 "table": row.table,

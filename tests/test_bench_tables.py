@@ -127,9 +127,40 @@ def test_conflict_benchmark_csv_rows_render_back_to_its_printed_table(tmp_path: 
         val_ids=8,
         epochs=10,
         seeds=[0, 1, 2],
+        proxy=bench.PoolConfig(),
     )
     csv_path = tmp_path / "bench" / "bench_domain_conflict.csv"
     csv_path.parent.mkdir()
     results_csv.append_rows(csv_path, bench.csv_rows(bench.ROWS, results, domains, args))
     rendered = make_tables.render("bench/bench_domain_conflict.csv", {"test_ids": "64"}, tmp_path)
     assert rendered == bench.table(bench.ROWS, results, domains, "mAP") + "\n"
+
+
+def test_conflict_csv_rows_name_their_proxy_pool_and_tables_filter_on_it(tmp_path: Path) -> None:
+    """Rows from two proxy pools share the CSV; a table marker's ``proxy_pool=`` keeps one."""
+    domains = ["synth0", "synth1", "synth2"]
+    row = bench.ROWS[0]
+    csv_path = tmp_path / "bench" / "bench_domain_conflict.csv"
+    csv_path.parent.mkdir()
+    for ids, value in ((50, 10.0), (200, 20.0)):
+        results = {row.name: [{d: {"mAP": value, "rank1": 1.0} for d in domains}] * 3}
+        args = argparse.Namespace(
+            preset="conflict_mild",
+            split="val",
+            quick=False,
+            train_ids=64,
+            test_ids=64,
+            val_ids=64,
+            epochs=30,
+            seeds=[0, 1, 2],
+            proxy=bench.PoolConfig(domains=4, ids_per_domain=ids),
+        )
+        results_csv.append_rows(csv_path, bench.csv_rows([row], results, domains, args))
+    with csv_path.open(newline="") as file:
+        assert [r["proxy_pool"] for r in csv.DictReader(file)] == ["4x50", "4x200"]
+    rendered = make_tables.render(
+        "bench/bench_domain_conflict.csv", {"proxy_pool": "4x200"}, tmp_path
+    )
+    [cells] = _markdown_rows(rendered)
+    assert cells[0] == row.name
+    assert cells[2:] == ["20.0 ± 0.0"] * 4
