@@ -370,18 +370,20 @@ def start_note(
     missing: list[str],
     ledger: Path | None,
     device: torch.device,
+    pool_key: str,
 ) -> str:
     """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
-    ledger's runs on ``device``'s type from each. A run is read from the ledger only with the
-    very start file it trained from, and a start pretrained on another machine can differ
-    (another CPU can give other weights), so a user learns before hours of
-    training that the recorded runs will not be read, and why."""
+    ledger's runs on ``device``'s type from each, pretrained on the proxy pool ``pool_key``
+    (runs from another pool are another experiment, not another machine's start). A run is
+    read from the ledger only with the very start file it trained from, and a start pretrained
+    on another machine can differ (another CPU can give other weights), so a user learns
+    before hours of training that the recorded runs will not be read, and why."""
     recorded = ledger_start_digests(ledger, device.type)
     parts, foreign = [], False
     for name in inits:
         known_by_digest = isinstance(starts[name], RecordedStart)
         here = None if name in missing else start_digest(starts[name])
-        runs = recorded.get(name, {})
+        runs = recorded.get(f"{name}@{pool_key}", {})
         other = {digest: count for digest, count in runs.items() if digest != here}
         foreign |= bool(other)
         this_one = "it" if known_by_digest else "this pretraining"
@@ -813,7 +815,10 @@ def main() -> None:
 
     missing = not_pretrained()
     if inits:
-        print(start_note(inits, proxy_starts, missing, args.ledger, device), flush=True)
+        print(
+            start_note(inits, proxy_starts, missing, args.ledger, device, args.proxy_key),
+            flush=True,
+        )
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     missing = not_pretrained()
@@ -839,7 +844,11 @@ def main() -> None:
         f"- this call: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) "
         f"each; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- the reported runs (trained by this call or read): {ran_with(runs)}",
-        *([f"- {start_note(inits, proxy_starts, missing, args.ledger, device)}"] if inits else []),
+        *(
+            [f"- {start_note(inits, proxy_starts, missing, args.ledger, device, args.proxy_key)}"]
+            if inits
+            else []
+        ),
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (

@@ -196,8 +196,9 @@ def _cpu_model() -> str:
 
 
 def ledger_start_digests(ledger: Path | None, device_type: str) -> dict[str, dict[str, int]]:
-    """``{start name: {start digest: runs}}`` of the runs recorded in ``ledger`` on
-    ``device_type`` (the ones a run there can read) from a proxy start: the digest ends the
+    """``{start: {start digest: runs}}`` of the runs recorded in ``ledger`` on ``device_type``
+    (the ones a run there can read) from a proxy start, the start named as the run's spec names
+    it (``proxy_ddf@<pool key>``: runs from another proxy pool count apart); the digest ends the
     run's name (:func:`run_folder`)."""
     counts: dict[str, dict[str, int]] = {}
     for name, result in (read_ledger(ledger) if ledger is not None else {}).items():
@@ -205,7 +206,7 @@ def ledger_start_digests(ledger: Path | None, device_type: str) -> dict[str, dic
         digest = name.rsplit("-", 1)[-1]
         if not init or _device_type(result) != device_type or not is_digest(digest):
             continue
-        per_digest = counts.setdefault(init.split("@")[0], {})
+        per_digest = counts.setdefault(init, {})
         per_digest[digest] = per_digest.get(digest, 0) + 1
     return counts
 

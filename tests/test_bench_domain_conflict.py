@@ -303,7 +303,8 @@ def test_the_report_says_what_its_runs_ran_with():
 def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
     """Runs recorded from another pretraining of a start (another digest) are named before
     any training, with how to read them; runs from this one are counted; runs on another
-    device type (never read here) and names that end in no digest are not counted."""
+    device type (never read here), from another proxy pool (another experiment) and names that
+    end in no digest are not counted."""
     start = tmp_path / "ddf.pth.tar"
     start.write_bytes(b"weights pretrained here")
     here = hashlib.sha256(b"weights pretrained here").hexdigest()[:8]
@@ -325,39 +326,47 @@ def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
                 record("gggg", "proxy_ddf@k"),  # no digest at the end of the name
                 record("dddd", ""),  # from scratch: no start
                 record("eeee-9999aaaa", "proxy_static@k"),
+                record("hhhh-11111111-5ca1ab1e", "proxy_ddf@j"),  # another proxy pool
             ]
         )
         + "\n"
     )
     starts = {"proxy_ddf": start}
-    note = bench.start_note(["proxy_ddf"], starts, [], ledger, cpu)
+    note = bench.start_note(["proxy_ddf"], starts, [], ledger, cpu, "k")
     assert note.startswith(
         f"proxy starts: proxy_ddf {here} (the ledger: 2 run(s) from 0badc0de, "
         "1 run(s) from this pretraining). "
     )
     assert "copy that machine's --proxy-root here" in note and "this CPU: " in note
     assert "9999aaaa" not in note  # a start this call does not use
-    on_gpu = bench.start_note(["proxy_ddf"], starts, [], ledger, torch.device("cuda"))
+    assert "5ca1ab1e" not in note  # the start pretrained on another pool
+    other_pool = bench.start_note(["proxy_ddf"], starts, [], ledger, cpu, "j")
+    assert other_pool.startswith(
+        f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from 5ca1ab1e). "
+    )
+    on_gpu = bench.start_note(["proxy_ddf"], starts, [], ledger, torch.device("cuda"), "k")
     assert on_gpu.startswith(f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from 0badc0de)")
     assert "this device: cuda" in on_gpu
-    missing = bench.start_note(["proxy_ddf"], starts, ["proxy_ddf"], ledger, cpu)
+    missing = bench.start_note(["proxy_ddf"], starts, ["proxy_ddf"], ledger, cpu, "k")
     assert missing.startswith(
         f"proxy starts: proxy_ddf not pretrained yet (the ledger: 2 run(s) from 0badc0de, "
         f"1 run(s) from {here}). "
     )
-    recorded = bench.start_note(["proxy_ddf"], {"proxy_ddf": RecordedStart(here)}, [], ledger, cpu)
+    recorded = bench.start_note(
+        ["proxy_ddf"], {"proxy_ddf": RecordedStart(here)}, [], ledger, cpu, "k"
+    )
     assert recorded.startswith(
         f"proxy starts: proxy_ddf {here} (--recorded-start: its runs are read, none trained; "
         f"the ledger: 2 run(s) from 0badc0de, 1 run(s) from it). "
     )
     ledger.write_text(record(f"cccc-11111111-{here}", "proxy_ddf@k") + "\n")
     both = starts | {"proxy_static": start}
-    only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger, cpu)
+    only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger, cpu, "k")
     assert only_here == (
         f"proxy starts: proxy_ddf {here} (the ledger: 1 run(s) from this pretraining); "
         f"proxy_static {here}"
     )
-    alone = bench.start_note(["proxy_ddf"], starts, [], None, cpu)
+    alone = bench.start_note(["proxy_ddf"], starts, [], None, cpu, "k")
     assert alone == f"proxy starts: proxy_ddf {here}"
 
 
