@@ -31,7 +31,10 @@ is not trained again), so an interrupted benchmark continues where it stopped, a
 ``--ledger`` (``bench/bench_domain_conflict_runs.jsonl``, committed: a new machine reads the
 runs recorded there and trains the rest); ``--jobs`` runs
 that many trainings side by side (``bench/run_queue.py``; the missing proxy starts pretrain
-among them, then the static rows, the joint rows and the per-domain rows). ``--deadline
+among them, then the static rows, the joint rows and the per-domain rows), each with the
+machine's cores divided by ``--jobs`` as its threads: give one call every row, not two calls
+side by side, which oversubscribe the cores (two calls of ``--jobs 1`` on 2 cores, 2 threads
+each, trained a static run at 6-7 images/s, one call of ``--jobs 2`` at 29-34). ``--deadline
 MINUTES`` starts no run after that time and stops the running ones: it prints the tables of
 the rows whose runs all finished (none without the static rows) and appends nothing, and the
 same command continues the rest (a short GPU lease; cached runs are read, never queued). Uses
@@ -706,7 +709,13 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
         help="held-out ids per domain (val); 64, as many as --test-ids: a smaller gallery's mAP "
         "did not transfer to the test split",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="trainings side by side")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings side by side, each with the cores / --jobs threads: one call with every "
+        "row, not several calls at once (they oversubscribe the cores)",
+    )
     parser.add_argument(
         "--deadline",
         type=float,
