@@ -76,6 +76,7 @@ from reid_runs import (  # noqa: E402
     mean_std,
     run,
     start_digest,
+    start_init,
 )
 from results_csv import append_rows  # noqa: E402
 from run_ledger import add_ledger_option, chosen_ledger  # noqa: E402
@@ -269,7 +270,7 @@ def row_runs(row, datasets, args, seed) -> list[tuple[RunSpec, list]]:
             image_size=tuple(args.image_size),
             split=args.split,
             data=args.data_label,
-            init=f"{row.init}@{args.proxy_key}" if row.init else "",
+            init=start_init(row.init, args.proxy_key) if row.init else "",
         )
         runs.append((spec, group))
     return runs
@@ -387,7 +388,7 @@ def start_note(
     for name in inits:
         known_by_digest = isinstance(starts[name], RecordedStart)
         here = None if name in missing else start_digest(starts[name])
-        runs = recorded.get(f"{name}@{pool_key}", {})
+        runs = recorded.get(start_init(name, pool_key), {})
         other = {digest: count for digest, count in runs.items() if digest != here}
         foreign |= bool(other)
         this_one = "it" if known_by_digest else "this pretraining"

@@ -67,7 +67,7 @@ class RunSpec:
     balance_domains: bool = False  # the same number of identities of each domain per batch
     loss: dict[str, Any] = field(default_factory=dict)  # DCSDLoss arguments
     # The start: "" (from scratch) or a name with the cache key of the proxy pretraining that
-    # made it, e.g. "proxy_ddf@<key>" (see ``starts`` of :func:`run`).
+    # made it, e.g. "proxy_ddf@<key>" (:func:`start_init`; see ``starts`` of :func:`run`).
     init: str = ""
 
     def key(self) -> str:
@@ -84,6 +84,17 @@ class RunSpec:
         }
         text = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def start_init(start: str, pool_key: str) -> str:
+    """A :class:`RunSpec`'s ``init`` for the proxy start ``start`` pretrained on the proxy
+    pool whose cache key is ``pool_key``: ``"proxy_ddf@<key>"``."""
+    return f"{start}@{pool_key}"
+
+
+def init_start(init: str) -> str:
+    """The proxy start a :class:`RunSpec`'s ``init`` names (:func:`start_init`'s ``start``)."""
+    return init.split("@")[0]
 
 
 _LATER_FIELDS: dict[str, Any] = {"balance_domains": False, "loss": {}, "init": ""}
@@ -328,7 +339,7 @@ def _device_type(result: dict[str, Any]) -> str:
 
 
 def _start_path(init: str, starts: dict[str, Path | RecordedStart]) -> Path | RecordedStart:
-    start = init.split("@")[0]
+    start = init_start(init)
     if start not in starts:
         raise ValueError(f"unknown start {start!r}; known: {sorted(starts)}")
     return starts[start]
@@ -387,7 +398,7 @@ def run(
     if finished is not None:
         return finished
     if spec.init:
-        apply_start(model, spec.init.split("@")[0], starts or {})
+        apply_start(model, init_start(spec.init), starts or {})
     config = TrainConfig(
         epochs=spec.epochs,
         warmup_epochs=1.0,
