@@ -35,7 +35,8 @@ among them, then the static rows, the joint rows and the per-domain rows), each 
 machine's cores divided by ``--jobs`` as its threads: give one call every row, not two calls
 side by side, which oversubscribe the cores (two calls of ``--jobs 1`` on 2 cores, 2 threads
 each: a static run's epochs at a median 8.4 images/s, against 31.2 in one call of ``--jobs
-2``). ``--deadline
+2``); a run that another call is training in the same ``--root`` is passed over (its run lock
+is held) and its row left unfinished. ``--deadline
 MINUTES`` starts no run after that time and stops the running ones: it prints the tables of
 the rows whose runs all finished (none without the static rows) and appends nothing, and the
 same command continues the rest (a short GPU lease; cached runs are read, never queued). Uses
@@ -89,6 +90,7 @@ from dcsd.data import (  # noqa: E402
     make_synthetic_domains,
 )
 from dcsd.data.synthetic import PRESETS  # noqa: E402
+from dcsd.engine import RunLockedError  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -320,20 +322,30 @@ def plan(rows, datasets, args, device, starts, missing_starts):
 
 def run_all(
     rows, datasets, args, device, starts, missing_starts, threads
-) -> tuple[dict[str, list], list[dict]]:
+) -> tuple[dict[str, list], list[dict], dict[str, str]]:
     """``{row name: [{domain: {"mAP", "rank1"}} per seed]}`` of the rows whose runs all
-    finished (every row without ``--deadline``), and those runs' results (trained or read),
-    ``args.jobs`` tasks side by side of ``threads`` threads each (each run cached, so the
+    finished (every row without ``--deadline``, but for runs another call holds), those runs'
+    results (trained or read), and ``{row name: why}`` of the rows with a run that another call
+    is training (its run lock's message): that run is passed over and the others go on.
+    ``args.jobs`` tasks run side by side of ``threads`` threads each (each run cached, so the
     order does not change a result)."""
     tasks, finished, names = plan(rows, datasets, args, device, starts, missing_starts)
+    held: dict[str, str] = {}
+
+    def passed(task: Task, error: Exception) -> None:
+        print(f"{task.name} passed over: {error}", flush=True)
+        held[task.name] = str(error)
+
     finished |= run_tasks(
         tasks,
         args.jobs,
         None if args.deadline is None else args.deadline * 60,
         threads,
         on_done=lambda task, _: print(f"{task.name} done", flush=True),
+        passing=(RunLockedError,),
+        on_passed=passed,
     )
-    results, runs = {}, []
+    results, runs, held_rows = {}, [], {}
     for row in rows:
         row_runs = [names[(row.name, seed)] for seed in args.seeds]
         if all(name in finished for seed_runs in row_runs for name in seed_runs):
@@ -342,7 +354,10 @@ def run_all(
                 for seed_runs in row_runs
             ]
             runs += [finished[name] for seed_runs in row_runs for name in seed_runs]
-    return results, runs
+        why = [held[name] for seed_runs in row_runs for name in seed_runs if name in held]
+        if why:
+            held_rows[row.name] = why[0]
+    return results, runs, held_rows
 
 
 def ran_with(runs: list[dict]) -> str:
@@ -419,14 +434,26 @@ def start_note(
     return note
 
 
-def unfinished_note(rows, results, args) -> str:
+def unfinished_note(rows, results, args, held: dict[str, str] | None = None) -> str:
     """Why rows have runs missing: a run from a ``--recorded-start`` is never trained here (its
-    start file is needed), the others stopped at ``--deadline`` and the same command continues
-    them."""
+    start file is needed), a run another call is training (``held``: ``{row name: its run
+    lock's message}``) was passed over, and the others stopped at ``--deadline``: the same
+    command continues them."""
+    held = held or {}
     unfinished = [row for row in rows if row.name not in results]
     recorded = [row.name for row in unfinished if row.init in args.recorded_starts]
-    stopped = [row.name for row in unfinished if row.init not in args.recorded_starts]
+    locked = [row.name for row in unfinished if row.name in held and row.name not in recorded]
+    stopped = [
+        row.name
+        for row in unfinished
+        if row.init not in args.recorded_starts and row.name not in held
+    ]
     notes = []
+    if locked:
+        notes.append(
+            f"rows {locked} have runs another call is training ({held[locked[0]]}): the same "
+            "command, once that call ends, reads them from the cache"
+        )
     if stopped:
         notes.append(
             f"stopped at the deadline ({args.deadline:g} min): rows {stopped} unfinished; the "
@@ -831,11 +858,11 @@ def main() -> None:
             flush=True,
         )
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
-    results, runs = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
+    results, runs, held = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     missing = not_pretrained()
     unfinished = [row.name for row in rows if row.name not in results]
     if unfinished:
-        print(unfinished_note(rows, results, args), flush=True)
+        print(unfinished_note(rows, results, args, held), flush=True)
         if any(row.name in unfinished for row in STATIC_ROWS):
             print("no tables: every table and check reads the static rows")
             return

@@ -6,7 +6,9 @@ starts after the deadline, and the tasks still running then are stopped: a bench
 are cached and resume from their last checkpoint continues them at its next call. This is what
 a short lease of a GPU needs (many small trainings on one device, a fixed time), and what lets
 a long benchmark on the CPU end at a chosen time. A SIGTERM to the calling process (``kill``,
-a job scheduler's stop) stops the running tasks too, as the deadline does, before it ends.
+a job scheduler's stop) stops the running tasks too, as the deadline does, before it ends. A task
+whose error is one the caller names as passing (a run another process is training) is passed
+over, with the tasks that need it, and the others go on.
 """
 
 from __future__ import annotations
@@ -46,25 +48,47 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _pass_over(
+    task: Task,
+    error: Exception,
+    queue: list[Task],
+    on_passed: Callable[[Task, Exception], None] | None,
+) -> None:
+    """Report ``task`` passed over for ``error``, and with it every queued task that needs it
+    (and those that need them)."""
+    if on_passed is not None:
+        on_passed(task, error)
+    for waiting in [t for t in queue if t.needs == task.name]:
+        queue.remove(waiting)
+        _pass_over(waiting, error, queue, on_passed)
+
+
 def run_tasks(
     tasks: Sequence[Task],
     jobs: int,
     deadline_s: float | None = None,
     threads: int | None = 1,
     on_done: Callable[[Task, Any], None] | None = None,
+    passing: tuple[type[Exception], ...] = (),
+    on_passed: Callable[[Task, Exception], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``tasks`` in their order, ``jobs`` at a time in spawned processes of ``threads``
     torch threads each (``None``: leave torch alone), a task once the one it ``needs`` has
-    finished; call ``on_done(task, result)`` as each finishes. After ``deadline_s`` seconds
-    from the call, no task starts and the running ones are stopped. Called from the main
-    thread, a SIGTERM stops the running tasks and raises ``SystemExit(143)``.
+    finished; call ``on_done(task, result)`` as each finishes. A task that raises one of the
+    ``passing`` errors is passed over, and so are the tasks that need it: ``on_passed(task,
+    error)`` is called for each (with the error of the task it needed), and the others go on.
+    After ``deadline_s`` seconds from the call, no task starts and the running ones are
+    stopped. Called from the main thread, a SIGTERM stops the running tasks and raises
+    ``SystemExit(143)``.
 
-    Returns ``{name: result}`` of the tasks that finished (all of them without a deadline).
+    Returns ``{name: result}`` of the tasks that finished (all of them without a deadline,
+    but for those passed over).
 
     Raises:
         ValueError: two tasks share a name, a task needs one that is not among them, or
             tasks wait on each other.
-        Exception: a task's own error (the other running tasks are stopped first).
+        Exception: a task's own error, unless one of ``passing`` (the other running tasks are
+            stopped first).
         SystemExit: a SIGTERM came (status 143; the running tasks are stopped first).
     """
     names = [task.name for task in tasks]
@@ -109,7 +133,11 @@ def run_tasks(
             done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 task = running.pop(future)
-                finished[task.name] = future.result()
+                try:
+                    finished[task.name] = future.result()
+                except passing as error:
+                    _pass_over(task, error, queue, on_passed)
+                    continue
                 if on_done is not None:
                     on_done(task, finished[task.name])
     finally:

@@ -28,7 +28,7 @@ from reid_runs import (  # noqa: E402
 )
 
 from dcsd.data import MultiDomainDataset  # noqa: E402
-from dcsd.engine import TrainConfig, build_optimizer  # noqa: E402
+from dcsd.engine import RunLock, TrainConfig, build_optimizer  # noqa: E402
 from dcsd.engine.optim import optimizer_settings  # noqa: E402
 from dcsd.models import save_model  # noqa: E402
 
@@ -149,6 +149,24 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     spatial = [p for p in cached if "spatial_information" in p.read_text()]
     assert len(spatial) == 1
     spatial[0].unlink()
+    # A run another call is training (its run lock held) is passed over; the call goes on and
+    # reports the others, then says why the row is unfinished.
+    lock = RunLock(spatial[0].parent / "train")
+    lock.acquire()
+    try:
+        out = run(tmp_path, "--rows", "spatial_dc")
+    finally:
+        lock.release()
+    assert (
+        f"spatial branch reads X + D + Cam (synth0, synth1, synth2) passed over: {lock.folder}"
+        in out
+    )
+    assert (
+        "rows ['S+D+C, spatial branch reads X + D + Cam'] have runs another call is training ("
+        f"{lock.folder} is in use by another run (pid {os.getpid()} "
+    ) in out
+    assert "| static joint |" in out and "X + D + Cam |" not in out
+    assert not spatial[0].exists()
     more = tmp_path / "more.md"
     out = run(tmp_path, "--rows", "spatial_dc", "--deadline", "0", "--results", more)
     assert "rows ['S+D+C, spatial branch reads X + D + Cam'] unfinished" in out
@@ -390,6 +408,11 @@ def test_rows_left_unfinished_say_why():
     assert bench.unfinished_note([s_row, scratch], {"S": []}, args) == stopped
     assert bench.unfinished_note([s_row, scratch], {}, args) == (
         f"{stopped}; {needs_file}; no row finished"
+    )
+    held = "runs/x is in use by another run (pid 7 on host h, since then)"
+    assert bench.unfinished_note([s_row, scratch], {}, args, {"DCSD joint, scratch": held}) == (
+        f"rows ['DCSD joint, scratch'] have runs another call is training ({held}): the same "
+        f"command, once that call ends, reads them from the cache; {needs_file}; no row finished"
     )
 
 

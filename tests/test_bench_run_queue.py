@@ -115,3 +115,28 @@ def test_bad_task_lists_are_refused_with_the_names():
         run_tasks([Task("a", abs, (1,), needs="nowhere")], jobs=1)
     with pytest.raises(ValueError, match="wait on each other"):
         run_tasks([Task("a", abs, (1,), needs="b"), Task("b", abs, (2,), needs="a")], jobs=1)
+
+
+def test_a_task_with_a_passing_error_is_passed_over_with_those_that_need_it(tmp_path):
+    """A run another process is training (here: a missing file's FileNotFoundError) leaves the
+    other tasks going; the task that needs it is passed over with its error, not left waiting."""
+    missing = tmp_path / "held elsewhere"
+    passed = []
+    tasks = [
+        Task("held", os.stat, (missing,)),
+        Task("from it", operator.add, (1, 2), needs="held"),
+        Task("free", abs, (-2,)),
+    ]
+    results = run_tasks(
+        tasks,
+        jobs=1,
+        threads=None,
+        passing=(FileNotFoundError,),
+        on_passed=lambda task, error: passed.append(
+            (task.name, type(error), str(missing) in str(error))
+        ),
+    )
+    assert results == {"free": 2}
+    assert passed == [("held", FileNotFoundError, True), ("from it", FileNotFoundError, True)]
+    with pytest.raises(FileNotFoundError):  # an error not named passing still stops the call
+        run_tasks(tasks, jobs=1, threads=None, passing=(PermissionError,))
