@@ -56,7 +56,7 @@ import os
 import platform
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -98,7 +98,9 @@ class Row:
     """One line of the tables: a model trained jointly or one model per domain, from a start
     (``""``: scratch, or a name of :func:`pretrain_proxy.starts`). ``key`` names it on the
     command line (``--rows``); ``tweaks`` are :data:`reid_runs.TWEAKS` applied to the model;
-    ``train`` overrides the benchmark's :class:`dcsd.engine.TrainConfig`."""
+    ``train`` overrides the benchmark's :class:`dcsd.engine.TrainConfig`; ``pretraining``, the
+    digest of another pretraining of ``init`` (``--versus-start``) whose runs the row reads,
+    ``""`` for the start this call holds."""
 
     key: str
     name: str
@@ -109,6 +111,7 @@ class Row:
     init: str = "proxy_ddf"
     tweaks: tuple[str, ...] = ()
     train: dict = field(default_factory=dict)
+    pretraining: str = ""
 
 
 DDF = {"filter_norm": "ddf"}
@@ -244,6 +247,25 @@ def select_rows(
     )
 
 
+def with_versus(rows: tuple[Row, ...], versus: dict[str, RecordedStart]) -> tuple[Row, ...]:
+    """``rows``, each row from a start ``versus`` names followed by the same row from that
+    start's other pretraining (its digest in the name): its runs are read from the ledger, none
+    is trained, and :func:`comparisons` pairs the two by seed."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if row.init in versus:
+            digest = versus[row.init].digest
+            out.append(replace(row, name=f"{row.name} [{digest}]", pretraining=digest))
+    return tuple(out)
+
+
+def row_starts(row: Row, starts: dict[str, Path | RecordedStart]):
+    """The starts ``row``'s runs are named by: ``starts``, with the row's own pretraining
+    (``Row.pretraining``) in place of its start's."""
+    return {**starts, row.init: RecordedStart(row.pretraining)} if row.pretraining else starts
+
+
 def iterations_per_epoch(datasets, batch) -> int:
     data = MultiDomainDataset(datasets)
     return len(IdentityBatchSampler(data.train, num_identities=batch[0], num_instances=batch[1]))
@@ -308,14 +330,15 @@ def plan(rows, datasets, args, device, starts, missing_starts):
             for spec, group in row_runs(row, datasets, args, seed):
                 name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
                 names[(row.name, seed)].append(name)
-                result = cached_result(spec, group, args.root, starts, args.ledger, device)
+                own = row_starts(row, starts)
+                result = cached_result(spec, group, args.root, own, args.ledger, device)
                 if result is not None:
                     cached[name] = result
                     continue
-                if row.init and isinstance(starts[row.init], RecordedStart):
+                if row.init and isinstance(own[row.init], RecordedStart):
                     continue  # known by its digest alone: read, never trained
                 needs = _pretrain_task(row.init) if row.init in missing_starts else None
-                task_args = (spec, group, args.root, device, starts, args.ledger)
+                task_args = (spec, group, args.root, device, own, args.ledger)
                 tasks.append(Task(name, _run, task_args, needs))
     return tasks, cached, names
 
@@ -435,19 +458,17 @@ def start_note(
 
 
 def unfinished_note(rows, results, args, held: dict[str, str] | None = None) -> str:
-    """Why rows have runs missing: a run from a ``--recorded-start`` is never trained here (its
-    start file is needed), a run another call is training (``held``: ``{row name: its run
-    lock's message}``) was passed over, and the others stopped at ``--deadline``: the same
-    command continues them."""
+    """Why rows have runs missing: a run from a ``--recorded-start`` or a ``--versus-start`` is
+    never trained here (its start file is needed), a run another call is training (``held``:
+    ``{row name: its run lock's message}``) was passed over, and the others stopped at
+    ``--deadline``: the same command continues them."""
     held = held or {}
     unfinished = [row for row in rows if row.name not in results]
-    recorded = [row.name for row in unfinished if row.init in args.recorded_starts]
-    locked = [row.name for row in unfinished if row.name in held and row.name not in recorded]
-    stopped = [
-        row.name
-        for row in unfinished
-        if row.init not in args.recorded_starts and row.name not in held
+    recorded = [
+        row.name for row in unfinished if row.init in args.recorded_starts or row.pretraining
     ]
+    locked = [row.name for row in unfinished if row.name in held and row.name not in recorded]
+    stopped = [row.name for row in unfinished if row.name not in recorded + locked]
     notes = []
     if locked:
         notes.append(
@@ -462,8 +483,8 @@ def unfinished_note(rows, results, args, held: dict[str, str] | None = None) -> 
         )
     if recorded:
         notes.append(
-            f"rows {recorded} have runs the ledger does not hold from their --recorded-start, "
-            "which this machine cannot train: that needs the start file"
+            f"rows {recorded} have runs the ledger does not hold from their --recorded-start or "
+            "--versus-start, which this machine cannot train: that needs the start file"
         )
     return "; ".join(notes) + ("" if results else "; no row finished")
 
@@ -484,9 +505,12 @@ def table(rows, results, domains, metric) -> str:
 
 
 def csv_rows(rows, results, domains, args) -> list[dict[str, str]]:
-    """The mAP table's rows for bench/bench_domain_conflict.csv: mean and std over seeds."""
+    """The mAP table's rows for bench/bench_domain_conflict.csv: mean and std over seeds; one
+    pretraining per table, so the rows from another (``--versus-start``) stay out."""
     out = []
     for row in rows:
+        if row.pretraining:
+            continue
         per_seed = results[row.name]
         cells = {}
         for domain in domains:
@@ -607,11 +631,18 @@ def goal_check(results, domains) -> list[str]:
 Comparison = tuple[str, tuple[tuple[int, str], ...]]
 
 
-def comparisons() -> list[Comparison]:
+def comparisons(rows: tuple[Row, ...] = ()) -> list[Comparison]:
     """Every comparison of :data:`PAIRS` and :data:`CONFLICT_PAIRS` as its label and its terms,
-    ``(sign, row name)``: the compared value is the signed sum of the rows' mAP."""
+    ``(sign, row name)``: the compared value is the signed sum of the rows' mAP; first, each
+    row of ``rows`` from another pretraining (:func:`with_versus`) against the same row from
+    this one: the pretraining's own variation."""
     names = {row.key: row.name for row in ROWS}
     found: list[Comparison] = [
+        (f"{names[row.key]} − {row.name}", ((1, names[row.key]), (-1, row.name)))
+        for row in rows
+        if row.pretraining
+    ]
+    found += [
         (f"{names[row]} − {names[minus]}", ((1, names[row]), (-1, names[minus])))
         for row, minus in PAIRS
     ]
@@ -622,15 +653,15 @@ def comparisons() -> list[Comparison]:
     return found
 
 
-def paired_check(results, domains) -> str:
-    """Each of :func:`comparisons` whose rows all finished, paired by seed: the mean ± std
-    over seeds of the per-seed difference, per domain and over the domains, and each seed's
-    difference over the domains (the rows must share their seeds)."""
+def paired_check(results, domains, rows: tuple[Row, ...] = ()) -> str:
+    """Each of :func:`comparisons` (``rows``' own among them) whose rows all finished, paired by
+    seed: the mean ± std over seeds of the per-seed difference, per domain and over the
+    domains, and each seed's difference over the domains (the rows must share their seeds)."""
     lines = [
         f"| difference | {' | '.join(domains)} | mean | per seed |",
         "|---|" + "---:|" * (len(domains) + 1) + "---|",
     ]
-    for label, terms in comparisons():
+    for label, terms in comparisons(rows):
         if any(name not in results for _, name in terms):
             continue
         signs = [sign for sign, _ in terms]
@@ -790,6 +821,15 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
         "another machine): the ledger's runs from it are read, none is trained, so rows with "
         "runs missing stay unfinished",
     )
+    parser.add_argument(
+        "--versus-start",
+        nargs="+",
+        default=[],
+        metavar="START=DIGEST",
+        help="another pretraining of START, known by its digest (say proxy_static=9c18ee32, "
+        "pretrained on another CPU): every row from START is also read from the ledger's runs "
+        "from it (none trained) and paired by seed with the row from this call's start",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch (CI)")
     parser.add_argument("--root", type=Path, default=Path("runs/domain_conflict"))
     add_ledger_option(parser, LEDGER)
@@ -810,30 +850,52 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     )
     args.proxy_key = args.proxy.key()
     args.starts = starts(args.proxy, args.proxy_root)
-    args.recorded_starts = {}
-    for item in args.recorded_start:
+    args.recorded_starts = _start_digests(parser, "--recorded-start", args.recorded_start, args)
+    args.versus_starts = _start_digests(parser, "--versus-start", args.versus_start, args)
+    args.starts |= args.recorded_starts
+    for name, start in args.versus_starts.items():
+        here = args.starts[name]
+        if (
+            isinstance(here, RecordedStart) or is_pretrained(args.proxy, args.proxy_root, name)
+        ) and (start_digest(here) == start.digest):
+            parser.error(
+                f"--versus-start {name}={start.digest} names this call's own pretraining of "
+                f"{name}: give the digest of another one (the end of its runs' names in the ledger)"
+            )
+    return args, datasets
+
+
+def _start_digests(parser, option: str, items: list[str], args) -> dict[str, RecordedStart]:
+    """``{start: RecordedStart}`` of ``option``'s ``START=DIGEST`` items; the parser's error on
+    an unknown start, a malformed digest or a start named twice."""
+    found: dict[str, RecordedStart] = {}
+    for item in items:
         name, _, digest = item.partition("=")
         if name not in args.starts or not is_digest(digest):
             parser.error(
-                f"--recorded-start {item}: give START=DIGEST, START among {list(args.starts)} "
+                f"{option} {item}: give START=DIGEST, START among {list(args.starts)} "
                 f"and DIGEST its {DIGEST_DIGITS} hex digits (the end of its runs' names in the "
                 "ledger)"
             )
-        if name in args.recorded_starts:
-            parser.error(f"--recorded-start names {name} twice")
-        args.recorded_starts[name] = RecordedStart(digest)
-    args.starts |= args.recorded_starts
-    return args, datasets
+        if name in found:
+            parser.error(f"{option} names {name} twice")
+        found[name] = RecordedStart(digest)
+    return found
 
 
 def main() -> None:
     args, datasets = parse_args()
-    rows = select_rows(args.rows, args.static_only, args.without_static)
+    rows = with_versus(
+        select_rows(args.rows, args.static_only, args.without_static), args.versus_starts
+    )
     names = {row.name for row in rows}
     domains = [d.name for d in datasets]
     device = torch.device(args.device)
     proxy_starts = args.starts
     inits = sorted({row.init for row in rows} - {""})
+    for name in args.versus_starts:
+        if name not in inits:
+            print(f"--versus-start {name}: no row of this call starts from it")
     for name, start in args.recorded_starts.items():
         if name not in inits:
             print(f"--recorded-start {name}: no row of this call starts from it")
@@ -937,7 +999,7 @@ def main() -> None:
             f"Every std <= 2: {'yes' if small else 'no'}",
             "",
         ]
-    paired = paired_check(results, domains)
+    paired = paired_check(results, domains, rows)
     if paired:
         report += ["### Paired by seed: mAP differences (mean ± std over seeds)", "", paired, ""]
     if with_static and names.issuperset(GOAL_ROWS):

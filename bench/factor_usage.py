@@ -230,6 +230,11 @@ def report_row(name: str, usages: list[dict[str, dict[str, float]]]) -> list[str
 
 def main() -> None:
     args, datasets = parse_args(description=__doc__.splitlines()[0])
+    if args.versus_starts:
+        raise SystemExit(
+            "--versus-start: the benchmark's report option; this script reads the checkpoints "
+            "of the runs trained here, one pretraining at a time"
+        )
     device = torch.device(args.device)
     proxy_starts = args.starts
     rows = select_rows(args.rows, static_only=False, without_static=args.rows is not None)

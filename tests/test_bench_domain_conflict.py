@@ -395,8 +395,8 @@ def test_rows_left_unfinished_say_why():
     s_row, scratch = by_key["s"], by_key["dcsd_joint_scratch"]
     args = argparse.Namespace(deadline=None, recorded_starts={"proxy_ddf": RecordedStart("0" * 8)})
     needs_file = (
-        "rows ['S'] have runs the ledger does not hold from their --recorded-start, which this "
-        "machine cannot train: that needs the start file"
+        "rows ['S'] have runs the ledger does not hold from their --recorded-start or "
+        "--versus-start, which this machine cannot train: that needs the start file"
     )
     assert bench.unfinished_note([s_row], {}, args) == needs_file + "; no row finished"
     args.deadline = 5
@@ -518,6 +518,56 @@ def test_a_recorded_start_reads_its_runs_and_trains_none(tmp_path):
     for bad in ("proxy_ddf=xyz", "ddf=0badc0de"):
         with pytest.raises(SystemExit):
             bench.parse_args([*argv, "--recorded-start", bad])
+
+
+def test_a_versus_start_reads_another_pretraining_and_pairs_it_by_seed(tmp_path):
+    """--versus-start START=DIGEST adds, after each row from START, the same row from that
+    other pretraining: its runs are read from the ledger by the digest (none queued), it is
+    paired by seed with the row from this call's start, and it is left out of the CSV; a
+    digest of the start this call holds is refused."""
+    ledger = tmp_path / "runs.jsonl"
+    argv = ["--quick", "--rows", "s", "--without-static", "--root", str(tmp_path / "runs")]
+    argv += ["--proxy-root", str(tmp_path / "proxy"), "--ledger", str(ledger)]
+    argv += ["--recorded-start", "proxy_ddf=0badc0de"]
+    args, datasets = bench.parse_args([*argv, "--versus-start", "proxy_ddf=0ddba11e"])
+    assert args.versus_starts == {"proxy_ddf": RecordedStart("0ddba11e")}
+    rows = bench.with_versus(bench.select_rows(["s"], False, True), args.versus_starts)
+    assert [(row.name, row.pretraining) for row in rows] == [
+        ("S", ""),
+        ("S [0ddba11e]", "0ddba11e"),
+    ]
+    tasks, cached, names = bench.plan(rows, datasets, args, torch.device("cpu"), args.starts, [])
+    assert (tasks, cached) == ([], {})  # nothing recorded, nothing trained from either
+    records = []
+    for row, mAP in zip(rows, (12.5, 10.0), strict=True):
+        ((spec, group),) = bench.row_runs(row, datasets, args, 0)
+        model = build_model(spec, MultiDomainDataset(group))
+        folder = run_folder(spec, model, args.root, bench.row_starts(row, args.starts))
+        assert folder.name.endswith(f"-{row.pretraining or '0badc0de'}")
+        metrics = {"synth0": {"mAP": mAP, "rank1": 0.0}}
+        records.append(json.dumps({"run": folder.name, "result": {"metrics": metrics}}))
+    ledger.write_text("\n".join(records) + "\n")
+    tasks, cached, names = bench.plan(rows, datasets, args, torch.device("cpu"), args.starts, [])
+    assert tasks == []
+    read = {row.name: cached[names[(row.name, 0)][0]]["metrics"] for row in rows}
+    assert read == {"S": {"synth0": {"mAP": 12.5, "rank1": 0.0}}, "S [0ddba11e]": {
+        "synth0": {"mAP": 10.0, "rank1": 0.0}}}  # fmt: skip
+    text = bench.paired_check({name: [m] for name, m in read.items()}, ["synth0"], rows)
+    assert "| S − S [0ddba11e] | +2.5 ± 0.0 | +2.5 ± 0.0 | +2.5 |" in text
+    assert "S [0ddba11e]" in bench.unfinished_note(rows, {"S": []}, args)
+    csv = bench.csv_rows(rows, {name: [m] for name, m in read.items()}, ["synth0"], args)
+    assert [(line["row"], line["map_synth0"]) for line in csv] == [("S", "12.5")]
+    with pytest.raises(SystemExit):  # this call's own pretraining
+        bench.parse_args([*argv, "--versus-start", "proxy_ddf=0badc0de"])
+    start = args.starts["proxy_static"]
+    start.mkdir(parents=True)
+    (start / "model.safetensors").write_bytes(b"weights")
+    (start.parent / "static.json").write_text("{}")
+    own = hashlib.sha256(b"weights").hexdigest()[:8]
+    for bad in (f"proxy_static={own}", "proxy_ddf=xyz", "proxy_ddf=0ddba11e proxy_ddf=0ddba11f"):
+        with pytest.raises(SystemExit):
+            bench.parse_args([*argv, "--versus-start", *bad.split()])
+    assert bench.parse_args([*argv, "--versus-start", "proxy_static=0ddba11e"])[0].versus_starts
 
 
 def test_another_proxy_pool_is_another_pretraining(tmp_path):

@@ -129,3 +129,13 @@ def test_model_usage_labels_each_image_with_its_domain_and_global_camera(monkeyp
     assert offset > datasets[0].num_cameras  # the offsets matter
     assert seen[0] == (len(expected_domains), expected_domains, expected_cameras)
     assert all(entry == seen[0] for entry in seen)
+
+
+def test_a_versus_start_is_refused(tmp_path, monkeypatch):
+    """--versus-start, the benchmark's report option, is refused here, not ignored: this script
+    reads the checkpoints of runs trained from one pretraining."""
+    argv = ["factor_usage.py", "--quick", "--rows", "s", "--versus-start", "proxy_ddf=0ddba11e"]
+    argv += ["--root", str(tmp_path / "runs"), "--proxy-root", str(tmp_path / "proxy")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="--versus-start: the benchmark's report option"):
+        factor_usage.main()
