@@ -260,7 +260,9 @@ def with_versus(rows: tuple[Row, ...], versus: dict[str, RecordedStart]) -> tupl
     return tuple(out)
 
 
-def row_starts(row: Row, starts: dict[str, Path | RecordedStart]):
+def row_starts(
+    row: Row, starts: dict[str, Path | RecordedStart]
+) -> dict[str, Path | RecordedStart]:
     """The starts ``row``'s runs are named by: ``starts``, with the row's own pretraining
     (``Row.pretraining``) in place of its start's."""
     return {**starts, row.init: RecordedStart(row.pretraining)} if row.pretraining else starts
@@ -325,12 +327,12 @@ def plan(rows, datasets, args, device, starts, missing_starts):
     ]
     cached, names = {}, {}
     for row in sorted(rows, key=lambda row: (row not in STATIC_ROWS, row.per_domain)):
+        own = row_starts(row, starts)
         for seed in args.seeds:
             names[(row.name, seed)] = []
             for spec, group in row_runs(row, datasets, args, seed):
                 name = f"seed {seed}: {row.name} ({', '.join(spec.domains)})"
                 names[(row.name, seed)].append(name)
-                own = row_starts(row, starts)
                 result = cached_result(spec, group, args.root, own, args.ledger, device)
                 if result is not None:
                     cached[name] = result
@@ -414,25 +416,29 @@ def start_note(
     ledger: Path | None,
     device: torch.device,
     pool_key: str,
+    versus: dict[str, RecordedStart] | None = None,
 ) -> str:
     """The proxy starts ``inits`` here (their digests; ``missing``: not pretrained) beside the
     ledger's runs on ``device``'s type from each, pretrained on the proxy pool ``pool_key``
     (runs from another pool are another experiment, not another machine's start). A run is
     read from the ledger only with the very start file it trained from, and a start pretrained
     on another machine can differ (another CPU can give other weights), so a user learns
-    before hours of training that the recorded runs will not be read, and why."""
+    before hours of training that the recorded runs will not be read, and why; the runs from a
+    pretraining ``versus`` names (``--versus-start``) are read, as the rows ``[DIGEST]``."""
     recorded = ledger_start_digests(ledger, device.type)
+    versus = versus or {}
     parts, foreign = [], False
     for name in inits:
         known_by_digest = isinstance(starts[name], RecordedStart)
         here = None if name in missing else start_digest(starts[name])
+        beside = versus[name].digest if name in versus else None
         runs = recorded.get(start_init(name, pool_key), {})
-        other = {digest: count for digest, count in runs.items() if digest != here}
+        other = {digest: count for digest, count in runs.items() if digest not in (here, beside)}
         foreign |= bool(other)
         this_one = "it" if known_by_digest else "this pretraining"
+        labels = {beside: f"{beside} (--versus-start: the rows [{beside}])", here: this_one}
         recorded_runs = ", ".join(
-            f"{count} run(s) from {this_one if digest == here else digest}"
-            for digest, count in runs.items()
+            f"{count} run(s) from {labels.get(digest, digest)}" for digest, count in runs.items()
         )
         remarks = [f"the ledger: {recorded_runs}"] if runs else []
         if known_by_digest:
@@ -451,24 +457,28 @@ def start_note(
         note += (
             ". The ledger's runs from another pretraining are read only with its start file: "
             "copy that machine's --proxy-root here, or name it with --recorded-start to report "
-            "them (another machine can pretrain the starts to other weights: an Intel Xeon "
+            "them, or with --versus-start beside this one's (another machine can pretrain the "
+            "starts to other weights: an Intel Xeon "
             f"and an AMD EPYC, both AVX-512, did; {machine})"
         )
     return note
 
 
 def unfinished_note(rows, results, args, held: dict[str, str] | None = None) -> str:
-    """Why rows have runs missing: a run from a ``--recorded-start`` or a ``--versus-start`` is
-    never trained here (its start file is needed), a run another call is training (``held``:
-    ``{row name: its run lock's message}``) was passed over, and the others stopped at
-    ``--deadline``: the same command continues them."""
+    """Why rows have runs missing: a run from a ``--recorded-start`` is never trained here (its
+    start file is needed), a row from a ``--versus-start`` is only ever read, a run another
+    call is training (``held``: ``{row name: its run lock's message}``) was passed over, and
+    the others stopped at ``--deadline``: the same command continues them."""
     held = held or {}
     unfinished = [row for row in rows if row.name not in results]
+    beside = [row.name for row in unfinished if row.pretraining]
     recorded = [
-        row.name for row in unfinished if row.init in args.recorded_starts or row.pretraining
+        row.name
+        for row in unfinished
+        if row.init in args.recorded_starts and row.name not in beside
     ]
     locked = [row.name for row in unfinished if row.name in held and row.name not in recorded]
-    stopped = [row.name for row in unfinished if row.name not in recorded + locked]
+    stopped = [row.name for row in unfinished if row.name not in beside + recorded + locked]
     notes = []
     if locked:
         notes.append(
@@ -483,8 +493,13 @@ def unfinished_note(rows, results, args, held: dict[str, str] | None = None) -> 
         )
     if recorded:
         notes.append(
-            f"rows {recorded} have runs the ledger does not hold from their --recorded-start or "
-            "--versus-start, which this machine cannot train: that needs the start file"
+            f"rows {recorded} have runs the ledger does not hold from their --recorded-start, "
+            "which this machine cannot train: that needs the start file"
+        )
+    if beside:
+        notes.append(
+            f"rows {beside} (--versus-start) are read, never trained, and the ledger lacks some "
+            "of their runs: left out, with their comparisons"
         )
     return "; ".join(notes) + ("" if results else "; no row finished")
 
@@ -723,7 +738,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     """The benchmark's options (``argv``, else the command line) and what they imply: the
     ledger, the image size, the quick sizes, ``datasets`` and their cache label, the proxy
     pool's config and key, and the starts (``args.starts``: the start files under
-    ``--proxy-root``, the ``--recorded-start`` ones by digest). ``bench/factor_usage.py``
+    ``--proxy-root``, the ``--recorded-start`` ones by digest; ``args.versus_starts``: the
+    other pretrainings ``--versus-start`` sets beside them). ``bench/factor_usage.py``
     names the same runs with the same options. Returns ``(args, datasets)``."""
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -853,16 +869,29 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
     args.recorded_starts = _start_digests(parser, "--recorded-start", args.recorded_start, args)
     args.versus_starts = _start_digests(parser, "--versus-start", args.versus_start, args)
     args.starts |= args.recorded_starts
+    _check_versus_starts(parser, args)
+    return args, datasets
+
+
+def _check_versus_starts(parser, args) -> None:
+    """The parser's error on a ``--versus-start`` whose start this call does not hold (not
+    pretrained, not recorded: its digest is not known yet, and once pretrained it may be the
+    very DIGEST) or whose DIGEST is this call's own pretraining of it."""
     for name, start in args.versus_starts.items():
         here = args.starts[name]
-        if (
-            isinstance(here, RecordedStart) or is_pretrained(args.proxy, args.proxy_root, name)
-        ) and (start_digest(here) == start.digest):
+        if not isinstance(here, RecordedStart) and not is_pretrained(
+            args.proxy, args.proxy_root, name
+        ):
+            parser.error(
+                f"--versus-start {name}={start.digest}: {name} is not pretrained under "
+                "--proxy-root, so this call's pretraining of it is not known yet; pretrain it "
+                "first (bench/pretrain_proxy.py) or name it with --recorded-start"
+            )
+        if start_digest(here) == start.digest:
             parser.error(
                 f"--versus-start {name}={start.digest} names this call's own pretraining of "
                 f"{name}: give the digest of another one (the end of its runs' names in the ledger)"
             )
-    return args, datasets
 
 
 def _start_digests(parser, option: str, items: list[str], args) -> dict[str, RecordedStart]:
@@ -914,16 +943,19 @@ def main() -> None:
         ]
 
     missing = not_pretrained()
+    note_args = (args.ledger, device, args.proxy_key, args.versus_starts)
     if inits:
         print(
-            start_note(inits, proxy_starts, missing, args.ledger, device, args.proxy_key),
+            start_note(inits, proxy_starts, missing, *note_args),
             flush=True,
         )
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     results, runs, held = run_all(rows, datasets, args, device, proxy_starts, missing, threads)
     missing = not_pretrained()
-    unfinished = [row.name for row in rows if row.name not in results]
-    if unfinished:
+    # A row from a --versus-start is only ever read: one the ledger lacks is left out, and the
+    # output files wait for the rows a call can finish alone.
+    unfinished = [row.name for row in rows if row.name not in results and not row.pretraining]
+    if len(results) < len(rows):
         print(unfinished_note(rows, results, args, held), flush=True)
         if any(row.name in unfinished for row in STATIC_ROWS):
             print("no tables: every table and check reads the static rows")
@@ -944,11 +976,7 @@ def main() -> None:
         f"- this call: {device_name}, {args.jobs} run(s) side by side, {threads} thread(s) "
         f"each; torch {torch.__version__}, triton {triton.__version__}; {stamp}",
         f"- the reported runs (trained by this call or read): {ran_with(runs)}",
-        *(
-            [f"- {start_note(inits, proxy_starts, missing, args.ledger, device, args.proxy_key)}"]
-            if inits
-            else []
-        ),
+        *([f"- {start_note(inits, proxy_starts, missing, *note_args)}"] if inits else []),
         f"- data: synthetic `{args.preset}` preset ({regimes}), data seed {args.data_seed}"
         + (", quick sizes" if args.quick else "")
         + (

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,14 @@ def test_quick_benchmark_writes_tables_and_figure_and_resumes(tmp_path):
     again = run(tmp_path, "--static-only")
     assert "static joint" in again and "DCSD joint" not in again.split("Conflict present")[0]
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # nothing trained again
+    # --versus-start: the other pretraining's rows are only read (none here: named, left out)
+    # and the tables of this pretraining's rows are printed whole.
+    beside = run(tmp_path, "--static-only", "--versus-start", "proxy_static=0ddba11e")
+    assert (
+        "rows ['static alone [0ddba11e]', 'static joint [0ddba11e]'] (--versus-start) are read"
+    ) in beside
+    assert "| static joint | II |" in beside and "rows unfinished" not in beside
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
     # --rows: the static rows and the rows named, from the cache; an unknown key is named.
     out = run(tmp_path, "--rows", "spatial_dc")
     table = out.split("Conflict present")[0]
@@ -377,6 +386,13 @@ def test_the_start_note_counts_the_ledgers_runs_per_pretraining(tmp_path):
         f"proxy starts: proxy_ddf {here} (--recorded-start: its runs are read, none trained; "
         f"the ledger: 2 run(s) from 0badc0de, 1 run(s) from it). "
     )
+    beside = bench.start_note(
+        ["proxy_ddf"], starts, [], ledger, cpu, "k", {"proxy_ddf": RecordedStart("0badc0de")}
+    )
+    assert beside == (
+        f"proxy starts: proxy_ddf {here} (the ledger: 2 run(s) from 0badc0de (--versus-start: "
+        "the rows [0badc0de]), 1 run(s) from this pretraining)"
+    )  # read beside this pretraining's: no advice on how to read them
     ledger.write_text(record(f"cccc-11111111-{here}", "proxy_ddf@k") + "\n")
     both = starts | {"proxy_static": start}
     only_here = bench.start_note(["proxy_ddf", "proxy_static"], both, [], ledger, cpu, "k")
@@ -395,8 +411,8 @@ def test_rows_left_unfinished_say_why():
     s_row, scratch = by_key["s"], by_key["dcsd_joint_scratch"]
     args = argparse.Namespace(deadline=None, recorded_starts={"proxy_ddf": RecordedStart("0" * 8)})
     needs_file = (
-        "rows ['S'] have runs the ledger does not hold from their --recorded-start or "
-        "--versus-start, which this machine cannot train: that needs the start file"
+        "rows ['S'] have runs the ledger does not hold from their --recorded-start, which this "
+        "machine cannot train: that needs the start file"
     )
     assert bench.unfinished_note([s_row], {}, args) == needs_file + "; no row finished"
     args.deadline = 5
@@ -408,6 +424,14 @@ def test_rows_left_unfinished_say_why():
     assert bench.unfinished_note([s_row, scratch], {"S": []}, args) == stopped
     assert bench.unfinished_note([s_row, scratch], {}, args) == (
         f"{stopped}; {needs_file}; no row finished"
+    )
+    # A row from a --versus-start is only read: its own clause, even with no deadline.
+    beside = replace(scratch, name="S [0ddba11e]", init="proxy_ddf", pretraining="0ddba11e")
+    assert bench.unfinished_note(
+        [beside], {}, argparse.Namespace(deadline=None, recorded_starts={})
+    ) == (
+        "rows ['S [0ddba11e]'] (--versus-start) are read, never trained, and the ledger lacks "
+        "some of their runs: left out, with their comparisons; no row finished"
     )
     held = "runs/x is in use by another run (pid 7 on host h, since then)"
     assert bench.unfinished_note([s_row, scratch], {}, args, {"DCSD joint, scratch": held}) == (
@@ -554,20 +578,41 @@ def test_a_versus_start_reads_another_pretraining_and_pairs_it_by_seed(tmp_path)
         "synth0": {"mAP": 10.0, "rank1": 0.0}}}  # fmt: skip
     text = bench.paired_check({name: [m] for name, m in read.items()}, ["synth0"], rows)
     assert "| S − S [0ddba11e] | +2.5 ± 0.0 | +2.5 ± 0.0 | +2.5 |" in text
-    assert "S [0ddba11e]" in bench.unfinished_note(rows, {"S": []}, args)
     csv = bench.csv_rows(rows, {name: [m] for name, m in read.items()}, ["synth0"], args)
     assert [(line["row"], line["map_synth0"]) for line in csv] == [("S", "12.5")]
-    with pytest.raises(SystemExit):  # this call's own pretraining
-        bench.parse_args([*argv, "--versus-start", "proxy_ddf=0badc0de"])
-    start = args.starts["proxy_static"]
+
+
+def test_a_versus_start_beside_a_start_file_is_never_trained(tmp_path, capsys):
+    """Beside a start pretrained here, --versus-start queues the rows from this start only (the
+    other pretraining's are read, none trained); it is refused for a start not pretrained yet
+    (its digest is not known), for this call's own digest and for a malformed item."""
+    argv = ["--quick", "--static-only", "--root", str(tmp_path / "runs")]
+    argv += ["--proxy-root", str(tmp_path / "proxy"), "--ledger", str(tmp_path / "runs.jsonl")]
+    with pytest.raises(SystemExit):
+        bench.parse_args([*argv, "--versus-start", "proxy_static=0ddba11e"])
+    assert "proxy_static is not pretrained under --proxy-root" in capsys.readouterr().err
+    start = bench.parse_args(argv)[0].starts["proxy_static"]
     start.mkdir(parents=True)
     (start / "model.safetensors").write_bytes(b"weights")
     (start.parent / "static.json").write_text("{}")
+    args, datasets = bench.parse_args([*argv, "--versus-start", "proxy_static=0ddba11e"])
+    rows = bench.with_versus(bench.select_rows(None, True), args.versus_starts)
+    assert [row.name for row in rows] == [
+        "static alone", "static alone [0ddba11e]", "static joint", "static joint [0ddba11e]"
+    ]  # fmt: skip
+    tasks, cached, _ = bench.plan(rows, datasets, args, torch.device("cpu"), args.starts, [])
+    assert cached == {} and tasks and all("[0ddba11e]" not in task.name for task in tasks)
+    assert len(tasks) == len(datasets) + 1  # static alone per domain, static joint
     own = hashlib.sha256(b"weights").hexdigest()[:8]
-    for bad in (f"proxy_static={own}", "proxy_ddf=xyz", "proxy_ddf=0ddba11e proxy_ddf=0ddba11f"):
+    refusals = {
+        f"proxy_static={own}": "names this call's own pretraining of proxy_static",
+        "proxy_static=xyz": "give START=DIGEST",
+        "proxy_static=0ddba11e proxy_static=0ddba11f": "--versus-start names proxy_static twice",
+    }
+    for bad, why in refusals.items():
         with pytest.raises(SystemExit):
             bench.parse_args([*argv, "--versus-start", *bad.split()])
-    assert bench.parse_args([*argv, "--versus-start", "proxy_static=0ddba11e"])[0].versus_starts
+        assert why in capsys.readouterr().err
 
 
 def test_another_proxy_pool_is_another_pretraining(tmp_path):
