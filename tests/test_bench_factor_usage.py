@@ -136,6 +136,7 @@ def test_a_versus_start_is_refused(tmp_path, monkeypatch):
     reads the checkpoints of runs trained from one pretraining."""
     argv = ["factor_usage.py", "--quick", "--rows", "s", "--versus-start", "proxy_ddf=0ddba11e"]
     argv += ["--root", str(tmp_path / "runs"), "--proxy-root", str(tmp_path / "proxy")]
+    argv += ["--recorded-start", "proxy_ddf=0badc0de"]  # a start whose digest is known
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="--versus-start: the benchmark's report option"):
         factor_usage.main()
